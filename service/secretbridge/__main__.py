@@ -1,0 +1,3 @@
+from secretbridge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The project's errors: what a store or the server says went wrong.
+
+Stores raise these and know nothing of gRPC; the server maps each class to a
+status code in one place (`server.STATUS_BY_ERROR`). A message names the
+property, the secret and the cause, and never carries a secret value, a token
+or an identity header: daprd shows callers only the message text.
+"""
+
+from __future__ import annotations
+
+
+class SecretStoreError(Exception):
+    """Base class; `message` is shown to daprd and the app as it is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotFound(SecretStoreError):
+    """The secret (or the version asked for) does not exist."""
+
+
+class InvalidArgument(SecretStoreError):
+    """A bad secret name, request metadata or component metadata value."""
+
+
+class PermissionDenied(SecretStoreError):
+    """The store refused: the identity lacks rights, or a name is denied here."""
+
+
+class FailedPrecondition(SecretStoreError):
+    """The request cannot be served in the current state (not initialised,
+    disabled or expired secret, unusable resource named in metadata)."""
+
+
+class Unavailable(SecretStoreError):
+    """The backend cannot be reached, or is throttled past the retries."""
+
+
+class DeadlineExceeded(SecretStoreError):
+    """The backend did not answer within `requestTimeout`."""

@@ -1,0 +1,227 @@
+"""Component metadata declared as data.
+
+Every backend lists its properties as `Property` records (name, kind, default,
+required, description). The same records validate a Component's `spec.metadata`
+at Init, word its error messages (always naming the property), and produce the
+reference tables in the README (`secretbridge backends --markdown`), the way
+Dapr's components-contrib keeps a metadata.yaml beside each store.
+
+Names match case-insensitively, as daprd's own metadata decoding does, so a
+YAML written for a built-in store keeps working after a one-line `type:` change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from secretbridge.errors import InvalidArgument
+
+
+class Kind(StrEnum):
+    """How a property's string value is read."""
+
+    STRING = "string"
+    BOOL = "bool"
+    INT = "int"
+    DURATION = "duration"
+    LIST = "list"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go-style duration (`500ms`, `30s`, `5m`, `1h30m`, `0`) into seconds."""
+    value = text.strip()
+    if value == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(value):
+        match = _DURATION_PART.match(value, pos)
+        if match is None:
+            raise ValueError(f"not a duration: {text!r}")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise ValueError(f"not a duration: {text!r}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way the docs and messages write durations."""
+    if seconds == 0:
+        return "0"
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class Property:
+    """One metadata property of a backend (or of every backend)."""
+
+    name: str
+    description: str
+    kind: Kind = Kind.STRING
+    default: Any = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    # A sensitive value (a client secret, a password) is never echoed in a message.
+    sensitive: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    # Extra validation of the parsed value; returns an error text or None.
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+
+    def parse(self, raw: str) -> Any:
+        """Turn the string from the Component YAML into a typed value."""
+        shown = "the value given" if self.sensitive else repr(raw)
+        text = raw.strip()
+        value: Any
+        if self.kind is Kind.BOOL:
+            lowered = text.lower()
+            if lowered not in ("true", "false"):
+                raise self._error(f'must be "true" or "false", got {shown}')
+            value = lowered == "true"
+        elif self.kind is Kind.INT:
+            try:
+                value = int(text)
+            except ValueError:
+                raise self._error(f"must be a whole number, got {shown}") from None
+        elif self.kind is Kind.DURATION:
+            try:
+                value = parse_duration(text)
+            except ValueError:
+                raise self._error(
+                    f"must be a duration such as 500ms, 30s, 5m or 1h (0 turns it off), got {shown}"
+                ) from None
+        elif self.kind is Kind.LIST:
+            value = tuple(item.strip() for item in text.split(",") if item.strip())
+        else:
+            value = raw
+            if self.choices:
+                match = next((c for c in self.choices if c.lower() == text.lower()), None)
+                if match is None:
+                    raise self._error(f"must be one of {', '.join(self.choices)}; got {shown}")
+                value = match
+        if self.minimum is not None and value < self.minimum:
+            raise self._error(f"must be at least {self._render(self.minimum)}, got {shown}")
+        if self.maximum is not None and value > self.maximum:
+            raise self._error(f"must be at most {self._render(self.maximum)}, got {shown}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise self._error(problem)
+        return value
+
+    def _render(self, bound: float) -> str:
+        return format_duration(bound) if self.kind is Kind.DURATION else f"{bound:g}"
+
+    def _error(self, text: str) -> InvalidArgument:
+        return InvalidArgument(f"metadata property '{self.name}' {text}")
+
+    def default_text(self) -> str:
+        """The default as a YAML author would write it."""
+        if self.default is None:
+            return ""
+        if self.kind is Kind.BOOL:
+            return "true" if self.default else "false"
+        if self.kind is Kind.DURATION:
+            return format_duration(self.default)
+        if self.kind is Kind.LIST:
+            return ",".join(self.default)
+        return str(self.default)
+
+
+@dataclass(frozen=True)
+class ParsedMetadata:
+    """The typed values, keyed by canonical property name, plus what was not understood."""
+
+    values: dict[str, Any]
+    defaulted: frozenset[str]
+    unknown: tuple[str, ...]
+    suggestions: dict[str, str]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    def given(self, name: str) -> bool:
+        """Whether the Component set this property (rather than it taking its default)."""
+        return name in self.values and name not in self.defaulted
+
+
+def parse_metadata(properties: Sequence[Property], raw: Mapping[str, str]) -> ParsedMetadata:
+    """Validate a flat metadata map against `properties`.
+
+    Raises `InvalidArgument` naming the first property that is missing or malformed.
+    Unknown names are returned (with a close match where there is one) for the
+    caller to log: daprd's own metadata may grow, so they are not fatal.
+    """
+    by_name: dict[str, Property] = {}
+    for prop in properties:
+        for spelling in (prop.name, *prop.aliases):
+            by_name[spelling.lower()] = prop
+    values: dict[str, Any] = {}
+    seen_from: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, text in raw.items():
+        prop = by_name.get(key.lower())
+        if prop is None:
+            unknown.append(key)
+            continue
+        if prop.name in seen_from:
+            raise InvalidArgument(
+                f"metadata property '{prop.name}' is given twice (as '{seen_from[prop.name]}' and '{key}')"
+            )
+        seen_from[prop.name] = key
+        if text.strip() == "":
+            continue  # an empty value means "not set", as in daprd
+        values[prop.name] = prop.parse(text)
+    defaulted = []
+    for prop in properties:
+        if prop.name in values:
+            continue
+        if prop.required:
+            raise InvalidArgument(f"metadata property '{prop.name}' is required: {prop.description}")
+        values[prop.name] = prop.default
+        defaulted.append(prop.name)
+    suggestions = {}
+    names = [p.name for p in properties]
+    for key in unknown:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+        if close:
+            suggestions[key] = close[0]
+    return ParsedMetadata(
+        values=values, defaulted=frozenset(defaulted), unknown=tuple(unknown), suggestions=suggestions
+    )
+
+
+def markdown_table(properties: Iterable[Property]) -> str:
+    """The reference table for the docs, generated from the declarations."""
+    rows = [
+        "| property | type | default | required | description |",
+        "|---|---|---|---|---|",
+    ]
+    for prop in properties:
+        kind = prop.kind.value
+        if prop.choices:
+            kind = " \\| ".join(f"`{c}`" for c in prop.choices)
+        default = f"`{prop.default_text()}`" if prop.default_text() else ""
+        rows.append(
+            f"| `{prop.name}` | {kind} | {default} | {'yes' if prop.required else ''} | {prop.description} |"
+        )
+    return "\n".join(rows)
