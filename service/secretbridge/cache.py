@@ -1,12 +1,37 @@
 """Per-instance cache and resilience in front of a remote store.
 
-(The properties are declared first so every remote backend shares them; the
-cache itself follows.)
+The built-in Key Vault store asks the vault on every read; busy apps meet the
+vault's throttling (about 4,000 reads per 10 s per vault) and an outage takes
+them down. Every remote backend here sits behind `CachedStore`, configured by
+the `CACHE_PROPERTIES` each remote Component may set.
 """
 
 from __future__ import annotations
 
-from secretbridge.metadata import Kind, Property
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from secretbridge.errors import DeadlineExceeded, NotFound, SecretStoreError, Unavailable
+from secretbridge.metadata import Kind, ParsedMetadata, Property, format_duration
+from secretbridge.names import show_name
+from secretbridge.observability import (
+    BACKEND_CALLS,
+    BACKEND_SECONDS,
+    CACHE_ENTRIES,
+    CACHE_LOOKUPS,
+    REFRESHES,
+    STALE_AGE,
+    STALE_SERVED,
+)
+from secretbridge.stores.base import SecretStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CACHE_PROPERTIES: tuple[Property, ...] = (
     Property(
@@ -62,3 +87,266 @@ CACHE_PROPERTIES: tuple[Property, ...] = (
         default=False,
     ),
 )
+
+
+#: A versioned read never changes, so it is kept this long whatever cacheTTL says.
+VERSIONED_TTL = 24 * 3600.0
+#: Refresh-ahead starts once this share of the TTL has passed.
+REFRESH_AHEAD_AT = 0.8
+#: BulkGet is many backend calls; it may take this many requestTimeouts.
+BULK_TIMEOUT_FACTOR = 10
+
+
+@dataclass
+class _Entry:
+    data: dict[str, str] | None  # None: a remembered not-found
+    fetched_at: float
+    expires_at: float
+    refresh_at: float
+    not_found: str = ""  # the NotFound message, for negative entries
+    last_used: float = 0.0
+    refreshing: bool = False
+
+
+_Key = tuple[str, str | None]
+
+
+class CachedStore:
+    """A store behind a per-instance cache with single-flight, negative caching,
+    stale-on-error, refresh-ahead, a concurrency bound and per-call timeouts.
+
+    `peek` is the fast path and may be called from any thread (the gRPC
+    workers); everything else runs on the event loop the instance was built on.
+    Only backend unavailability (`Unavailable`, `DeadlineExceeded`) is answered
+    with a stale value: a secret that was disabled, deleted or whose access was
+    revoked is a decision, and is surfaced at once.
+    """
+
+    def __init__(self, store: SecretStore, metadata: ParsedMetadata, *, instance: str) -> None:
+        self.store = store
+        self.instance = instance
+        self.backend = store.backend
+        self.ttl: float = metadata["cacheTTL"]
+        self.negative_ttl: float = metadata["negativeCacheTTL"]
+        self.max_stale: float = metadata["maxStale"]
+        self.max_entries: int = metadata["cacheMaxEntries"]
+        self.timeout: float = metadata["requestTimeout"]
+        self._limit = asyncio.Semaphore(metadata["maxConcurrentRequests"])
+        self._loop = asyncio.get_running_loop()
+        self._entries: dict[_Key, _Entry] = {}
+        self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
+        self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
+        # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
+        self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
+        self._stale_since: float | None = None
+        self.last_error: str | None = None  # the cause of the latest backend failure, for /readyz
+        self._hits = CACHE_LOOKUPS.labels(instance, "hit")
+
+    # ---- the fast path, any thread -------------------------------------------------
+
+    def peek(self, name: str, version: str | None) -> dict[str, str] | None:
+        """A fresh value without awaiting anything, or None (then call `get`)."""
+        entry = self._entries.get((name, version))
+        if entry is None or entry.data is None:
+            return None
+        now = time.monotonic()
+        if now >= entry.expires_at:
+            return None
+        entry.last_used = now
+        if now >= entry.refresh_at and not entry.refreshing:
+            entry.refreshing = True
+            self._loop.call_soon_threadsafe(self._refresh_ahead, (name, version))
+        self._hits.inc()
+        return entry.data
+
+    # ---- reads, on the loop -------------------------------------------------------------
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        key = (name, version)
+        entry = self._entries.get(key)
+        now = time.monotonic()
+        if entry is not None and now < entry.expires_at:
+            entry.last_used = now
+            if entry.data is None:
+                CACHE_LOOKUPS.labels(self.instance, "negative").inc()
+                raise NotFound(entry.not_found)
+            if now >= entry.refresh_at and not entry.refreshing:
+                entry.refreshing = True
+                self._refresh_ahead(key)
+            self._hits.inc()
+            return entry.data
+        CACHE_LOOKUPS.labels(self.instance, "miss").inc()
+        task = self._inflight.get(key)
+        if task is None:
+            task = self._start(key)
+        # shield: one caller giving up must not cancel the read the others wait on.
+        return await asyncio.shield(task)
+
+    def _start(self, key: _Key) -> asyncio.Task[dict[str, str]]:
+        task = self._loop.create_task(self._load(key))
+        self._inflight[key] = task
+        task.add_done_callback(lambda t: (self._inflight.pop(key, None), t.cancelled() or t.exception()))
+        return task
+
+    def _refresh_ahead(self, key: _Key) -> None:
+        if key in self._inflight:
+            return
+
+        def done(task: asyncio.Task[dict[str, str]]) -> None:
+            failed = task.cancelled() or task.exception() is not None
+            REFRESHES.labels(self.instance, "error" if failed else "ok").inc()
+            entry = self._entries.get(key)
+            if failed and entry is not None:
+                # Try again a little later rather than on every read.
+                entry.refreshing = False
+                entry.refresh_at = time.monotonic() + max(self.ttl / 10, 0.1)
+
+        self._start(key).add_done_callback(done)
+
+    async def _load(self, key: _Key) -> dict[str, str]:
+        name, version = key
+        try:
+            data = await self._call("get", self.store.get(name, version), self.timeout)
+        except NotFound as err:
+            # A deleted secret must not be served from an older entry.
+            self._entries.pop(key, None)
+            if self.negative_ttl > 0 and self.ttl > 0:
+                now = time.monotonic()
+                self._put(key, _Entry(None, now, now + self.negative_ttl, math.inf, not_found=err.message))
+            raise
+        except (Unavailable, DeadlineExceeded) as err:
+            stale = self._entries.get(key)
+            if stale is not None and stale.data is not None:
+                return self._serve_stale(name, stale, err)
+            raise
+        self._fresh_again()
+        self._remember(key, data)
+        return data
+
+    def _serve_stale(self, name: str, entry: _Entry, err: SecretStoreError) -> dict[str, str]:
+        now = time.monotonic()
+        past_ttl = now - entry.expires_at if entry.expires_at <= now else 0.0
+        if entry.data is None or past_ttl > self.max_stale:
+            raise Unavailable(
+                f"{err.message}; the last good value of {show_name(name)} is past maxStale "
+                f"({format_duration(self.max_stale)})"
+            ) from err
+        STALE_SERVED.labels(self.instance, self.backend).inc()
+        STALE_AGE.labels(self.instance, self.backend).set(past_ttl)
+        CACHE_LOOKUPS.labels(self.instance, "stale").inc()
+        if self._stale_since is None:
+            self._stale_since = now
+        log.warning(
+            "backend failing; serving a stale value",
+            extra={
+                "instance": self.instance,
+                "backend": self.backend,
+                "secret": name,
+                "stale_seconds": round(past_ttl, 3),
+                "cause": err.message,
+            },
+        )
+        return entry.data
+
+    def _fresh_again(self) -> None:
+        self.last_error = None
+        if self._stale_since is not None:
+            self._stale_since = None
+            STALE_AGE.labels(self.instance, self.backend).set(0)
+            log.info("backend answering again", extra={"instance": self.instance, "backend": self.backend})
+
+    def _remember(self, key: _Key, data: dict[str, str]) -> None:
+        if self.ttl <= 0:
+            return
+        now = time.monotonic()
+        if key[1] is not None:
+            self._put(key, _Entry(data, now, now + max(self.ttl, VERSIONED_TTL), math.inf, last_used=now))
+        else:
+            self._put(key, _Entry(data, now, now + self.ttl, now + self.ttl * REFRESH_AHEAD_AT, last_used=now))
+
+    def _put(self, key: _Key, entry: _Entry) -> None:
+        self._entries[key] = entry
+        if len(self._entries) > self.max_entries:
+            # Evict the least recently used tenth in one go, not one per insert.
+            doomed = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
+            for old_key, _ in doomed[: max(1, self.max_entries // 10)]:
+                self._entries.pop(old_key, None)
+        CACHE_ENTRIES.labels(self.instance).set(len(self._entries))
+
+    async def _call(self, operation: str, call: Coroutine[Any, Any, T], timeout: float) -> T:
+        """One backend call: under the concurrency bound, within the timeout, counted."""
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._limit:
+                    result = await call
+            outcome = "ok"
+            return result
+        except TimeoutError:
+            outcome = "timeout"
+            self.last_error = f"no answer within {format_duration(timeout)}"
+            raise DeadlineExceeded(
+                f"the {self.backend} backend did not answer within {format_duration(timeout)} (requestTimeout)"
+            ) from None
+        except NotFound:
+            outcome = "not_found"
+            raise
+        except SecretStoreError as err:
+            self.last_error = err.message
+            raise
+        finally:
+            BACKEND_CALLS.labels(self.instance, self.backend, operation, outcome).inc()
+            BACKEND_SECONDS.labels(self.backend, operation).observe(time.monotonic() - started)
+
+    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+        """Every secret; cached for the TTL, and each one primes the Get cache."""
+        now = time.monotonic()
+        if self._bulk is not None:
+            expires_at, cached_limit, names = self._bulk
+            if now < expires_at and (cached_limit is None or cached_limit == limit):
+                found = {n: self._entries.get((n, None)) for n in names}
+                if all(e is not None and e.data is not None and now < e.expires_at for e in found.values()):
+                    chosen = names if limit is None else names[:limit]
+                    return {n: found[n].data for n in chosen}  # type: ignore[union-attr,misc]
+        task = self._bulk_inflight.get(limit)
+        if task is None:
+            task = self._loop.create_task(self._load_bulk(limit))
+            self._bulk_inflight[limit] = task
+            task.add_done_callback(
+                lambda t: (self._bulk_inflight.pop(limit, None), t.cancelled() or t.exception())
+            )
+        return await asyncio.shield(task)
+
+    async def _load_bulk(self, limit: int | None) -> dict[str, dict[str, str]]:
+        timeout = self.timeout * BULK_TIMEOUT_FACTOR
+        try:
+            every = await self._call("bulk_get", self.store.bulk_get(limit), timeout)
+        except (Unavailable, DeadlineExceeded) as err:
+            if self._bulk is not None and self.ttl > 0:
+                expires_at, cached_limit, names = self._bulk
+                past_ttl = time.monotonic() - expires_at
+                if past_ttl <= self.max_stale and (cached_limit is None or cached_limit == limit):
+                    found = {n: self._entries[(n, None)] for n in names if (n, None) in self._entries}
+                    if len(found) == len(names):
+                        chosen = names if limit is None else names[:limit]
+                        return {n: self._serve_stale(n, found[n], err) for n in chosen}
+            raise
+        self._fresh_again()
+        for name, data in every.items():
+            self._remember((name, None), data)
+        if self.ttl > 0:
+            now = time.monotonic()
+            self._bulk = (now + self.ttl, limit, tuple(every))
+        return every
+
+    async def check(self) -> None:
+        """Reach the backend now (failFast, readiness), within the timeout."""
+        await self._call("check", self.store.check(), self.timeout)
+        self.last_error = None
+
+    async def close(self) -> None:
+        for task in [*self._inflight.values(), *self._bulk_inflight.values()]:
+            task.cancel()
+        self._entries.clear()
+        CACHE_ENTRIES.labels(self.instance).set(0)

@@ -1,0 +1,137 @@
+"""The `secretbridge` command: `serve` (the component), `backends` (metadata docs),
+and the development `gateway` and `dev` commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from secretbridge import __version__
+from secretbridge.errors import SecretStoreError
+from secretbridge.logs import configure
+
+log = logging.getLogger("secretbridge")
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 0666") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from secretbridge.server import SecretBridgeServer, ServerOptions, socket_folder
+
+    options = ServerOptions(
+        socket_folder=socket_folder(args.socket_folder),
+        name=args.name,
+        socket_mode=args.socket_mode,
+        workers=args.workers,
+        http_host=args.http_host,
+        http_port=None if args.http_port < 0 else args.http_port,
+    )
+    server = SecretBridgeServer(options)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.start()
+    except SecretStoreError as err:
+        log.error("cannot start", extra={"cause": err.message})
+        server.stop()
+        return 1
+    while not stopping.wait(1.0):
+        pass
+    server.stop()
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from secretbridge import stores
+    from secretbridge.instances import COMMON_PROPERTIES, properties_for
+    from secretbridge.metadata import markdown_table
+
+    if args.markdown:
+        print("### Every backend\n")
+        print(markdown_table(COMMON_PROPERTIES))
+    for backend in stores.backend_names():
+        cls = stores.store_class(backend)
+        own = [p for p in properties_for(cls) if p not in COMMON_PROPERTIES]
+        if args.markdown:
+            print(f"\n### `{backend}`\n\n{cls.summary}\n")
+            print(markdown_table(own))
+        else:
+            print(f"{backend}: {cls.summary}")
+            for prop in own:
+                default = f" (default {prop.default_text()})" if prop.default_text() else ""
+                need = " [required]" if prop.required else ""
+                print(f"  {prop.name}: {prop.kind.value}{default}{need}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secretbridge",
+        description="A Dapr pluggable secret store: Azure Key Vault, the Container Apps secret set, or local files.",
+    )
+    parser.add_argument("--version", action="version", version=f"secretbridge {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format", default="auto", choices=["auto", "json", "text"],
+        help="JSON lines, or text; auto picks text on a terminal",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the secret store to daprd on a Unix socket")
+    serve.add_argument(
+        "--socket-folder",
+        help="folder for the socket (default: $DAPR_COMPONENTS_SOCKETS_FOLDER, then "
+        "$DAPR_COMPONENT_SOCKETS_FOLDER, then /tmp/dapr-components-sockets)",
+    )
+    serve.add_argument(
+        "--name", default="secretbridge",
+        help="socket name; the Component type is secretstores.<name> (default secretbridge)",
+    )
+    serve.add_argument(
+        "--socket-mode", type=_octal, default=0o666,
+        help="file mode of the socket; daprd runs as another user, so the default lets others connect (0666)",
+    )
+    serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads (default 16)")
+    serve.add_argument("--http-host", default="0.0.0.0", help="address for /metrics, /healthz, /readyz")
+    serve.add_argument(
+        "--http-port", type=int, default=8081,
+        help="port for /metrics, /healthz, /readyz (default 8081; 0 picks a free one; -1 turns it off)",
+    )
+    serve.set_defaults(func=_serve)
+
+    backends = sub.add_parser("backends", help="list the backends and the metadata each understands")
+    backends.add_argument("--markdown", action="store_true", help="print the reference tables in Markdown")
+    backends.set_defaults(func=_backends)
+
+    try:
+        from secretbridge.gateway.cli import add_commands
+    except ImportError:
+        pass  # the development gateway is optional
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure(args.log_level, args.log_format)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Per-instance state, keyed by the `x-component-instance` gRPC metadata.
+
+daprd opens one connection per Component and names it in every call; several
+Components may share this one socket, each with its own backend. `Init` builds
+an `Instance` from the Component's metadata; a later `Init` for the same name
+(daprd's hot reload) replaces it and closes the old one; a failed `Init` leaves
+nothing behind, so an instance whose Init failed serves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from secretbridge import stores
+from secretbridge.cache import CACHE_PROPERTIES, CachedStore
+from secretbridge.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from secretbridge.metadata import Kind, ParsedMetadata, Property, parse_metadata
+from secretbridge.names import show_name
+from secretbridge.stores.base import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
+
+log = logging.getLogger(__name__)
+
+#: The instance used when a call carries no `x-component-instance` header.
+DEFAULT_INSTANCE = ""
+
+COMMON_PROPERTIES: tuple[Property, ...] = (
+    Property(
+        "backend",
+        "Which store serves this Component.",
+        required=True,
+        choices=stores.backend_names(),
+    ),
+    Property(
+        "allowedSecrets",
+        "Comma-separated names this instance may serve; when set, every other name is refused "
+        "and left out of bulk reads (defence in depth beside daprd's secret scopes).",
+        Kind.LIST,
+        default=(),
+    ),
+    Property(
+        "deniedSecrets",
+        "Comma-separated names this instance never serves, not even in bulk reads.",
+        Kind.LIST,
+        default=(),
+    ),
+)
+
+
+def label(instance: str) -> str:
+    """How messages name an instance."""
+    return f"instance '{instance}'" if instance != DEFAULT_INSTANCE else "the default instance"
+
+
+def properties_for(cls: type[SecretStore]) -> tuple[Property, ...]:
+    """Every property a Component selecting this backend may set."""
+    extra = CACHE_PROPERTIES if cls.remote else ()
+    return (*COMMON_PROPERTIES, *cls.properties, *extra)
+
+
+@dataclass
+class Instance:
+    """One initialised Component: its store, wrapped in the cache when remote."""
+
+    name: str
+    backend: str
+    store: SecretStore
+    cached: CachedStore | None
+    allowed: frozenset[str]
+    denied: frozenset[str]
+
+    @property
+    def multi_valued(self) -> bool:
+        return self.store.multi_valued
+
+    @property
+    def supports_versions(self) -> bool:
+        return self.store.supports_versions
+
+    def features(self) -> list[str]:
+        """What `Features` advertises: only multi-valued instances say so."""
+        return [MULTIPLE_KEY_VALUES_PER_SECRET] if self.multi_valued else []
+
+    def permit(self, name: str) -> None:
+        """Refuse a name the Component's allow or deny list rules out."""
+        if name in self.denied:
+            raise PermissionDenied(f"secret {show_name(name)} is listed in deniedSecrets")
+        if self.allowed and name not in self.allowed:
+            raise PermissionDenied(f"secret {show_name(name)} is not listed in allowedSecrets")
+
+    def _permitted(self, name: str) -> bool:
+        return name not in self.denied and (not self.allowed or name in self.allowed)
+
+    def peek(self, name: str, version: str | None) -> dict[str, str] | None:
+        """A fresh cached answer, from any thread, without touching the loop; else None."""
+        return self.cached.peek(name, version) if self.cached is not None else None
+
+    async def get(self, name: str, version: str | None) -> dict[str, str]:
+        reader = self.cached or self.store
+        return await reader.get(name, version)
+
+    async def bulk_get(self, limit: int | None) -> dict[str, dict[str, str]]:
+        reader = self.cached or self.store
+        if not self.allowed and not self.denied:
+            return await reader.bulk_get(limit)
+        # Filtering may drop names, so ask for everything and cut afterwards.
+        every = await reader.bulk_get(None)
+        kept = {name: data for name, data in every.items() if self._permitted(name)}
+        if limit is not None:
+            kept = dict(list(kept.items())[:limit])
+        return kept
+
+    async def check(self) -> None:
+        await self.store.check()
+
+    async def close(self) -> None:
+        try:
+            if self.cached is not None:
+                await self.cached.close()
+            await self.store.close()
+        except Exception:
+            log.exception("closing a store failed", extra={"instance": self.name, "backend": self.backend})
+
+
+async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
+    """Validate a Component's metadata and open its store (raises the project's errors)."""
+    backend = next((v for k, v in raw.items() if k.lower() == "backend"), None)
+    if backend is None or not backend.strip():
+        raise InvalidArgument(
+            "metadata property 'backend' is required: one of " + ", ".join(stores.backend_names())
+        )
+    cls = stores.store_class(backend)
+    metadata: ParsedMetadata = parse_metadata(properties_for(cls), raw)
+    for key in metadata.unknown:
+        hint = metadata.suggestions.get(key)
+        log.warning(
+            "unknown metadata property ignored" + (f"; did you mean '{hint}'?" if hint else ""),
+            extra={"instance": name, "backend": cls.backend, "property": key},
+        )
+    store = cls(metadata, instance=name)
+    cached = CachedStore(store, metadata, instance=name) if cls.remote else None
+    try:
+        await store.open()
+        if metadata.get("failFast"):
+            await (cached.check() if cached is not None else store.check())
+    except BaseException:
+        await store.close()
+        raise
+    return Instance(
+        name=name,
+        backend=cls.backend,
+        store=store,
+        cached=cached,
+        allowed=frozenset(metadata["allowedSecrets"]),
+        denied=frozenset(metadata["deniedSecrets"]),
+    )
+
+
+class Instances:
+    """The instances this process serves. Reads take no lock: a dict read is atomic."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Instance] = {}
+        self._write_lock = threading.Lock()
+        self._init_locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, name: str) -> Instance:
+        """The instance for this header value, or FAILED_PRECONDITION naming it."""
+        instance = self._by_name.get(name)
+        if instance is None:
+            raise FailedPrecondition(
+                f"{label(name)} is not initialised: daprd calls Init with the Component's metadata "
+                "first (a failed Init leaves the instance unusable)"
+            )
+        return instance
+
+    def find(self, name: str) -> Instance | None:
+        """The instance for this header value, if initialised."""
+        return self._by_name.get(name)
+
+    def all(self) -> list[Instance]:
+        return list(self._by_name.values())
+
+    async def init(self, name: str, raw: Mapping[str, str]) -> Instance:
+        """Build (or rebuild) an instance; the old one, if any, is closed either way."""
+        lock = self._init_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            try:
+                instance = await build_instance(name, raw)
+            except BaseException:
+                old = self._swap(name, None)
+                if old is not None:
+                    await old.close()
+                raise
+            old = self._swap(name, instance)
+            if old is not None:
+                await old.close()
+            log.info(
+                "instance initialised",
+                extra={"instance": name or "(default)", "backend": instance.backend,
+                       "multi_valued": instance.multi_valued},
+            )
+            return instance
+
+    def _swap(self, name: str, instance: Instance | None) -> Instance | None:
+        with self._write_lock:
+            old = self._by_name.pop(name, None)
+            if instance is not None:
+                self._by_name[name] = instance
+            return old
+
+    async def close_all(self) -> None:
+        with self._write_lock:
+            every = list(self._by_name.values())
+            self._by_name.clear()
+        await asyncio.gather(*(i.close() for i in every))

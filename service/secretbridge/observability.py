@@ -1,0 +1,105 @@
+"""Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` HTTP endpoint.
+
+Names follow Prometheus conventions (`secretbridge_*`, base units, `_total`
+counters). Labels are bounded: instance (one per Component), backend, method,
+code, outcome. A secret's name is never a label (unbounded) and a value never
+appears anywhere here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "secretbridge_requests_total",
+    "gRPC calls served, by method and status code.",
+    ["instance", "method", "code"],
+)
+REQUEST_SECONDS = Histogram(
+    "secretbridge_request_duration_seconds",
+    "Time to answer a gRPC call that was not a cache hit.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CACHE_LOOKUPS = Counter(
+    "secretbridge_cache_lookups_total",
+    "Cache lookups by result: hit, miss, negative (a remembered not-found), stale.",
+    ["instance", "result"],
+)
+BACKEND_CALLS = Counter(
+    "secretbridge_backend_calls_total",
+    "Calls made to a backend, by operation and outcome (ok, not_found, error, timeout).",
+    ["instance", "backend", "operation", "outcome"],
+)
+BACKEND_SECONDS = Histogram(
+    "secretbridge_backend_call_duration_seconds",
+    "Time a backend call took, retries included.",
+    ["backend", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CACHE_ENTRIES = Gauge(
+    "secretbridge_cache_entries",
+    "Secrets (and versions) held in an instance's cache.",
+    ["instance"],
+)
+STALE_SERVED = Counter(
+    "secretbridge_stale_served_total",
+    "Reads answered with a stale value because the backend failed.",
+    ["instance", "backend"],
+)
+STALE_AGE = Gauge(
+    "secretbridge_stale_age_seconds",
+    "How far past its TTL the stale value served most recently was; 0 once fresh again.",
+    ["instance", "backend"],
+)
+REFRESHES = Counter(
+    "secretbridge_refresh_ahead_total",
+    "Background refreshes of hot keys before they expired, by outcome.",
+    ["instance", "outcome"],
+)
+
+
+def metrics_text() -> bytes:
+    """The Prometheus exposition of every metric."""
+    return generate_latest(REGISTRY)
+
+
+async def start_http(
+    host: str, port: int, ready: Callable[[], tuple[bool, dict[str, str]]]
+) -> tuple[web.AppRunner, int]:
+    """Serve `/metrics`, `/healthz` (the process answers) and `/readyz`.
+
+    `ready()` returns (ready, reasons by instance) and decides `/readyz`:
+    503 with the reasons (never a value) while a backend cannot be reached.
+    Runs on the I/O loop; returns the runner and the bound port.
+    """
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok, reasons = ready()
+        return web.json_response(
+            {"status": "ready" if ok else "not ready", "instances": reasons}, status=200 if ok else 503
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[attr-defined]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound

@@ -1,0 +1,204 @@
+"""`file`: secrets from a JSON or YAML file, with the meaning of Dapr's local.file.
+
+Plain mode flattens nested objects into names joined by `nestedSeparator`
+(`{"outer": {"inner": v}}` is the secret `outer:inner`; arrays are indexed,
+`list:0`). `multiValued: "true"` makes each top-level object one secret whose
+keys are its members, deeper levels joined by the separator (`conn:host`).
+Numbers and booleans are served as their JSON text (`5`, `true`), not the
+`%!s(float64=5)` Dapr's local.file produces.
+
+The file is read at Init (a missing, unreadable or malformed file fails Init)
+and read again when it changes; a change that does not parse (a half-written
+save) is logged and the last good content keeps being served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from secretbridge.errors import FailedPrecondition, NotFound
+from secretbridge.metadata import Kind, Property
+from secretbridge.names import show_name
+from secretbridge.stores.base import SecretStore
+
+log = logging.getLogger(__name__)
+
+
+class _Unparsable(Exception):
+    """The file's text is neither JSON nor YAML, or not a mapping at the top."""
+
+
+def render(value: Any) -> str:
+    """A leaf value as secret text: strings as they are, everything else as JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float) or value is None:
+        return json.dumps(value)
+    return str(value)  # YAML timestamps, dates and the like
+
+
+def flatten(value: Any, prefix: str, separator: str, into: dict[str, str]) -> None:
+    """Flatten nested mappings and lists into `prefix<sep>key` names."""
+    if isinstance(value, Mapping):
+        for key, member in value.items():
+            flatten(member, f"{prefix}{separator}{key}" if prefix else str(key), separator, into)
+    elif isinstance(value, list):
+        for index, member in enumerate(value):
+            flatten(member, f"{prefix}{separator}{index}" if prefix else str(index), separator, into)
+    else:
+        into[prefix] = render(value)
+
+
+def parse_document(text: str, path: Path) -> Mapping[str, Any]:
+    """JSON first (the common case), YAML for .yaml/.yml or when JSON fails."""
+    document: Any
+    if path.suffix.lower() in (".yaml", ".yml"):
+        loaders = (yaml.safe_load,)
+    else:
+        loaders = (json.loads, yaml.safe_load)  # type: ignore[assignment]
+    problem = "it is empty"
+    for load in loaders:
+        try:
+            document = load(text)
+        except (ValueError, yaml.YAMLError) as err:
+            # Report where, not what: the text around the error may be a secret.
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else getattr(err, "lineno", None)
+            problem = f"it does not parse (line {line})" if line else "it does not parse"
+            continue
+        if isinstance(document, Mapping):
+            return document
+        problem = "its top level is not an object of name: value pairs"
+    raise _Unparsable(problem)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    signature: tuple[int, int, int]  # (inode, size, mtime_ns)
+    secrets: dict[str, dict[str, str]]
+
+
+class FileStore(SecretStore):
+    """Secrets from a JSON or YAML file."""
+
+    backend: ClassVar[str] = "file"
+    summary: ClassVar[str] = "A JSON or YAML file, as Dapr's local.file; re-read when it changes. For development."
+    properties: ClassVar[tuple[Property, ...]] = (
+        Property(
+            "secretsFile",
+            "Path of the JSON or YAML file (relative paths resolve against the working directory).",
+            required=True,
+        ),
+        Property(
+            "nestedSeparator",
+            "Joins the keys of nested objects into one name.",
+            default=":",
+            check=lambda v: None if v else "must not be empty",
+        ),
+        Property(
+            "multiValued",
+            "Each top-level object is one secret whose members are its keys.",
+            Kind.BOOL,
+            default=False,
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.path = Path(self.metadata["secretsFile"]).expanduser()
+        self.separator: str = self.metadata["nestedSeparator"]
+        self._snapshot: _Snapshot | None = None
+        self._bad_signature: tuple[int, int, int] | None = None
+
+    def _stat(self) -> tuple[int, int, int]:
+        info = os.stat(self.path)
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def _load(self) -> _Snapshot:
+        """Read and parse the file; raise FailedPrecondition naming secretsFile if that fails."""
+        where = f"metadata property 'secretsFile' names {str(self.path)!r}"
+        try:
+            signature = self._stat()
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FailedPrecondition(f"{where}, which does not exist") from None
+        except IsADirectoryError:
+            raise FailedPrecondition(f"{where}, which is a directory, not a file") from None
+        except PermissionError:
+            raise FailedPrecondition(f"{where}, which this process may not read") from None
+        except UnicodeDecodeError:
+            raise FailedPrecondition(f"{where}, which is not UTF-8 text") from None
+        except OSError as err:
+            raise FailedPrecondition(f"{where}, which cannot be read ({err.strerror})") from None
+        try:
+            document = parse_document(text, self.path)
+        except _Unparsable as err:
+            raise FailedPrecondition(f"{where}, which is not usable JSON or YAML: {err}") from None
+        return _Snapshot(signature, self._secrets_of(document))
+
+    def _secrets_of(self, document: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+        secrets: dict[str, dict[str, str]] = {}
+        if self.multi_valued:
+            for name, value in document.items():
+                name = str(name)
+                if isinstance(value, Mapping | list):
+                    members: dict[str, str] = {}
+                    flatten(value, "", self.separator, members)
+                    secrets[name] = members
+                else:
+                    secrets[name] = {name: render(value)}
+        else:
+            flat: dict[str, str] = {}
+            flatten(document, "", self.separator, flat)
+            secrets = {name: {name: value} for name, value in flat.items()}
+        return secrets
+
+    async def open(self) -> None:
+        self._snapshot = self._load()
+        log.info(
+            "secrets file loaded",
+            extra={"instance": self.instance, "path": str(self.path), "secrets": len(self._snapshot.secrets)},
+        )
+
+    def _current(self) -> dict[str, dict[str, str]]:
+        """The latest good content, re-reading the file when its signature changed."""
+        snapshot = self._snapshot
+        assert snapshot is not None, "open() was not called"
+        try:
+            signature = self._stat()
+        except OSError:
+            signature = None
+        if signature is not None and signature != snapshot.signature and signature != self._bad_signature:
+            try:
+                self._snapshot = snapshot = self._load()
+                self._bad_signature = None
+                log.info(
+                    "secrets file changed; reloaded",
+                    extra={"instance": self.instance, "secrets": len(snapshot.secrets)},
+                )
+            except FailedPrecondition as err:
+                self._bad_signature = signature
+                log.warning(
+                    "secrets file changed but cannot be used; serving its last good content",
+                    extra={"instance": self.instance, "cause": err.message},
+                )
+        return snapshot.secrets
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        data = self._current().get(name)
+        if data is None:
+            raise NotFound(f"secret {show_name(name)} not found in {str(self.path)!r}")
+        return dict(data)
+
+    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+        secrets = self._current()
+        names = list(secrets)[:limit] if limit is not None else list(secrets)
+        return {name: dict(secrets[name]) for name in names}

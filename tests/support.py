@@ -1,0 +1,81 @@
+"""Test helpers: a real secretbridge server on a real Unix socket, and a real gRPC client for it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+
+from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
+from secretbridge.server import SecretBridgeServer, ServerOptions
+
+
+def short_tempdir(prefix: str = "sb-") -> Path:
+    """A temp folder with a short path: a Unix socket path must fit in 107 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class Bridge:
+    """Talks to a secretbridge socket exactly as daprd does: one channel, the instance in a header."""
+
+    def __init__(self, socket_path: Path, server: SecretBridgeServer | None = None) -> None:
+        self.socket_path = socket_path
+        self.server = server
+        self.channel = grpc.insecure_channel(
+            f"unix://{socket_path}",
+            options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
+        )
+        self.stub = secretstore_pb2_grpc.SecretStoreStub(self.channel)
+
+    @staticmethod
+    def _headers(instance: str | None) -> list[tuple[str, str]]:
+        return [("x-component-instance", instance)] if instance is not None else []
+
+    def init(self, metadata: Mapping[str, str], instance: str | None = "default", timeout: float = 30) -> None:
+        request = secretstore_pb2.SecretStoreInitRequest(
+            metadata=common_pb2.MetadataRequest(properties=dict(metadata))
+        )
+        self.stub.Init(request, metadata=self._headers(instance), timeout=timeout)
+
+    def features(self, instance: str | None = "default") -> list[str]:
+        reply = self.stub.Features(common_pb2.FeaturesRequest(), metadata=self._headers(instance), timeout=30)
+        return list(reply.features)
+
+    def get(
+        self, key: str, metadata: Mapping[str, str] | None = None, instance: str | None = "default",
+        timeout: float = 60,
+    ) -> dict[str, str]:
+        request = secretstore_pb2.GetSecretRequest(key=key, metadata=dict(metadata or {}))
+        return dict(self.stub.Get(request, metadata=self._headers(instance), timeout=timeout).data)
+
+    def bulk_get(
+        self, metadata: Mapping[str, str] | None = None, instance: str | None = "default", timeout: float = 60
+    ) -> dict[str, dict[str, str]]:
+        request = secretstore_pb2.BulkGetSecretRequest(metadata=dict(metadata or {}))
+        reply = self.stub.BulkGet(request, metadata=self._headers(instance), timeout=timeout)
+        return {name: dict(entry.secrets) for name, entry in reply.data.items()}
+
+    def ping(self, instance: str | None = "default") -> None:
+        self.stub.Ping(common_pb2.PingRequest(), metadata=self._headers(instance), timeout=10)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@contextmanager
+def serve_bridge(name: str = "secretbridge", **options: object) -> Iterator[Bridge]:
+    """An in-process server on a fresh socket folder, and a client for it."""
+    folder = short_tempdir()
+    server = SecretBridgeServer(ServerOptions(socket_folder=folder, name=name, http_port=None, **options))  # type: ignore[arg-type]
+    server.start()
+    bridge = Bridge(server.socket_path, server)
+    try:
+        yield bridge
+    finally:
+        bridge.close()
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
