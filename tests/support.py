@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.server import SecretBridgeServer, ServerOptions
 

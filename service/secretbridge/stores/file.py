@@ -60,10 +60,8 @@ def flatten(value: Any, prefix: str, separator: str, into: dict[str, str]) -> No
 def parse_document(text: str, path: Path) -> Mapping[str, Any]:
     """JSON first (the common case), YAML for .yaml/.yml or when JSON fails."""
     document: Any
-    if path.suffix.lower() in (".yaml", ".yml"):
-        loaders = (yaml.safe_load,)
-    else:
-        loaders = (json.loads, yaml.safe_load)  # type: ignore[assignment]
+    yaml_only = path.suffix.lower() in (".yaml", ".yml")
+    loaders: tuple[Any, ...] = (yaml.safe_load,) if yaml_only else (json.loads, yaml.safe_load)
     problem = "it is empty"
     for load in loaders:
         try:
