@@ -1,0 +1,150 @@
+"""An aiohttp application served from its own event loop on a background thread.
+
+The fakes answer many concurrent requests (bulk reads, 200 parallel Gets), so
+they run on aiohttp rather than `http.server`. Control methods are called from
+the test's thread; they touch shared state under a lock, or hop onto the
+server's loop when they must change the listening socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiohttp import web
+
+T = TypeVar("T")
+
+_START_TIMEOUT = 10.0
+
+
+class BackgroundServer:
+    """Base class: subclasses build their routes in `make_app`."""
+
+    scheme = "http"
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        if ssl_context is not None:
+            self.scheme = "https"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._port: int | None = None
+        self._up = False
+        self.lock = threading.Lock()
+
+    # -- to override ------------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        raise NotImplementedError
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The ephemeral port the server was given (kept across go_down/come_up)."""
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. `https://127.0.0.1:41234`."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        """Start the loop thread and listen on 127.0.0.1 (an ephemeral port)."""
+        if self._thread is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        self._call(self._start())
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the loop; the port is released."""
+        if self._thread is None or self._loop is None:
+            return
+        try:
+            self._call(self._stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=_START_TIMEOUT)
+            self._loop.close()
+            self._thread = None
+            self._loop = None
+
+    def go_down(self) -> None:
+        """Stop listening and drop open connections: clients see connection refused/reset.
+
+        The port stays reserved for this server in the sense that `come_up`
+        listens on the same one again (SO_REUSEADDR), so URLs held by clients
+        stay valid.
+        """
+        self._call(self._go_down())
+
+    def come_up(self) -> None:
+        """Listen again on the same port after `go_down`."""
+        self._call(self._listen(self.port))
+
+    @property
+    def is_up(self) -> bool:
+        return self._up
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- on the server's loop ---------------------------------------------------------------------
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_START_TIMEOUT)
+
+    async def _start(self) -> None:
+        # handler_cancellation: a client that gives up (timeouts in tests) must not leave
+        # a handler sleeping in the fake's latency.
+        self._runner = web.AppRunner(self.make_app(), handle_signals=False, handler_cancellation=True)
+        await self._runner.setup()
+        await self._listen(0)
+
+    async def _listen(self, port: int) -> None:
+        assert self._runner is not None
+        if self._up:
+            return
+        site = web.TCPSite(
+            self._runner, "127.0.0.1", port, ssl_context=self._ssl_context, reuse_address=True
+        )
+        await site.start()
+        self._site = site
+        if port == 0:
+            self._port = site.port
+        self._up = True
+
+    async def _go_down(self) -> None:
+        if not self._up or self._site is None or self._runner is None:
+            return
+        await self._site.stop()
+        self._site = None
+        self._up = False
+        server = self._runner.server
+        if server is not None:
+            for connection in server.connections:
+                connection.force_close()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._go_down()
+            await self._runner.cleanup()
+            self._runner = None
