@@ -63,7 +63,7 @@ def format_duration(seconds: float) -> str:
         return f"{int(seconds // 3600)}h"
     if seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
-    return f"{seconds:g}s"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 @dataclass(frozen=True)

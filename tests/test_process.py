@@ -1,0 +1,137 @@
+"""`secretbridge serve` as daprd's neighbour: a real process, signals, HTTP endpoints, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support import Bridge, short_tempdir
+
+SECRET_VALUES = {"db-password": "s3cr3t-Value-Never-Logged", "api": "another-Secret-1234567"}
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    socket: Path
+    stderr: Path
+    http_port: int
+
+    def logs(self) -> str:
+        return self.stderr.read_text()
+
+
+def _wait_for_log(stderr: Path, message: str, timeout: float = 20) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in stderr.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == message:
+                return entry  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"no {message!r} log line; stderr:\n{stderr.read_text()}")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    folder = short_tempdir()
+    stderr = tmp_path / "stderr.log"
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "secretbridge", "--log-format", "json", "serve",
+             "--socket-folder", str(folder), "--http-port", "0", "--http-host", "127.0.0.1"],
+            stderr=sink, stdout=subprocess.DEVNULL,
+        )
+    try:
+        entry = _wait_for_log(stderr, "serving")
+        yield Served(process, folder / "secretbridge.sock", stderr, int(entry["http_port"]))  # type: ignore[arg-type]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _http(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_then_exits_cleanly_on_signal(served: Served, tmp_path: Path, signum: int) -> None:
+    secrets = tmp_path / "s.json"
+    secrets.write_text(json.dumps(SECRET_VALUES))
+    bridge = Bridge(served.socket)
+    bridge.init({"backend": "file", "secretsFile": str(secrets)}, instance="local")
+    assert bridge.get("db-password", instance="local") == {"db-password": SECRET_VALUES["db-password"]}
+    bridge.close()
+    started = time.monotonic()
+    served.process.send_signal(signum)
+    assert served.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    assert not served.socket.exists(), "the socket file must be removed on shutdown"
+
+
+def test_http_endpoint_serves_health_readiness_and_metrics(served: Served, tmp_path: Path) -> None:
+    secrets = tmp_path / "s.json"
+    secrets.write_text(json.dumps(SECRET_VALUES))
+    bridge = Bridge(served.socket)
+    bridge.init({"backend": "file", "secretsFile": str(secrets)}, instance="local")
+    bridge.get("db-password", instance="local")
+    with pytest.raises(grpc.RpcError):
+        bridge.get("missing", instance="local")
+    assert _http(served.http_port, "/healthz")[0] == 200
+    status, body = _http(served.http_port, "/readyz")
+    assert status == 200 and json.loads(body)["instances"] == {"local": "ready"}
+    status, metrics = _http(served.http_port, "/metrics")
+    assert status == 200
+    assert 'secretbridge_requests_total{code="OK",instance="local",method="Get"} 1.0' in metrics
+    assert 'secretbridge_requests_total{code="NOT_FOUND",instance="local",method="Get"} 1.0' in metrics
+    for value in SECRET_VALUES.values():
+        assert value not in metrics
+    bridge.close()
+
+
+def test_no_secret_value_reaches_the_logs(served: Served, tmp_path: Path) -> None:
+    secrets = tmp_path / "s.json"
+    secrets.write_text(json.dumps(SECRET_VALUES))
+    bridge = Bridge(served.socket)
+    bridge.init({"backend": "file", "secretsFile": str(secrets), "unknownThing": "x"}, instance="local")
+    bridge.get("db-password", instance="local")
+    bridge.bulk_get(instance="local")
+    # A broken rewrite is logged (with the cause) and the last good content kept.
+    secrets.write_text('{"db-password": "' + SECRET_VALUES["db-password"] + '", broken')
+    os.utime(secrets, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert bridge.get("db-password", instance="local") == {"db-password": SECRET_VALUES["db-password"]}
+    for bad in ("missing", "", "\x00"):
+        with pytest.raises(grpc.RpcError):
+            bridge.get(bad, instance="local")
+    with pytest.raises(grpc.RpcError):
+        bridge.init({"backend": "file", "secretsFile": str(secrets)}, instance="broken")
+    bridge.close()
+    served.process.send_signal(signal.SIGTERM)
+    served.process.wait(timeout=10)
+    logs = served.logs()
+    assert "secrets file changed but cannot be used" in logs
+    for value in SECRET_VALUES.values():
+        assert value not in logs
+    for line in logs.splitlines():
+        json.loads(line)  # every line is JSON when not on a terminal
