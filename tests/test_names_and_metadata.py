@@ -10,9 +10,9 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from secretbridge.errors import InvalidArgument
 from secretbridge.metadata import Kind, Property, format_duration, parse_duration, parse_metadata
+
 from tests.support import Bridge, serve_bridge
 
 EXPECTED = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED}
