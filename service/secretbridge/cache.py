@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -133,6 +133,8 @@ class CachedStore:
         self.timeout: float = metadata["requestTimeout"]
         self._limit = asyncio.Semaphore(metadata["maxConcurrentRequests"])
         self._loop = asyncio.get_running_loop()
+        # Injectable so tests can move time instead of sleeping through TTLs.
+        self.clock: Callable[[], float] = time.monotonic
         self._entries: dict[_Key, _Entry] = {}
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
         self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
@@ -149,7 +151,7 @@ class CachedStore:
         entry = self._entries.get((name, version))
         if entry is None or entry.data is None:
             return None
-        now = time.monotonic()
+        now = self.clock()
         if now >= entry.expires_at:
             return None
         entry.last_used = now
@@ -164,7 +166,7 @@ class CachedStore:
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:
         key = (name, version)
         entry = self._entries.get(key)
-        now = time.monotonic()
+        now = self.clock()
         if entry is not None and now < entry.expires_at:
             entry.last_used = now
             if entry.data is None:
@@ -199,7 +201,7 @@ class CachedStore:
             if failed and entry is not None:
                 # Try again a little later rather than on every read.
                 entry.refreshing = False
-                entry.refresh_at = time.monotonic() + max(self.ttl / 10, 0.1)
+                entry.refresh_at = self.clock() + max(self.ttl / 10, 0.1)
 
         self._start(key).add_done_callback(done)
 
@@ -211,7 +213,7 @@ class CachedStore:
             # A deleted secret must not be served from an older entry.
             self._entries.pop(key, None)
             if self.negative_ttl > 0 and self.ttl > 0:
-                now = time.monotonic()
+                now = self.clock()
                 self._put(key, _Entry(None, now, now + self.negative_ttl, math.inf, not_found=err.message))
             raise
         except (Unavailable, DeadlineExceeded) as err:
@@ -224,7 +226,7 @@ class CachedStore:
         return data
 
     def _serve_stale(self, name: str, entry: _Entry, err: SecretStoreError) -> dict[str, str]:
-        now = time.monotonic()
+        now = self.clock()
         past_ttl = now - entry.expires_at if entry.expires_at <= now else 0.0
         if entry.data is None or past_ttl > self.max_stale:
             raise Unavailable(
@@ -258,7 +260,7 @@ class CachedStore:
     def _remember(self, key: _Key, data: dict[str, str]) -> None:
         if self.ttl <= 0:
             return
-        now = time.monotonic()
+        now = self.clock()
         if key[1] is not None:
             self._put(key, _Entry(data, now, now + max(self.ttl, VERSIONED_TTL), math.inf, last_used=now))
         else:
@@ -301,7 +303,7 @@ class CachedStore:
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         """Every secret; cached for the TTL, and each one primes the Get cache."""
-        now = time.monotonic()
+        now = self.clock()
         if self._bulk is not None:
             expires_at, cached_limit, names = self._bulk
             if now < expires_at and (cached_limit is None or cached_limit == limit):
@@ -325,7 +327,7 @@ class CachedStore:
         except (Unavailable, DeadlineExceeded) as err:
             if self._bulk is not None and self.ttl > 0:
                 expires_at, cached_limit, names = self._bulk
-                past_ttl = time.monotonic() - expires_at
+                past_ttl = self.clock() - expires_at
                 if past_ttl <= self.max_stale and (cached_limit is None or cached_limit == limit):
                     found = {n: self._entries[(n, None)] for n in names if (n, None) in self._entries}
                     if len(found) == len(names):
@@ -336,7 +338,7 @@ class CachedStore:
         for name, data in every.items():
             self._remember((name, None), data)
         if self.ttl > 0:
-            now = time.monotonic()
+            now = self.clock()
             self._bulk = (now + self.ttl, limit, tuple(every))
         return every
 

@@ -1,0 +1,278 @@
+"""The cache's contract, against a scripted backend whose every call is counted.
+
+The clock is moved by the test (no sleeping through TTLs, no timing asserts);
+the same behaviour is proven end to end against the Key Vault test double in
+test_keyvault_cache.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from typing import Any, ClassVar
+
+import pytest
+from secretbridge.cache import CACHE_PROPERTIES, CachedStore
+from secretbridge.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from secretbridge.metadata import parse_metadata
+from secretbridge.observability import REFRESHES, STALE_SERVED
+from secretbridge.stores.base import SecretStore
+
+
+class ScriptedStore(SecretStore):
+    """A remote-like backend: values in a dict, failures switched on by the test."""
+
+    backend: ClassVar[str] = "scripted"
+    summary: ClassVar[str] = "test backend"
+    remote: ClassVar[bool] = True
+    supports_versions: ClassVar[bool] = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.values: dict[str, str] = {}
+        self.calls: Counter[str] = Counter()
+        self.failure: Exception | None = None
+        self.gate: asyncio.Event | None = None  # when set, calls wait for it
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def _enter(self, what: str) -> None:
+        self.calls[what] += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            else:
+                await asyncio.sleep(0)
+        finally:
+            self.in_flight -= 1
+        if self.failure is not None:
+            raise self.failure
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        await self._enter(f"{name}@{version}" if version else name)
+        if name not in self.values:
+            raise NotFound(f"secret {name!r} not found")
+        return {name: self.values[name] + (f"@{version}" if version else "")}
+
+    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+        await self._enter("*bulk*")
+        names = list(self.values)[:limit] if limit else list(self.values)
+        return {n: {n: self.values[n]} for n in names}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def make(instance: str = "cache-test", **raw: str) -> tuple[CachedStore, ScriptedStore, Clock]:
+    metadata = parse_metadata(CACHE_PROPERTIES, raw)
+    store = ScriptedStore(metadata, instance=instance)
+    cached = CachedStore(store, metadata, instance=instance)
+    clock = Clock()
+    cached.clock = clock
+    return cached, store, clock
+
+
+async def test_a_value_is_read_once_per_ttl_and_rotation_is_seen_after_it() -> None:
+    cached, store, clock = await make(cacheTTL="30s")
+    store.values["db"] = "v1"
+    for _ in range(100):
+        assert await cached.get("db") == {"db": "v1"}
+    assert store.calls["db"] == 1
+    store.values["db"] = "v2"  # rotated in the backend
+    clock.now += 29
+    assert await cached.get("db") == {"db": "v1"}
+    clock.now += 2
+    assert await cached.get("db") == {"db": "v2"}
+    assert store.calls["db"] == 2
+
+
+async def test_concurrent_misses_of_one_key_cost_one_backend_call() -> None:
+    cached, store, _ = await make()
+    store.values["db"] = "v"
+    store.gate = asyncio.Event()
+    readers = [asyncio.create_task(cached.get("db")) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    store.gate.set()
+    assert await asyncio.gather(*readers) == [{"db": "v"}] * 50
+    assert store.calls["db"] == 1
+
+
+async def test_one_caller_giving_up_does_not_cancel_the_read_others_wait_on() -> None:
+    cached, store, _ = await make()
+    store.values["db"] = "v"
+    store.gate = asyncio.Event()
+    quitter = asyncio.create_task(cached.get("db"))
+    patient = asyncio.create_task(cached.get("db"))
+    await asyncio.sleep(0.01)
+    quitter.cancel()
+    store.gate.set()
+    assert await patient == {"db": "v"}
+    assert store.calls["db"] == 1
+
+
+async def test_not_found_is_remembered_for_the_negative_ttl() -> None:
+    cached, store, clock = await make(negativeCacheTTL="5s")
+    for _ in range(20):
+        with pytest.raises(NotFound):
+            await cached.get("typo")
+    assert store.calls["typo"] == 1
+    store.values["typo"] = "created"
+    clock.now += 6
+    assert await cached.get("typo") == {"typo": "created"}
+    assert store.calls["typo"] == 2
+
+
+async def test_a_deleted_secret_is_not_served_from_an_old_entry() -> None:
+    cached, store, clock = await make(cacheTTL="10s", negativeCacheTTL="0")
+    store.values["db"] = "v"
+    await cached.get("db")
+    del store.values["db"]
+    clock.now += 11
+    with pytest.raises(NotFound):
+        await cached.get("db")
+    with pytest.raises(NotFound):
+        await cached.get("db")
+    assert store.calls["db"] == 3  # negative caching off: each miss asks
+
+
+async def test_stale_values_are_served_during_an_outage_until_max_stale(caplog: pytest.LogCaptureFixture) -> None:
+    cached, store, clock = await make(instance="stale-test", cacheTTL="30s", maxStale="1h")
+    store.values["db"] = "good"
+    await cached.get("db")
+    store.failure = Unavailable("the vault cannot be reached (connection refused)")
+    served_before = STALE_SERVED.labels("stale-test", "scripted")._value.get()
+    clock.now += 31
+    with caplog.at_level(logging.WARNING):
+        assert await cached.get("db") == {"db": "good"}
+    assert STALE_SERVED.labels("stale-test", "scripted")._value.get() == served_before + 1
+    warning = next(r for r in caplog.records if r.getMessage().startswith("backend failing"))
+    assert warning.instance == "stale-test" and warning.secret == "db"  # type: ignore[attr-defined]
+    assert "good" not in caplog.text
+    clock.now += 3600  # now 1 h past the TTL, just within maxStale... then past it
+    clock.now += 1
+    with pytest.raises(Unavailable) as err:
+        await cached.get("db")
+    assert "connection refused" in err.value.message and "maxStale" in err.value.message
+    store.failure = None
+    assert await cached.get("db") == {"db": "good"}
+
+
+async def test_a_timeout_is_served_stale_too_and_surfaces_as_deadline_exceeded_without_one() -> None:
+    cached, store, clock = await make(cacheTTL="1s", requestTimeout="50ms")
+    store.values["db"] = "v"
+    await cached.get("db")
+    store.gate = asyncio.Event()  # the backend hangs
+    clock.now += 2
+    assert await cached.get("db") == {"db": "v"}
+    with pytest.raises(DeadlineExceeded, match="requestTimeout"):
+        await cached.get("never-read")
+
+
+async def test_decisions_are_not_hidden_behind_stale_values() -> None:
+    cached, store, clock = await make(cacheTTL="1s")
+    store.values["db"] = "v"
+    await cached.get("db")
+    store.failure = FailedPrecondition("secret 'db' is disabled in Key Vault")
+    clock.now += 2
+    with pytest.raises(FailedPrecondition):
+        await cached.get("db")
+
+
+async def test_hot_keys_are_refreshed_ahead_of_expiry() -> None:
+    cached, store, clock = await make(instance="ahead", cacheTTL="10s")
+    store.values["db"] = "v1"
+    await cached.get("db")
+    store.values["db"] = "v2"
+    clock.now += 7  # not yet in the last fifth
+    assert await cached.get("db") == {"db": "v1"}
+    assert store.calls["db"] == 1
+    before = REFRESHES.labels("ahead", "ok")._value.get()
+    clock.now += 1.5  # in the last fifth: answered at once, refreshed behind
+    assert await cached.get("db") == {"db": "v1"}
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert store.calls["db"] == 2
+    assert REFRESHES.labels("ahead", "ok")._value.get() == before + 1
+    clock.now += 1  # the old entry would have expired by now; the refreshed one has not
+    assert await cached.get("db") == {"db": "v2"}
+    assert store.calls["db"] == 2
+
+
+async def test_the_fast_path_answers_from_another_thread_and_triggers_refresh_ahead() -> None:
+    cached, store, clock = await make(cacheTTL="10s")
+    store.values["db"] = "v"
+    assert cached.peek("db", None) is None
+    await cached.get("db")
+    seen: list[object] = []
+    clock.now += 9
+    thread = threading.Thread(target=lambda: seen.append(cached.peek("db", None)))
+    thread.start()
+    thread.join()
+    assert seen == [{"db": "v"}]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert store.calls["db"] == 2
+    clock.now += 20
+    assert cached.peek("db", None) is None
+
+
+async def test_concurrent_backend_calls_are_bounded() -> None:
+    cached, store, _ = await make(maxConcurrentRequests="3")
+    store.values.update({f"k{i}": str(i) for i in range(20)})
+    store.gate = asyncio.Event()
+    readers = [asyncio.create_task(cached.get(f"k{i}")) for i in range(20)]
+    await asyncio.sleep(0.02)
+    assert store.in_flight == 3
+    store.gate.set()
+    await asyncio.gather(*readers)
+    assert store.most_in_flight == 3
+
+
+async def test_bulk_results_prime_the_get_cache_and_are_cached_themselves() -> None:
+    cached, store, _ = await make()
+    store.values.update({"a": "1", "b": "2"})
+    assert await cached.bulk_get() == {"a": {"a": "1"}, "b": {"b": "2"}}
+    assert await cached.get("a") == {"a": "1"}
+    assert cached.peek("b", None) == {"b": "2"}
+    assert await cached.bulk_get() == {"a": {"a": "1"}, "b": {"b": "2"}}
+    assert store.calls == Counter({"*bulk*": 1})
+
+
+async def test_versioned_reads_are_cached_apart_from_the_latest() -> None:
+    cached, store, clock = await make(cacheTTL="10s")
+    store.values["db"] = "v"
+    assert await cached.get("db", "abc") == {"db": "v@abc"}
+    assert await cached.get("db") == {"db": "v"}
+    clock.now += 3600  # far past the TTL: a version never changes
+    assert await cached.get("db", "abc") == {"db": "v@abc"}
+    assert store.calls["db@abc"] == 1
+
+
+async def test_ttl_zero_turns_the_cache_off() -> None:
+    cached, store, _ = await make(cacheTTL="0")
+    store.values["db"] = "v"
+    for _ in range(3):
+        await cached.get("db")
+    assert store.calls["db"] == 3
+
+
+async def test_the_least_recently_used_entries_go_first() -> None:
+    cached, store, clock = await make(cacheMaxEntries="10")
+    store.values.update({f"k{i}": str(i) for i in range(11)})
+    for i in range(10):
+        clock.now += 1
+        await cached.get(f"k{i}")
+    clock.now += 1
+    await cached.get("k0")  # k0 is used again, k1 is now the oldest
+    await cached.get("k10")  # one over: the oldest tenth goes
+    assert cached.peek("k0", None) is not None
+    assert cached.peek("k1", None) is None
