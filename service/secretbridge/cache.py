@@ -141,7 +141,10 @@ class CachedStore:
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
         self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
         self._stale_since: float | None = None
-        self.last_error: str | None = None  # the cause of the latest backend failure, for /readyz
+        # The cause of the latest backend failure, for /readyz; None once the backend answered.
+        self.last_error: str | None = "not checked yet"
+        self._probe: asyncio.Task[None] | None = None
+        self._probed_at = -math.inf
         self._hits = CACHE_LOOKUPS.labels(instance, "hit")
 
     # ---- the fast path, any thread -------------------------------------------------
@@ -294,7 +297,8 @@ class CachedStore:
         except NotFound:
             outcome = "not_found"
             raise
-        except SecretStoreError as err:
+        except Unavailable as err:
+            # One disabled or forbidden secret says nothing of the backend's health; this does.
             self.last_error = err.message
             raise
         finally:
@@ -344,11 +348,41 @@ class CachedStore:
 
     async def check(self) -> None:
         """Reach the backend now (failFast, readiness), within the timeout."""
-        await self._call("check", self.store.check(), self.timeout)
+        try:
+            await self._call("check", self.store.check(), self.timeout)
+        except SecretStoreError as err:
+            self.last_error = err.message
+            raise
         self.last_error = None
 
+    def probe_soon(self, every: float = 5.0) -> None:
+        """Check the backend in the background, at most once per `every` seconds (any thread).
+
+        Readiness must recover when a backend comes back even if no app reads in
+        the meantime, and must never make `/readyz` wait on the backend.
+        """
+
+        def start() -> None:
+            now = self.clock()
+            if (self._probe is not None and not self._probe.done()) or now - self._probed_at < every:
+                return
+            self._probed_at = now
+            self._probe = self._loop.create_task(self._probe_once())
+
+        self._loop.call_soon_threadsafe(start)
+
+    async def _probe_once(self) -> None:
+        try:
+            await self.check()
+        except SecretStoreError as err:
+            log.warning(
+                "backend not reachable",
+                extra={"instance": self.instance, "backend": self.backend, "cause": err.message},
+            )
+
     async def close(self) -> None:
-        for task in [*self._inflight.values(), *self._bulk_inflight.values()]:
+        probe = [self._probe] if self._probe is not None else []
+        for task in [*self._inflight.values(), *self._bulk_inflight.values(), *probe]:
             task.cancel()
         self._entries.clear()
         CACHE_ENTRIES.labels(self.instance).set(0)

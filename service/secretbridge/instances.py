@@ -146,6 +146,8 @@ async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
         await store.open()
         if metadata.get("failFast"):
             await (cached.check() if cached is not None else store.check())
+        elif cached is not None:
+            cached.probe_soon()  # readiness reflects the backend without delaying Init
     except BaseException:
         await store.close()
         raise

@@ -280,6 +280,8 @@ class SecretBridgeServer:
         reasons: dict[str, str] = {}
         for instance in self.instances.all():
             problem = instance.cached.last_error if instance.cached is not None else None
+            if problem is not None and instance.cached is not None:
+                instance.cached.probe_soon()
             reasons[instance.name or "(default)"] = problem or "ready"
         return all(r == "ready" for r in reasons.values()), reasons
 
