@@ -12,7 +12,7 @@ unmodified Azure SDK talks to them; nothing here patches it.
 """
 
 from .identity import IDENTITY_ENV_VARS, FakeManagedIdentity, TokenRequest
-from .keyvault import FakeKeyVault
+from .keyvault import FakeKeyVault, vault_metadata
 from .tls import TestCertificates
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "FakeManagedIdentity",
     "TestCertificates",
     "TokenRequest",
+    "vault_metadata",
 ]

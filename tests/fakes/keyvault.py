@@ -130,6 +130,7 @@ class FakeKeyVault(BackgroundServer):
         self._fail_left = 0
         self._fail_status = 503
         self._forbidden = False
+        self._broken: dict[str, int] = {}
         self._in_flight = 0
         self._max_in_flight = 0
 
@@ -213,6 +214,16 @@ class FakeKeyVault(BackgroundServer):
         """Refuse every authenticated request with 403 ForbiddenByRbac (no role assignment)."""
         with self.lock:
             self._forbidden = forbidden
+
+    def break_secret(self, name: str, status: int = 500) -> None:
+        """Make every GET of `name` (any version) answer `status` until `repair(name)`."""
+        with self.lock:
+            self._broken[name.lower()] = status
+
+    def repair(self, name: str) -> None:
+        """Undo `break_secret`."""
+        with self.lock:
+            self._broken.pop(name.lower(), None)
 
     # -- control API: observation -----------------------------------------------------------------
     def count(self, kind: str = "total") -> int:
@@ -360,6 +371,11 @@ class FakeKeyVault(BackgroundServer):
         if version and not _VERSION.match(version):
             return self._not_found(f"{name}/{version}")
         with self.lock:
+            broken = self._broken.get(name.lower())
+        if broken is not None:
+            return _error(broken, "InternalServerError" if broken >= 500 else "BadParameter",
+                          f"This secret is broken (injected by the test): {broken}")
+        with self.lock:
             secret = self._secrets.get(name.lower())
             found = None
             if secret is not None:
@@ -430,3 +446,19 @@ class FakeKeyVault(BackgroundServer):
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return _error(400, "BadParameter", f"The request URI contains an invalid name: {request.path}")
+
+
+def vault_metadata(vault: FakeKeyVault, **extra: str) -> dict[str, str]:
+    """Component metadata for a secretbridge keyvault instance on `vault`, failing fast.
+
+    `vaultUri` + `disableChallengeResourceVerification` (127.0.0.1 is not a vault.azure.net
+    host), one retry, a 10 s request timeout; `extra` adds or overrides properties.
+    """
+    metadata = {
+        "vaultUri": vault.url,
+        "disableChallengeResourceVerification": "true",
+        "maxRetries": "1",
+        "requestTimeout": "10s",
+    }
+    metadata.update(extra)
+    return metadata

@@ -1,0 +1,472 @@
+"""The keyvault store on its own: the real azure SDK against the fakes over HTTPS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import pytest
+from secretbridge.cache import CACHE_PROPERTIES
+from secretbridge.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SecretStoreError,
+    Unavailable,
+)
+from secretbridge.identity import AuthMethod, build_credential, describe_identity, redact, select_auth_method
+from secretbridge.metadata import parse_metadata
+from secretbridge.stores.keyvault import KeyVaultStore, SecretRef, parse_reference, parse_secret_uri
+
+from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
+
+# The fakes' fixtures (kv_certs, azure_env, fake_identity, fake_vault).
+pytest_plugins = ("tests.fakes.fixtures",)
+
+OpenStore = Callable[[Mapping[str, str]], Awaitable[KeyVaultStore]]
+
+
+def parse(raw: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    return parse_metadata(KeyVaultStore.properties + CACHE_PROPERTIES, raw)
+
+
+def make(raw: Mapping[str, str]) -> KeyVaultStore:
+    return KeyVaultStore(parse(raw), instance="test")
+
+
+@pytest.fixture
+async def open_store() -> AsyncIterator[OpenStore]:
+    opened: list[KeyVaultStore] = []
+
+    async def opener(raw: Mapping[str, str]) -> KeyVaultStore:
+        store = make(raw)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        await store.close()
+
+
+async def expect(error: type[SecretStoreError], call: Awaitable[object]) -> str:
+    with pytest.raises(error) as caught:
+        await call
+    assert type(caught.value) is error
+    return caught.value.message
+
+
+# -- metadata ---------------------------------------------------------------------------------------
+
+
+def test_exactly_one_of_vault_name_and_uri() -> None:
+    for raw in ({}, {"vaultName": "a-vault", "vaultUri": "https://x.vault.azure.net"}):
+        with pytest.raises(InvalidArgument, match="vaultName' and 'vaultUri"):
+            make(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ({"vaultName": "myvault"}, "https://myvault.vault.azure.net"),
+        ({"vaultName": "myvault", "azureEnvironment": "AzureChina"}, "https://myvault.vault.azure.cn"),
+        ({"vaultName": "myvault", "azureEnvironment": "azureusgovernmentcloud"},
+         "https://myvault.vault.usgovcloudapi.net"),
+        ({"vaultName": "MyVault.vault.azure.cn"}, "https://myvault.vault.azure.cn"),
+        ({"vaultUri": "https://127.0.0.1:8443/"}, "https://127.0.0.1:8443"),
+        ({"vaultUri": "https://myvault.vault.azure.net"}, "https://myvault.vault.azure.net"),
+    ],
+)
+def test_vault_url(raw: dict[str, str], url: str) -> None:
+    assert make(raw).vault_url == url
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"vaultUri": "http://127.0.0.1:8443"}, "vaultUri"),
+        ({"vaultUri": "https://127.0.0.1:8443/secrets"}, "vaultUri"),
+        ({"vaultUri": "https://user:pw@127.0.0.1"}, "vaultUri"),
+        ({"vaultUri": "https://127.0.0.1:99999"}, "vaultUri"),
+        ({"vaultName": "my_vault"}, "vaultName"),
+        ({"vaultName": "x"}, "vaultName"),
+        ({"vaultName": "myvault.vault.azure.cn", "azureEnvironment": "AzurePublicCloud"}, "vaultName"),
+        ({"vaultName": "myvault", "azureEnvironment": "Mars"}, "azureEnvironment"),
+        ({"vaultName": "myvault", "disableChallengeResourceVerification": "true"},
+         "disableChallengeResourceVerification"),
+        ({"vaultUri": "https://v.vault.azure.net", "disableChallengeResourceVerification": "true"},
+         "disableChallengeResourceVerification"),
+        ({"vaultName": "myvault", "keyPrefix": "prod_"}, "keyPrefix"),
+        ({"vaultName": "myvault", "nameMapping": "slashes"}, "nameMapping"),
+        ({"vaultName": "myvault", "bulkConcurrency": "0"}, "bulkConcurrency"),
+        ({"vaultName": "myvault", "maxRetries": "-1"}, "maxRetries"),
+        ({"vaultName": "myvault", "multiValued": "yes"}, "multiValued"),
+    ],
+)
+def test_bad_metadata_names_the_property(raw: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        make(raw)
+    assert f"'{field}'" in caught.value.message
+
+
+def test_dapr_aliases_are_understood() -> None:
+    metadata = parse({"vaultName": "kv1", "spnClientId": "cid", "spnTenantId": "tid", "azureCloud": "AzureChina"})
+    assert metadata["azureClientId"] == "cid" and metadata["azureTenantId"] == "tid"
+    assert KeyVaultStore(metadata, instance="x").vault_url == "https://kv1.vault.azure.cn"
+
+
+def test_secret_values_in_metadata_are_not_echoed() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        make({"vaultName": "kv1", "azureAuthMethod": "s3cr3t-value-in-wrong-field"})
+    assert "'azureAuthMethod'" in caught.value.message
+    with pytest.raises(InvalidArgument) as caught:
+        make({"vaultName": "kv1", "azureClientSecret": "abc", "clientSecret": "def"})
+    assert "abc" not in caught.value.message and "def" not in caught.value.message
+
+
+# -- identity selection -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "env", "method", "words"),
+    [
+        ({}, {"IDENTITY_ENDPOINT": "http://x", "IDENTITY_HEADER": "h"}, AuthMethod.MANAGED_IDENTITY,
+         "the system-assigned managed identity"),
+        ({"azureClientId": "c-1"}, {"IDENTITY_ENDPOINT": "http://x"}, AuthMethod.MANAGED_IDENTITY,
+         "the user-assigned managed identity with client id c-1"),
+        ({}, {}, AuthMethod.MANAGED_IDENTITY, "the system-assigned managed identity"),
+        ({"azureClientId": "c-2"}, {"AZURE_FEDERATED_TOKEN_FILE": "/t", "IDENTITY_ENDPOINT": "http://x"},
+         AuthMethod.WORKLOAD_IDENTITY, "the workload identity with client id c-2"),
+        ({"azureClientId": "c-3", "azureTenantId": "t", "azureClientSecret": "s"},
+         {"IDENTITY_ENDPOINT": "http://x"}, AuthMethod.CLIENT_SECRET,
+         "the service principal with client id c-3 (client secret)"),
+        ({}, {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "c-4"}, AuthMethod.ENVIRONMENT,
+         "the service principal from the environment (AZURE_CLIENT_ID c-4)"),
+        ({"azureAuthMethod": "ManagedIdentity"}, {"AZURE_FEDERATED_TOKEN_FILE": "/t"},
+         AuthMethod.MANAGED_IDENTITY, "the system-assigned managed identity"),
+    ],
+)
+def test_auth_method_selection(raw: dict[str, str], env: dict[str, str], method: AuthMethod, words: str) -> None:
+    metadata = parse({"vaultName": "kv1", **raw})
+    assert select_auth_method(metadata, env) is method
+    assert describe_identity(metadata, env) == words
+
+
+def test_forced_methods_need_their_fields() -> None:
+    with pytest.raises(InvalidArgument, match="'azureTenantId'"):
+        build_credential(parse({"vaultName": "kv1", "azureAuthMethod": "clientsecret"}), environ={})
+    with pytest.raises(InvalidArgument, match="AZURE_FEDERATED_TOKEN_FILE"):
+        build_credential(parse({"vaultName": "kv1", "azureAuthMethod": "workloadidentity"}), environ={})
+
+
+async def test_unreadable_certificate_fails_naming_the_property(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    metadata = parse({"vaultName": "kv1", "azureTenantId": "t", "azureClientId": "c",
+                      "azureCertificateFile": str(tmp_path / "missing.pem")})
+    with pytest.raises(FailedPrecondition, match="'azureCertificateFile'"):
+        build_credential(metadata, environ={})
+
+
+def test_redact_scrubs_tokens_and_the_identity_header() -> None:
+    env = {"IDENTITY_HEADER": "hdr-value-123"}
+    text = ('header hdr-value-123 {"access_token": "abc.def", "x": 1} Bearer tok123 '
+            "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl")
+    scrubbed = redact(text, environ=env)
+    for leaked in ("hdr-value-123", "abc.def", "tok123", "eyJhbGciOi"):
+        assert leaked not in scrubbed
+
+
+# -- references -------------------------------------------------------------------------------------
+
+
+def test_parse_secret_uri_and_references() -> None:
+    assert parse_secret_uri("https://kv1.vault.azure.net/secrets/db-pass") == SecretRef(
+        "https://kv1.vault.azure.net", "db-pass", None)
+    assert parse_secret_uri("https://kv1.vault.azure.net/secrets/db-pass/abc123/") == SecretRef(
+        "https://kv1.vault.azure.net", "db-pass", "abc123")
+    assert parse_secret_uri("https://127.0.0.1:8443/secrets/x").vault_url == "https://127.0.0.1:8443"
+    for bad in ("http://kv1.vault.azure.net/secrets/a", "https://kv1.vault.azure.net/keys/a",
+                "https://kv1.vault.azure.net/secrets/a_b", "https://kv1.vault.azure.net/secrets"):
+        with pytest.raises(InvalidArgument):
+            parse_secret_uri(bad)
+    assert parse_reference("plain value") is None
+    assert parse_reference("@Microsoft.KeyVault(SecretUri=https://kv1.vault.azure.net/secrets/a/v1)") == \
+        SecretRef("https://kv1.vault.azure.net", "a", "v1")
+    assert parse_reference("@Microsoft.KeyVault(VaultName=kv1;SecretName=a;SecretVersion=v2)") == \
+        SecretRef("https://kv1.vault.azure.net", "a", "v2")
+    with pytest.raises(InvalidArgument):
+        parse_reference("@Microsoft.KeyVault(VaultName=kv1)")
+
+
+# -- reads ------------------------------------------------------------------------------------------
+
+
+async def test_get_latest_version_and_case(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    first = fake_vault.set_secret("db-password", "one")
+    fake_vault.set_secret("db-password", "two")
+    store = await open_store(vault_metadata(fake_vault))
+    assert await store.get("db-password") == {"db-password": "two"}
+    assert await store.get("DB-PASSWORD") == {"DB-PASSWORD": "two"}
+    assert await store.get("db-password", first) == {"db-password": "one"}
+    message = await expect(NotFound, store.get("db-password", "f" * 32))
+    assert "db-password" in message and "ffff" in message
+    message = await expect(NotFound, store.get("nope"))
+    assert "'nope'" in message and fake_vault.url in message
+
+
+async def test_bad_names_are_refused_before_the_vault(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    store = await open_store(vault_metadata(fake_vault))
+    message = await expect(InvalidArgument, store.get("db_password"))
+    assert "'_'" in message and "nameMapping" in message and "dashes" in message
+    message = await expect(InvalidArgument, store.get("a/b"))
+    assert "'/'" in message and "nameMapping" not in message
+    await expect(InvalidArgument, store.get("x" * 128))
+    assert fake_vault.count("total") == 0
+
+
+async def test_name_mapping_and_prefix(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("prod-db-password", "p")
+    fake_vault.set_secret("prod-smtp-host", "h")
+    fake_vault.set_secret("test-db-password", "t")
+    fake_vault.set_secret("prod", "the prefix alone")
+    store = await open_store(vault_metadata(fake_vault, nameMapping="dashes", keyPrefix="prod-"))
+    assert await store.get("db_password") == {"db_password": "p"}
+    assert await store.get("smtp.host") == {"smtp.host": "h"}
+    assert await store.bulk_get() == {"db-password": {"db-password": "p"}, "smtp-host": {"smtp-host": "h"}}
+
+
+async def test_disabled_expired_and_not_yet_valid(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("off", "x", enabled=False)
+    fake_vault.set_secret("old", "x", exp=time.time() - 60)
+    fake_vault.set_secret("early", "x", nbf=time.time() + 3600)
+    fake_vault.set_secret("fine", "x", exp=time.time() + 3600, nbf=time.time() - 60)
+    store = await open_store(vault_metadata(fake_vault))
+    assert "disabled" in await expect(FailedPrecondition, store.get("off"))
+    assert "expired" in await expect(FailedPrecondition, store.get("old"))
+    assert "allowExpired" in await expect(FailedPrecondition, store.get("early"))
+    assert await store.get("fine") == {"fine": "x"}
+    assert await store.bulk_get() == {"fine": {"fine": "x"}}
+    lenient = await open_store(vault_metadata(fake_vault, allowExpired="true"))
+    assert await lenient.get("old") == {"old": "x"}
+    assert sorted(await lenient.bulk_get()) == ["early", "fine", "old"]
+
+
+async def test_multi_valued(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("conn", json.dumps({"host": "db", "port": 5432, "tls": {"on": True}}))
+    fake_vault.set_secret("plain", "just-text")
+    fake_vault.set_secret("list", "[1, 2]")
+    store = await open_store(vault_metadata(fake_vault, multiValued="true"))
+    assert store.multi_valued
+    assert await store.get("conn") == {"host": "db", "port": "5432", "tls": '{"on":true}'}
+    assert await store.get("plain") == {"plain": "just-text"}
+    assert await store.get("list") == {"list": "[1, 2]"}
+    assert (await store.bulk_get())["conn"]["host"] == "db"
+    single = await open_store(vault_metadata(fake_vault))
+    assert (await single.get("conn"))["conn"].startswith("{")
+
+
+async def test_forbidden_names_identity_and_role(fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity,
+                                                 open_store: OpenStore) -> None:
+    fake_vault.set_secret("s", "value-that-must-not-leak")
+    store = await open_store(vault_metadata(fake_vault, azureClientId="client-77"))
+    await store.get("s")
+    fake_vault.forbid()
+    message = await expect(PermissionDenied, store.get("s"))
+    assert "user-assigned managed identity with client id client-77" in message
+    assert "Key Vault Secrets User" in message and "'s'" in message
+    assert type(await _error_of(store.check())).__name__ == "PermissionDenied"
+    for token in fake_identity.issued():
+        assert token not in message
+
+
+async def _error_of(call: Awaitable[object]) -> BaseException:
+    try:
+        await call
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+async def test_throttling_is_survived_then_reported(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("hot", "v")
+    store = await open_store(vault_metadata(fake_vault, maxRetries="2"))
+    await store.get("hot")
+    fake_vault.throttle(2, retry_after=0.1)
+    assert await store.get("hot") == {"hot": "v"}
+    assert fake_vault.count("throttled") == 2
+    fake_vault.throttle(10, retry_after=0.1)
+    message = await expect(Unavailable, store.get("hot"))
+    assert "429" in message and "'hot'" in message
+    fake_vault.throttle(0)
+    fake_vault.fail(1, 503)
+    assert await store.get("hot") == {"hot": "v"}  # one 503, then a retry
+    once = await open_store(vault_metadata(fake_vault, maxRetries="1"))
+    fake_vault.fail(5, 500)
+    assert "500" in await expect(Unavailable, once.get("hot"))
+
+
+async def test_vault_down_is_unavailable(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("x", "y")
+    store = await open_store(vault_metadata(fake_vault))
+    await store.get("x")
+    fake_vault.go_down()
+    message = await expect(Unavailable, store.get("x"))
+    assert "cannot reach" in message and fake_vault.url in message
+    fake_vault.come_up()
+    assert await store.get("x") == {"x": "y"}
+
+
+async def test_token_endpoint_down_is_unavailable_and_names_the_identity(
+    fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity, open_store: OpenStore
+) -> None:
+    fake_vault.set_secret("x", "y")
+    fake_identity.go_down()
+    store = await open_store(vault_metadata(fake_vault, azureClientId="cid-down"))
+    message = await expect(Unavailable, store.get("x"))
+    assert "could not get a token for the user-assigned managed identity with client id cid-down" in message
+    assert fake_identity.identity_header not in message
+    await expect(Unavailable, store.check())
+    fake_identity.come_up()
+    assert await store.get("x") == {"x": "y"}
+
+
+async def test_unknown_user_assigned_identity_is_permission_denied(
+    fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity, open_store: OpenStore
+) -> None:
+    fake_identity.user_assigned = {"the-right-one"}
+    fake_vault.set_secret("x", "y")
+    store = await open_store(vault_metadata(fake_vault, azureClientId="a-wrong-one"))
+    message = await expect(PermissionDenied, store.get("x"))
+    assert "a-wrong-one" in message and "Identity not found" in message
+
+
+async def test_refused_token_is_permission_denied(fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity,
+                                                  open_store: OpenStore) -> None:
+    fake_vault.set_secret("x", "y")
+    store = await open_store(vault_metadata(fake_vault))
+    await store.get("x")
+    fake_identity.tokens.revoke_all()
+    message = await expect(PermissionDenied, store.get("x"))
+    assert "401" in message and "system-assigned" in message
+
+
+async def test_concurrent_cold_calls_share_one_token_request(
+    fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity, open_store: OpenStore
+) -> None:
+    for i in range(20):
+        fake_vault.set_secret(f"s{i}", str(i))
+    store = await open_store(vault_metadata(fake_vault))
+    results = await asyncio.gather(*(store.get(f"s{i}") for i in range(20)))
+    assert [r[f"s{i}"] for i, r in enumerate(results)] == [str(i) for i in range(20)]
+    assert len(fake_identity.requests) == 1
+
+
+# -- bulk -------------------------------------------------------------------------------------------
+
+
+async def test_bulk_lists_every_page_and_skips_disabled(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    for i in range(60):
+        fake_vault.set_secret(f"s{i:02d}", f"v{i}", enabled=i % 10 != 3)
+    store = await open_store(vault_metadata(fake_vault))
+    everything = await store.bulk_get()
+    assert len(everything) == 54
+    assert everything["s00"] == {"s00": "v0"} and "s03" not in everything
+    assert fake_vault.count("list") == 3
+    assert list(everything) == sorted(everything)  # listing order
+
+
+async def test_bulk_limit_is_exact_and_stops_listing(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    for i in range(60):
+        fake_vault.set_secret(f"s{i:02d}", f"v{i}")
+    store = await open_store(vault_metadata(fake_vault))
+    fake_vault.reset_counters()
+    limited = await store.bulk_get(30)
+    assert list(limited) == [f"s{i:02d}" for i in range(30)]
+    assert fake_vault.count("list") == 2 and fake_vault.count("get") == 30
+    assert await store.bulk_get(0) == {}
+
+
+async def test_bulk_is_concurrent_within_its_bound(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    for i in range(40):
+        fake_vault.set_secret(f"s{i}", "v")
+    store = await open_store(vault_metadata(fake_vault, bulkConcurrency="6"))
+    await store.check()
+    fake_vault.set_latency(0.05)
+    fake_vault.reset_counters()
+    assert len(await store.bulk_get()) == 40
+    assert 1 < fake_vault.max_in_flight <= 6
+
+
+async def test_bulk_failure_names_the_secret_or_is_skipped(
+    fake_vault: FakeKeyVault, open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("a", "b", "c"):
+        fake_vault.set_secret(name, f"value-of-{name}")
+    fake_vault.break_secret("b", 500)
+    strict = await open_store(vault_metadata(fake_vault))
+    message = await expect(Unavailable, strict.bulk_get())
+    assert "'b'" in message and "500" in message
+    lenient = await open_store(vault_metadata(fake_vault, bulkSkipErrors="true"))
+    with caplog.at_level(logging.WARNING, logger="secretbridge"):
+        assert await lenient.bulk_get() == {"a": {"a": "value-of-a"}, "c": {"c": "value-of-c"}}
+    skipped = [r for r in caplog.records if getattr(r, "secret", None) == "b"]
+    assert len(skipped) == 1
+    assert "value-of" not in caplog.text
+
+
+async def test_bulk_ignores_secrets_deleted_after_listing(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("keep", "1")
+    fake_vault.set_secret("gone", "2")
+    fake_vault.break_secret("gone", 404)
+    store = await open_store(vault_metadata(fake_vault))
+    assert await store.bulk_get() == {"keep": {"keep": "1"}}
+
+
+# -- identity styles --------------------------------------------------------------------------------
+
+
+async def test_imds_style_identity(kv_certs, azure_env: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                   open_store: OpenStore) -> None:
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    http_challenge_cache.clear()
+    with FakeManagedIdentity() as identity, FakeKeyVault(kv_certs, identity=identity) as vault:
+        for name, value in identity.env("imds").items():
+            azure_env.setenv(name, value)
+        vault.set_secret("on-a-vm", "yes")
+        store = await open_store(vault_metadata(vault, azureClientId="vm-identity"))
+        assert await store.get("on-a-vm") == {"on-a-vm": "yes"}
+        (request,) = identity.requests
+        assert request.style == "imds" and request.client_id == "vm-identity"
+
+
+async def test_nothing_secret_reaches_messages_or_logs(
+    fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity, open_store: OpenStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    values = [f"top-secret-value-{i}" for i in range(5)]
+    for i, value in enumerate(values):
+        fake_vault.set_secret(f"s{i}", value)
+    fake_vault.set_secret("gone", "top-secret-disabled", enabled=False)
+    messages: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        store = await open_store(vault_metadata(fake_vault, bulkSkipErrors="true", azureClientId="cid"))
+        await store.bulk_get()
+        for name in ("gone", "missing", "bad_name"):
+            messages.append(str(await _error_of(store.get(name))))
+        fake_vault.forbid()
+        messages.append(str(await _error_of(store.get("s1"))))
+        fake_vault.forbid(False)
+        fake_vault.break_secret("s2", 500)
+        await store.bulk_get()
+        fake_identity.tokens.revoke_all()
+        messages.append(str(await _error_of(store.get("s1"))))
+        fake_vault.go_down()
+        messages.append(str(await _error_of(store.get("s3"))))
+    forbidden = [*values, "top-secret-disabled", fake_identity.identity_header, *fake_identity.issued()]
+    text = caplog.text + "\n".join(messages) + "\n".join(str(r.__dict__) for r in caplog.records)
+    for item in forbidden:
+        assert item not in text
