@@ -209,3 +209,67 @@ def temp_folder(prefix: str = "sbgw-") -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class Stack:
+    """`secretbridge serve` and `secretbridge gateway` as real processes on one socket folder."""
+
+    folder: Path
+    serve: Proc
+    gateway: Proc
+    http_port: int
+    grpc_port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/v1.0"
+
+    def app(self, store: str, *keys: str, metadata: dict[str, str] | None = None) -> dict:
+        """Run examples/read_secrets.py (the real dapr SDK plus urllib) against the gateway."""
+        args = [sys.executable, str(REPO / "examples" / "read_secrets.py"), "--json", store, *keys]
+        for name, value in (metadata or {}).items():
+            args += ["--metadata", f"{name}={value}"]
+        env = child_env(
+            DAPR_HTTP_PORT=str(self.http_port), DAPR_GRPC_PORT=str(self.grpc_port), DAPR_HEALTH_TIMEOUT="20"
+        )
+        done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        return json.loads(done.stdout)
+
+    def stop(self) -> tuple[int, int]:
+        """Stop the gateway, then the store; both exit codes."""
+        return self.gateway.stop(), self.serve.stop()
+
+
+@contextlib.contextmanager
+def run_stack(
+    folder: Path, resources: Path, config: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """Start serve (socket `folder/secretbridge.sock`) and the gateway on free ports; stop both after."""
+    serve = start(["serve", "--socket-folder", str(folder), "--http-port", "-1"], folder / "serve.log", env=env)
+    gateway: Proc | None = None
+    try:
+        wait_until(lambda: socket_accepts(folder / "secretbridge.sock"), "serve socket", serve.popen)
+        http_port, grpc_port = free_port(), free_port()
+        args = [
+            "gateway",
+            "--resources-path",
+            str(resources),
+            "--socket-folder",
+            str(folder),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+        ]
+        if config is not None:
+            args += ["--config", str(config)]
+        gateway = start(args, folder / "gateway.log", env=env)
+        health = f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound"
+        wait_until(lambda: http_get(health, timeout=2)[0] == 204, "gateway health", gateway.popen)
+        yield Stack(folder, serve, gateway, http_port, grpc_port)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        serve.stop()

@@ -1,0 +1,286 @@
+"""`secretbridge dev`: the newcomer's first minute (`make run`).
+
+Starts `secretbridge serve` on a private temporary socket folder, then
+`secretbridge gateway` in front of it on the given ports, waits until both
+answer, and prints one `curl` line and one Python line (the real `dapr` SDK)
+that read a sample secret. Ctrl-C (or SIGTERM) stops both and removes the
+socket folder. Children's logs go to stderr; stdout carries only the
+instructions, so they stay readable. Never prints a secret value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from secretbridge.gateway import NOT_DAPRD
+from secretbridge.gateway.components import ResourceError, load_components
+from secretbridge.gateway.discovery import TYPE_PREFIX
+
+log = logging.getLogger("secretbridge.dev")
+
+#: Preferred sample secrets, in order; otherwise the first name the store lists.
+PREFERRED_SAMPLES = ("db-password", "api-key")
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class DevOptions:
+    """What `secretbridge dev` is told."""
+
+    resources_path: str
+    http_port: int = 3500
+    grpc_port: int = 50001
+    config: str | None = None
+    startup_timeout: float = 30.0
+
+
+class DevError(RuntimeError):
+    """Start-up failed; the message tells the user what to do."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether `host:port` can be bound right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def socket_names(resources_path: str) -> list[str]:
+    """The socket names the resources need: `secretstores.<name>` types, lower-cased, in order."""
+    names: list[str] = []
+    for component in load_components([resources_path]):
+        ctype = component.type.lower()
+        if ctype.startswith(TYPE_PREFIX) and ctype[len(TYPE_PREFIX) :] not in names:
+            names.append(ctype[len(TYPE_PREFIX) :])
+    return names
+
+
+def _socket_accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
+def _http_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return json.loads(reply.read() or b"null")
+
+
+def _shown_python() -> str:
+    # A path relative to the working directory reads better in the printed line.
+    exe = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        return str(exe.relative_to(Path.cwd()))
+    return str(exe)
+
+
+class DevRun:
+    """The two child processes and the temporary socket folder they share."""
+
+    def __init__(self, options: DevOptions) -> None:
+        self.options = options
+        self.folder = Path(tempfile.mkdtemp(prefix="sb-dev-", dir="/tmp"))
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def _spawn(self, what: str, args: list[str]) -> subprocess.Popen[bytes]:
+        # Children write logs to our stderr so stdout holds only the instructions.
+        popen = subprocess.Popen([sys.executable, "-m", "secretbridge", *args], stdout=sys.stderr)
+        self.children.append((what, popen))
+        return popen
+
+    def _wait(self, what: str, popen: subprocess.Popen[bytes], ready: object) -> None:
+        deadline = time.monotonic() + self.options.startup_timeout
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise DevError(f"{what} exited with code {popen.returncode} while starting (see its log above)")
+            if ready():  # type: ignore[operator]
+                return
+            time.sleep(0.1)
+        raise DevError(f"{what} did not become ready within {self.options.startup_timeout:g}s")
+
+    def start(self) -> None:
+        """Start `serve` for each socket the components need, then the gateway; wait for each."""
+        for name in socket_names(self.options.resources_path) or ["secretbridge"]:
+            path = self.folder / f"{name}.sock"
+            popen = self._spawn(
+                f"secretbridge serve ({name})",
+                ["serve", "--socket-folder", str(self.folder), "--name", name, "--http-port", "-1"],
+            )
+            self._wait(f"secretbridge serve ({name})", popen, lambda p=path: _socket_accepts(p))
+        args = [
+            "gateway",
+            "--resources-path",
+            self.options.resources_path,
+            "--socket-folder",
+            str(self.folder),
+            "--http-port",
+            str(self.options.http_port),
+            "--grpc-port",
+            str(self.options.grpc_port),
+        ]
+        if self.options.config:
+            args += ["--config", self.options.config]
+        popen = self._spawn("secretbridge gateway", args)
+        health = f"http://127.0.0.1:{self.options.http_port}/v1.0/healthz/outbound"
+        self._wait("secretbridge gateway", popen, lambda: _http_status(health) == 204)
+
+    def sample(self) -> tuple[str, str | None]:
+        """A store and one secret name it serves (None when it lists none)."""
+        base = f"http://127.0.0.1:{self.options.http_port}/v1.0"
+        meta = _http_json(f"{base}/metadata")
+        components = [c["name"] for c in meta.get("components", [])] if isinstance(meta, dict) else []
+        if not components:
+            raise DevError(
+                f"the gateway loaded no secret store from {self.options.resources_path} "
+                "(see the warnings above: a Component needs type secretstores.<socket name>)"
+            )
+        order = [c.name for c in load_components([self.options.resources_path])]
+        store = min(components, key=lambda n: order.index(n) if n in order else len(order))
+        try:
+            names = sorted(_http_json(f"{base}/secrets/{store}/bulk") or {})  # type: ignore[arg-type]
+        except (OSError, urllib.error.URLError, ValueError):
+            names = []
+        preferred = [n for n in PREFERRED_SAMPLES if n in names]
+        return store, (preferred or names or [None])[0]
+
+    def instructions(self, store: str, key: str | None) -> str:
+        """What to print once both processes answer."""
+        http, grpc_port = self.options.http_port, self.options.grpc_port
+        lines = [
+            "",
+            f"secretbridge is serving {self.options.resources_path} through the development gateway.",
+            f"  {NOT_DAPRD}",
+            f"  HTTP http://localhost:{http}   gRPC localhost:{grpc_port}   socket folder {self.folder}",
+            "",
+        ]
+        if key is None:
+            lines += [
+                f"The store {store!r} lists no secrets; try its bulk endpoint:",
+                f"  curl http://localhost:{http}/v1.0/secrets/{store}/bulk",
+            ]
+        else:
+            # Double-quoted Python strings keep the shell quoting of the whole line simple.
+            code = (
+                "from dapr.clients import DaprClient; "
+                f"print(dict(DaprClient().get_secret({json.dumps(store)}, {json.dumps(key)}).secret))"
+            )
+            lines += [
+                "Read a secret over HTTP:",
+                f"  curl http://localhost:{http}/v1.0/secrets/{store}/{key}",
+                "Or with the dapr SDK (gRPC):",
+                f"  DAPR_HTTP_PORT={http} DAPR_GRPC_PORT={grpc_port} {shlex.quote(_shown_python())} -c "
+                f"{shlex.quote(code)}",
+            ]
+        lines += ["", "Press Ctrl-C to stop.", ""]
+        return "\n".join(lines)
+
+    def exited(self) -> tuple[str, int] | None:
+        """The first child that has exited, with its code."""
+        for what, popen in self.children:
+            if popen.poll() is not None:
+                return what, int(popen.returncode)
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM the children, newest first (gateway before store); remove the socket folder."""
+        for _what, popen in reversed(self.children):
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGTERM)
+                try:
+                    popen.wait(STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def run(options: DevOptions) -> int:
+    """Run until Ctrl-C or SIGTERM; 0 on a clean stop, 1 when something failed, 2 on bad input."""
+    if not Path(options.resources_path).is_dir():
+        print(f"error: resources path {options.resources_path!r} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        socket_names(options.resources_path)
+    except ResourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for flag, port in (("--http-port", options.http_port), ("--grpc-port", options.grpc_port)):
+        if not port_is_free(port):
+            print(
+                f"error: port {port} on 127.0.0.1 is busy (another daprd or gateway?); "
+                f"stop it or pick a free port with {flag}",
+                file=sys.stderr,
+            )
+            return 2
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    dev = DevRun(options)
+    code = 0
+    try:
+        dev.start()
+        store, key = dev.sample()
+        print(dev.instructions(store, key), flush=True)
+        while not stopping.wait(0.2):
+            gone = dev.exited()
+            if gone is not None:
+                log.error("a child process exited; stopping", extra={"process": gone[0], "code": gone[1]})
+                code = 1
+                break
+    except DevError as exc:
+        if not stopping.is_set():
+            print(f"error: {exc}", file=sys.stderr)
+            code = 1
+    finally:
+        dev.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if code == 0:
+        print("stopped; socket folder removed", file=sys.stderr, flush=True)
+    return code
+
+
+def main() -> int:
+    """Run with the defaults `make run` uses (`python -m secretbridge.devrun`)."""
+    return run(DevOptions(resources_path=os.environ.get("SECRETBRIDGE_RESOURCES", "components/local")))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
