@@ -1,0 +1,263 @@
+"""The printed table, the PASS/FAIL lines for the issue's targets, and the JSON file.
+
+Ratios are always against a baseline measured in the same run; the targets are
+the only constants (issue 5, item 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+#: cached-Get throughput / the fastest bare echo's, at the same in-flight level.
+TARGET_ECHO_RATIO = 0.60
+#: BulkGet of 1,000 secrets, as a speed-up over reading them one at a time.
+TARGET_BULK_SPEEDUP = 15.0
+#: Vault reads per hot secret per TTL.
+TARGET_READS_PER_HOT_SECRET = 1.0
+#: RSS holding 10,000 cached secrets, in MB (10^6 bytes).
+TARGET_RSS_MB = 150.0
+
+SECTION_TITLES = {
+    "cached_get": "(a) cached Get",
+    "bulk_get": "(b) BulkGet",
+    "hot_reads": "(c) vault reads per hot secret",
+    "memory": "(d) memory",
+}
+
+
+@dataclass
+class Verdict:
+    """One target: what was measured, against what, and whether it passed."""
+
+    target: str
+    measured: str
+    passed: bool
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    facts: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+    }
+    # Best effort: a missing tool must not stop the report.
+    with contextlib.suppress(Exception):
+        import grpc
+
+        facts["grpcio"] = grpc.__version__
+    lscpu = shutil.which("lscpu")
+    if lscpu:
+        with contextlib.suppress(Exception):
+            out = subprocess.run([lscpu], capture_output=True, text=True, timeout=5, check=False).stdout
+            facts["lscpu_head"] = out.splitlines()[:10]
+            for line in out.splitlines():
+                if line.startswith("Model name:"):
+                    facts["cpu_model"] = line.split(":", 1)[1].strip()
+    return facts
+
+
+# ---- verdicts ------------------------------------------------------------------------------------
+
+
+def verdicts(sections: Mapping[str, Any]) -> list[Verdict]:
+    """PASS/FAIL per target, from whichever sections ran."""
+    found: list[Verdict] = []
+    cached = sections.get("cached_get")
+    if cached:
+        for level in cached["levels"]:
+            production = next(r for r in level["results"] if r["label"] == cached["production"])
+            ratio = production["ratio_to_ceiling"]
+            found.append(Verdict(
+                f"cached Get throughput / fastest bare echo at {level['inflight']} in flight >= "
+                f"{TARGET_ECHO_RATIO:.2f}",
+                f"{ratio:.2f} ({production['throughput']:,.0f} vs {level['ceiling_throughput']:,.0f} calls/s, "
+                f"{level['ceiling']})",
+                ratio >= TARGET_ECHO_RATIO,
+            ))
+    bulk = sections.get("bulk_get")
+    if bulk:
+        default = [r for r in bulk["runs"] if r["default"]]
+        if default:
+            best = min(default, key=lambda r: r["wall_s"])
+            found.append(Verdict(
+                f"BulkGet of {bulk['secrets']:,} (default bulkConcurrency) >= {TARGET_BULK_SPEEDUP:.0f}x "
+                "faster than one at a time",
+                f"{best['speedup']:.1f}x ({best['wall_s']:.2f} s vs {bulk['sequential_s']:.1f} s)",
+                best["speedup"] >= TARGET_BULK_SPEEDUP,
+            ))
+    hot = sections.get("hot_reads")
+    if hot:
+        limit = hot["hot_secrets"] * TARGET_READS_PER_HOT_SECRET
+        found.append(Verdict(
+            f"vault reads for {hot['reads']:,} app reads of {hot['hot_secrets']} hot secrets <= {limit:.0f} "
+            "(one per secret per TTL)",
+            f"{hot['vault_reads']} ({hot['vault_reads_per_hot_secret']:.2f} per hot secret)",
+            hot["vault_reads"] <= limit and hot["app_reads_ok"] == hot["reads"],
+        ))
+    memory = sections.get("memory")
+    if memory:
+        found.append(Verdict(
+            f"RSS holding {memory['secrets']:,} cached secrets < {TARGET_RSS_MB:.0f} MB",
+            f"{memory['primed_mb']:.1f} MB (idle {memory['idle_mb']:.1f} MB)",
+            memory["primed_mb"] < TARGET_RSS_MB and memory["served_from_cache"],
+        ))
+    return found
+
+
+# ---- the table -----------------------------------------------------------------------------------
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    # First column left-aligned (names), the rest right-aligned (numbers).
+    pairs = enumerate(zip(cells, widths, strict=True))
+    return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in pairs).rstrip()
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [_row(header, widths), _row(["-" * w for w in widths], widths), *(_row(r, widths) for r in rows)]
+
+
+def render_cached_get(section: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"(a) Cached Get over a Unix socket: {section['hot_secrets']} hot secrets, Python grpc.aio client in its "
+        f"own process, runs of {section['seconds_per_run']:g} s or {section['max_calls_per_run']:,} calls",
+        f"    vault reads during the load: {section['vault_reads_during_load']} (cache hits only); ratio = calls/s "
+        "over the fastest bare echo at the same in-flight level",
+    ]
+    header = ["server", "in flight", "calls/s", "ratio", "p50 ms", "p99 ms", "server µs/call", "client µs/call",
+              "errors"]
+    rows: list[list[str]] = []
+    for level in section["levels"]:
+        for r in level["results"]:
+            server_cpu = r["server_cpu_us_per_call"]
+            rows.append([
+                r["label"], str(level["inflight"]), f"{r['throughput']:,.0f}", f"{r['ratio_to_ceiling']:.2f}",
+                f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                f"{server_cpu:.0f}" if server_cpu is not None else "-", f"{r['client_cpu_us_per_call']:.0f}",
+                str(sum(r["errors"].values())),
+            ])
+    lines += ["", *_table(header, rows)]
+    lines += ["", *serving_model_lines(section)]
+    return lines
+
+
+def serving_model_lines(section: Mapping[str, Any]) -> list[str]:
+    """DESIGN.md's question: which serving model is faster for secretbridge, level by level."""
+    lines = ["    serving model (secretbridge threaded 16 workers / aio variant, calls/s):"]
+    threaded_wins = 0
+    levels = section["levels"]
+    for level in levels:
+        by_label = {r["label"]: r for r in level["results"]}
+        threaded = by_label.get(section["production"])
+        aio = next((r for r in level["results"] if r["kind"] == "bridge" and r["model"] == "aio"), None)
+        if threaded is None or aio is None or not aio["throughput"]:
+            continue
+        ratio = threaded["throughput"] / aio["throughput"]
+        threaded_wins += ratio >= 1.0
+        lines.append(f"      {level['inflight']:>3} in flight: {ratio:.2f}x "
+                     f"(p50 {threaded['p50_ms']:.2f} vs {aio['p50_ms']:.2f} ms)")
+    if levels:
+        faster = "threaded" if threaded_wins * 2 > len(levels) else "aio"
+        lines.append(f"      faster at {max(threaded_wins, len(levels) - threaded_wins)} of {len(levels)} levels: "
+                     f"{faster}")
+    return lines
+
+
+def render_bulk_get(section: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"(b) BulkGet of {section['secrets']:,} secrets, cold cache, vault latency "
+        f"{section['vault_latency_s'] * 1e3:g} ms; one at a time would take {section['sequential_s']:.1f} s",
+        "    model = list pages in turn + reads bulkConcurrency at a time, at the vault's latency",
+    ]
+    header = ["bulkConcurrency", "wall s", "speed-up", "model s", "vault GETs", "list pages", "vault max in flight"]
+    rows = [
+        [
+            f"{r['bulkConcurrency']}" + (" (default)" if r["default"] else ""), f"{r['wall_s']:.2f}",
+            f"{r['speedup']:.1f}x", f"{r['model_s']:.2f}", str(r["vault_gets"]), str(r["vault_lists"]),
+            str(r["vault_max_in_flight"]),
+        ]
+        for r in section["runs"]
+    ]
+    return [*lines, "", *_table(header, rows)]
+
+
+def render_hot_reads(section: Mapping[str, Any]) -> list[str]:
+    errors = sum(section["errors"].values())
+    return [
+        f"(c) {section['reads']:,} app reads of {section['hot_secrets']} hot secrets, {section['inflight']} in flight, "
+        f"cacheTTL {section['ttl']}, cold cache, vault latency {section['vault_latency_s'] * 1e3:g} ms",
+        f"    vault reads: {section['vault_reads']} ({section['vault_reads_per_hot_secret']:.2f} per hot secret; "
+        f"{section['without_cache']:,} without a cache); {section['app_reads_ok']:,} reads answered in "
+        f"{section['seconds']:.2f} s, {errors} errors",
+    ]
+
+
+def render_memory(section: Mapping[str, Any]) -> list[str]:
+    return [
+        f"(d) RSS of `secretbridge serve` (VmRSS; MB = 10^6 bytes), {section['secrets']:,} secrets primed with one "
+        f"BulkGet in {section['prime_seconds']:.1f} s",
+        f"    idle {section['idle_mb']:.1f} MB; after a keyvault Init {section['after_init_mb']:.1f} MB; "
+        f"holding {section['secrets']:,} secrets {section['primed_mb']:.1f} MB (peak {section['peak_mb']:.1f} MB); "
+        f"~{section['per_secret_bytes']:,.0f} bytes per cached secret",
+    ]
+
+
+RENDERERS = {
+    "cached_get": render_cached_get,
+    "bulk_get": render_bulk_get,
+    "hot_reads": render_hot_reads,
+    "memory": render_memory,
+}
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The whole report as text: machine, each section, then the verdicts."""
+    machine = report["machine"]
+    lines = [
+        f"secretbridge benchmarks ({report['settings']['name']}), {report['duration_s']:.0f} s",
+        f"machine: {machine['nproc']} CPUs ({machine.get('cpu_model', 'unknown CPU')}), Python {machine['python']}, "
+        f"grpcio {machine.get('grpcio', '?')}, {machine['platform']}",
+    ]
+    for name, section in report["sections"].items():
+        lines += ["", *RENDERERS[name](section)]
+    for name, error in report["errors"].items():
+        lines += ["", f"{SECTION_TITLES.get(name, name)}: FAILED TO RUN: {error}"]
+    lines += ["", "Targets (issue 5, item 8)"]
+    for verdict in report["targets"]:
+        mark = "PASS" if verdict["passed"] else "FAIL"
+        lines.append(f"  {mark}  {verdict['target']}: {verdict['measured']}")
+    return "\n".join(lines)
+
+
+def build(
+    settings: Mapping[str, Any], sections: Mapping[str, Any], errors: Mapping[str, str], duration: float,
+    machine: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the run found, JSON-able."""
+    return {
+        "settings": dict(settings),
+        "machine": dict(machine) if machine is not None else machine_facts(),
+        "duration_s": duration,
+        "sections": dict(sections),
+        "errors": dict(errors),
+        "targets": [asdict(v) for v in verdicts(sections)],
+    }
+
+
+def write_json(report: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

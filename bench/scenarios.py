@@ -1,0 +1,336 @@
+"""The four measurements of issue 5 item 8, each against the Key Vault test double.
+
+(a) `cached_get`: cached Get latency and throughput at 1, 16 and 64 calls in
+    flight, next to bare echo servers on the same kind of socket, for both
+    serving models (production threaded server, and the grpc.aio variant).
+(b) `bulk_get`: BulkGet of 1,000 secrets from a cold cache against a vault that
+    takes 20 ms per request, as a speed-up over reading them one by one.
+(c) `hot_reads`: how many vault reads 1,000 app reads of 100 hot secrets cost.
+(d) `memory`: the RSS of `secretbridge serve` idle, and holding 10,000 secrets.
+
+Each returns a JSON-able dict; `report` turns them into the table and verdicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench import procs
+from bench.load import LoadJob, run_in_subprocess
+from bench.procs import ServerProcess
+from bench.vault import VaultRig
+from bench.workload import INSTANCE, hot_names, secret_name
+from tests.support import Bridge
+
+#: Key Vault's largest page: BulkGet lists this many names per request.
+LIST_PAGE = 25
+#: keyvault's default bulkConcurrency (its declared property default).
+DEFAULT_BULK_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How big and how long; `FULL` is `make bench`, `SMOKE` only proves the harness works."""
+
+    name: str
+    levels: tuple[int, ...] = (1, 16, 64)
+    seconds: float = 3.0
+    max_calls: int = 40_000
+    warmup_seconds: float = 0.5
+    warmup_calls: int = 2_000
+    hot: int = 100
+    latency: float = 0.02
+    bulk_secrets: int = 1_000
+    bulk_concurrency: tuple[int, ...] = (DEFAULT_BULK_CONCURRENCY, 32, 64)
+    bulk_repeats: int = 2
+    reads: int = 1_000
+    reads_inflight: int = 16
+    rss_secrets: int = 10_000
+    rss_bulk_concurrency: int = 64
+
+
+FULL = Settings("full")
+SMOKE = Settings(
+    "smoke", seconds=0.5, max_calls=100, warmup_seconds=0.2, warmup_calls=20, hot=5, latency=0.0,
+    bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50,
+)
+
+
+@dataclass
+class ServerSpec:
+    """A server under test in (a): what it is, and how to start it."""
+
+    label: str
+    kind: str  # "echo" or "bridge"
+    model: str  # "aio" or "threaded"
+    argv: list[str]
+    socket: Path
+    workers: int | None = None
+
+
+@dataclass
+class Context:
+    """What every scenario shares: the fakes, a folder for sockets and logs, the child environment."""
+
+    rig: VaultRig
+    folder: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls) -> Iterator[Context]:
+        with VaultRig() as rig:
+            yield cls(rig, rig.folder, rig.child_env())
+
+
+@contextlib.contextmanager
+def _running(ctx: Context, specs: list[ServerSpec]) -> Iterator[list[ServerProcess]]:
+    launched: list[ServerProcess] = []
+    try:
+        for spec in specs:
+            launched.append(procs.launch(spec.label, spec.argv, spec.socket, ctx.env, ctx.folder))
+        for server in launched:
+            procs.ready(server)
+        yield launched
+    finally:
+        for server in launched:
+            server.stop()
+
+
+def _production(ctx: Context, name: str, workers: int = 16) -> ServerSpec:
+    return ServerSpec(
+        f"secretbridge threaded ({workers} workers)", "bridge", "threaded",
+        procs.secretbridge_argv(ctx.folder, name, workers), ctx.folder / f"{name}.sock", workers,
+    )
+
+
+def _bench_server(ctx: Context, label: str, kind: str, model: str, name: str, workers: int | None = None) -> ServerSpec:
+    socket = ctx.folder / f"{name}.sock"
+    return ServerSpec(
+        label, "bridge" if kind.startswith("bridge") else "echo", model,
+        procs.bench_server_argv(kind, socket, workers), socket, workers,
+    )
+
+
+# ---- (a) cached Get -----------------------------------------------------------------------------
+
+
+def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Cached-Get latency and throughput beside the bare echo servers, per in-flight level."""
+    rig = ctx.rig
+    rig.clear()
+    names = hot_names(settings.hot)
+    rig.preload(names)
+    rig.fake.set_latency(settings.latency)
+    specs = [
+        _bench_server(ctx, "echo aio", "echo-aio", "aio", "echo-aio"),
+        _bench_server(ctx, "echo threaded (4 workers)", "echo-threaded", "threaded", "echo-t4", 4),
+        _bench_server(ctx, "echo threaded (16 workers)", "echo-threaded", "threaded", "echo-t16", 16),
+        _production(ctx, "bridge-t16", 16),
+        _production(ctx, "bridge-t4", 4),
+        _bench_server(ctx, "secretbridge aio (bench variant)", "bridge-aio", "aio", "bridge-aio"),
+    ]
+    by_label = {spec.label: spec for spec in specs}
+    levels: list[dict[str, object]] = []
+    with _running(ctx, specs) as servers:
+        for server in servers:
+            if by_label[server.label].kind == "bridge":
+                _prime(server.socket, rig.metadata(), names)
+        rig.fake.reset_counters()
+        for inflight in settings.levels:
+            jobs = [
+                LoadJob(
+                    label=server.label, socket=str(server.socket), inflight=inflight, keys=names,
+                    max_calls=settings.max_calls, max_seconds=settings.seconds,
+                    warmup_calls=settings.warmup_calls, warmup_seconds=settings.warmup_seconds,
+                    instance=INSTANCE, server_pid=server.pid,
+                )
+                for server in servers
+            ]
+            results = [asdict(r) for r in run_in_subprocess(jobs, ctx.env)]
+            echoes = [r for r in results if by_label[r["label"]].kind == "echo"]
+            ceiling = max(echoes, key=lambda r: r["throughput"])
+            for result in results:
+                spec = by_label[result["label"]]
+                result.update(kind=spec.kind, model=spec.model, workers=spec.workers)
+                result["ratio_to_ceiling"] = (
+                    result["throughput"] / ceiling["throughput"] if ceiling["throughput"] else 0.0
+                )
+            levels.append({
+                "inflight": inflight,
+                "ceiling": ceiling["label"],
+                "ceiling_throughput": ceiling["throughput"],
+                "results": results,
+            })
+        vault_reads_during_load = rig.fake.count("get")
+    return {
+        "hot_secrets": settings.hot,
+        "seconds_per_run": settings.seconds,
+        "max_calls_per_run": settings.max_calls,
+        "vault_latency_s": settings.latency,
+        "vault_reads_during_load": vault_reads_during_load,
+        "production": _production(ctx, "bridge-t16", 16).label,
+        "levels": levels,
+    }
+
+
+def _prime(socket: Path, metadata: dict[str, str], names: list[str]) -> None:
+    """Init the instance and read every hot secret once, so the load sees only cache hits."""
+    bridge = Bridge(socket)
+    try:
+        bridge.init(metadata, instance=INSTANCE)
+        for name in names:
+            bridge.get(name, instance=INSTANCE)
+    finally:
+        bridge.close()
+
+
+# ---- (b) BulkGet ---------------------------------------------------------------------------------
+
+
+def bulk_model_seconds(secrets: int, concurrency: int, latency: float) -> float:
+    """What list-then-read costs at best: every page in turn, then the reads `concurrency` at a time."""
+    return (math.ceil(secrets / LIST_PAGE) + math.ceil(secrets / concurrency)) * latency
+
+
+def bulk_get(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Wall time of a cold BulkGet of every secret, against the one-at-a-time lower bound."""
+    rig = ctx.rig
+    rig.clear()
+    rig.preload(secret_name("bulk", i) for i in range(settings.bulk_secrets))
+    rig.fake.set_latency(settings.latency)
+    sequential = settings.bulk_secrets * settings.latency
+    runs: list[dict[str, object]] = []
+    with _running(ctx, [_production(ctx, "bridge-bulk")]) as (server,):
+        bridge = Bridge(server.socket)
+        try:
+            for concurrency in settings.bulk_concurrency:
+                for repeat in range(settings.bulk_repeats):
+                    # A fresh instance is a cold cache (and a fresh connection pool, as after a restart).
+                    instance = f"bulk-{concurrency}-{repeat}"
+                    bridge.init(rig.metadata(bulkConcurrency=str(concurrency)), instance=instance)
+                    rig.fake.reset_counters()
+                    started = time.perf_counter()
+                    got = bridge.bulk_get(instance=instance, timeout=120)
+                    wall = time.perf_counter() - started
+                    runs.append({
+                        "bulkConcurrency": concurrency,
+                        "default": concurrency == DEFAULT_BULK_CONCURRENCY,
+                        "repeat": repeat,
+                        "secrets": len(got),
+                        "wall_s": wall,
+                        "speedup": sequential / wall if wall > 0 else 0.0,
+                        "model_s": bulk_model_seconds(settings.bulk_secrets, concurrency, settings.latency),
+                        "vault_gets": rig.fake.count("get"),
+                        "vault_lists": rig.fake.count("list"),
+                        "vault_max_in_flight": rig.fake.max_in_flight,
+                        "server_rss_kib": server.rss_kib(),
+                    })
+        finally:
+            bridge.close()
+    return {
+        "secrets": settings.bulk_secrets,
+        "vault_latency_s": settings.latency,
+        "sequential_s": sequential,
+        "runs": runs,
+    }
+
+
+# ---- (c) hot reads -------------------------------------------------------------------------------
+
+
+def hot_reads(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Vault reads caused by `reads` app reads spread over `hot` secrets, with a cold cache."""
+    rig = ctx.rig
+    rig.clear()
+    names = hot_names(settings.hot)
+    rig.preload(names)
+    rig.fake.set_latency(settings.latency)
+    # Every hot secret read equally often, in an order an app might produce; fixed seed: repeatable.
+    order = [names[i % len(names)] for i in range(settings.reads)]
+    random.Random(5).shuffle(order)
+    with _running(ctx, [_production(ctx, "bridge-hot")]) as (server,):
+        bridge = Bridge(server.socket)
+        try:
+            bridge.init(rig.metadata(), instance=INSTANCE)
+        finally:
+            bridge.close()
+        rig.fake.reset_counters()
+        job = LoadJob(
+            label=server.label, socket=str(server.socket), inflight=settings.reads_inflight, keys=order,
+            max_calls=settings.reads, max_seconds=60.0, instance=INSTANCE, server_pid=server.pid,
+        )
+        (result,) = run_in_subprocess([job], ctx.env)
+    vault_reads = rig.fake.count("get")
+    return {
+        "reads": settings.reads,
+        "hot_secrets": settings.hot,
+        "inflight": settings.reads_inflight,
+        "ttl": rig.metadata()["cacheTTL"],
+        "vault_latency_s": settings.latency,
+        "app_reads_ok": result.calls,
+        "errors": result.errors,
+        "seconds": result.seconds,
+        "vault_reads": vault_reads,
+        "vault_requests_total": rig.fake.count("total"),
+        "vault_reads_per_hot_secret": vault_reads / settings.hot if settings.hot else 0.0,
+        "without_cache": settings.reads,
+    }
+
+
+# ---- (d) memory ----------------------------------------------------------------------------------
+
+
+def memory(ctx: Context, settings: Settings) -> dict[str, object]:
+    """RSS of `secretbridge serve`: idle, after a keyvault Init, and holding `rss_secrets` secrets."""
+    rig = ctx.rig
+    rig.clear()
+    rig.preload(secret_name("mem", i) for i in range(settings.rss_secrets))
+    with _running(ctx, [_production(ctx, "bridge-mem")]) as (server,):
+        time.sleep(0.5)  # let start-up settle (lazy imports, thread stacks touched)
+        idle = server.rss_kib()
+        bridge = Bridge(server.socket)
+        try:
+            # A long requestTimeout: priming 10,000 reads is one BulkGet, bounded by 10 timeouts.
+            bridge.init(
+                rig.metadata(bulkConcurrency=str(settings.rss_bulk_concurrency), requestTimeout="30s"),
+                instance=INSTANCE,
+            )
+            after_init = server.rss_kib()
+            started = time.perf_counter()
+            got = bridge.bulk_get(instance=INSTANCE, timeout=300)
+            prime_seconds = time.perf_counter() - started
+            del got  # the client's copy, not the server's
+            # One Get proves the entries are served from the cache, not re-read.
+            rig.fake.reset_counters()
+            bridge.get(secret_name("mem", settings.rss_secrets - 1), instance=INSTANCE)
+            served_from_cache = rig.fake.count("get") == 0
+        finally:
+            bridge.close()
+        time.sleep(0.5)
+        primed = server.rss_kib()
+        peak = server.peak_rss_kib()
+    return {
+        "secrets": settings.rss_secrets,
+        "prime_seconds": prime_seconds,
+        "served_from_cache": served_from_cache,
+        "idle_mb": idle * 1024 / 1e6,
+        "after_init_mb": after_init * 1024 / 1e6,
+        "primed_mb": primed * 1024 / 1e6,
+        "peak_mb": peak * 1024 / 1e6,
+        "per_secret_bytes": (primed - after_init) * 1024 / settings.rss_secrets if settings.rss_secrets else 0.0,
+    }
+
+
+SECTIONS = {
+    "cached_get": cached_get,
+    "bulk_get": bulk_get,
+    "hot_reads": hot_reads,
+    "memory": memory,
+}
