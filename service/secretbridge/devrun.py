@@ -110,8 +110,10 @@ def _shown_python() -> str:
 class DevRun:
     """The two child processes and the temporary socket folder they share."""
 
-    def __init__(self, options: DevOptions) -> None:
+    def __init__(self, options: DevOptions, stopping: threading.Event | None = None) -> None:
         self.options = options
+        # Set by Ctrl-C / SIGTERM: start-up gives up at once instead of waiting out its timeout.
+        self.stopping = stopping or threading.Event()
         self.folder = Path(tempfile.mkdtemp(prefix="sb-dev-", dir="/tmp"))
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
@@ -124,6 +126,8 @@ class DevRun:
     def _wait(self, what: str, popen: subprocess.Popen[bytes], ready: object) -> None:
         deadline = time.monotonic() + self.options.startup_timeout
         while time.monotonic() < deadline:
+            if self.stopping.is_set():
+                raise DevError(f"interrupted while {what} was starting")
             if popen.poll() is not None:
                 raise DevError(f"{what} exited with code {popen.returncode} while starting (see its log above)")
             if ready():  # type: ignore[operator]
@@ -252,7 +256,7 @@ def run(options: DevOptions) -> int:
         stopping.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    dev = DevRun(options)
+    dev = DevRun(options, stopping)
     code = 0
     try:
         dev.start()

@@ -60,6 +60,7 @@ class ComponentClient:
         self._channel = grpc.aio.insecure_channel(store.target)
         self._stub = secretstore_pb2_grpc.SecretStoreStub(self._channel)
         self._metadata = ((INSTANCE_HEADER, component_name),)
+        self._closed = False
 
     async def init(self, properties: dict[str, str], timeout: float | None) -> None:
         """Send the resolved `spec.metadata` as a flat string map."""
@@ -96,5 +97,7 @@ class ComponentClient:
         return {name: dict(entry.secrets) for name, entry in response.data.items()}
 
     async def close(self) -> None:
-        """Close the channel (daprd sends no RPC on close either)."""
-        await self._channel.close()
+        """Close the channel (daprd sends no RPC on close either); safe to call again."""
+        if not self._closed:
+            self._closed = True
+            await self._channel.close()
