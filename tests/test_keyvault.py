@@ -470,3 +470,50 @@ async def test_nothing_secret_reaches_messages_or_logs(
     text = caplog.text + "\n".join(messages) + "\n".join(str(r.__dict__) for r in caplog.records)
     for item in forbidden:
         assert item not in text
+
+
+TENANT = "3c1d2e4f-0000-4000-8000-00000000abcd"
+
+
+async def test_workload_identity(kv_certs, azure_env: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                 open_store: OpenStore, tmp_path) -> None:
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    http_challenge_cache.clear()
+    with FakeManagedIdentity(certificates=kv_certs) as entra, \
+            FakeKeyVault(kv_certs, identity=entra, tenant=TENANT) as vault:
+        token_file = tmp_path / "azure-identity-token"
+        token_file.write_text(entra.federated_token)
+        for name, value in {**entra.env("entra"), "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+                            "AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": "wi-client"}.items():
+            azure_env.setenv(name, value)
+        vault.set_secret("from-aks", "yes")
+        store = await open_store(vault_metadata(vault))
+        assert store.identity == "the workload identity with client id wi-client"
+        assert await store.get("from-aks") == {"from-aks": "yes"}
+        (request,) = entra.requests
+        assert request.style == "entra" and request.client_id == "wi-client"
+        assert request.other_params["tenant"] == TENANT
+
+
+async def test_service_principal_from_metadata(kv_certs, azure_env: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                               open_store: OpenStore) -> None:
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    http_challenge_cache.clear()
+    secret = "sp-client-secret-value"
+    with FakeManagedIdentity(certificates=kv_certs, client_secrets={"sp-client": secret}) as entra, \
+            FakeKeyVault(kv_certs, identity=entra, tenant=TENANT) as vault:
+        for name, value in entra.env("entra").items():
+            azure_env.setenv(name, value)
+        vault.set_secret("dev", "ok")
+        good = await open_store(vault_metadata(vault, azureTenantId=TENANT, azureClientId="sp-client",
+                                               azureClientSecret=secret))
+        assert await good.get("dev") == {"dev": "ok"}
+        assert entra.requests[-1].client_id == "sp-client"
+        http_challenge_cache.clear()
+        bad = await open_store(vault_metadata(vault, azureTenantId=TENANT, azureClientId="sp-client",
+                                              spnClientSecret="a-wrong-secret-value"))
+        message = await expect(PermissionDenied, bad.get("dev"))
+        assert "service principal with client id sp-client" in message
+        assert "a-wrong-secret-value" not in message and secret not in message

@@ -1,14 +1,19 @@
-"""A fake managed-identity token endpoint, in the two shapes azure-identity speaks.
+"""Fake Azure token endpoints: managed identity (two shapes) and Microsoft Entra ID.
 
 - App Service / Functions / Container Apps: `GET $IDENTITY_ENDPOINT?api-version=2019-08-01&resource=…`
   with `X-IDENTITY-HEADER: $IDENTITY_HEADER`; answers `access_token`, `expires_on` (a string of epoch
   seconds), `resource`, `token_type`, `client_id`. The async credential needs `resource` in the answer.
 - IMDS (VMs, AKS pod identity): `GET /metadata/identity/oauth2/token?api-version=…&resource=…` with
   `Metadata: true`, reached through `AZURE_POD_IDENTITY_AUTHORITY_HOST`; answers `expires_in` as well.
+- Microsoft Entra ID's token endpoint, for workload identity and service principals:
+  `POST /<tenant>/oauth2/v2.0/token` with a client assertion (the federated token) or a client secret,
+  reached through `AZURE_AUTHORITY_HOST`. azure-identity insists on an https authority, so this style
+  needs the fake started with `certificates=`.
 
-Served over plain HTTP, as the real endpoints are. Every request is recorded as a `TokenRequest`,
-so tests can assert which identity (system-assigned, or which user-assigned one) asked. The tokens
-it issues go into `tokens`, which `FakeKeyVault` consults to accept or refuse a bearer token.
+Served over plain HTTP (as the managed-identity endpoints are) unless `certificates` is given.
+Every request is recorded as a `TokenRequest`, so tests can assert which identity (system-assigned,
+or which user-assigned one) asked. The tokens it issues go into `tokens`, which `FakeKeyVault`
+consults to accept or refuse a bearer token.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
 from ._server import BackgroundServer
+from .tls import TestCertificates
 
 #: Environment variables that steer azure-identity; tests remove them all before setting `env()`.
 IDENTITY_ENV_VARS: tuple[str, ...] = (
@@ -89,7 +95,7 @@ class TokenRegistry:
 class TokenRequest:
     """One request the token endpoint received."""
 
-    style: str  # "appservice" or "imds"
+    style: str  # "appservice", "imds" or "entra"
     resource: str | None
     api_version: str | None
     client_id: str | None = None
@@ -122,8 +128,13 @@ class FakeManagedIdentity(BackgroundServer):
         system_assigned: bool = True,
         lifetime: int = 24 * 3600,
         registry: TokenRegistry | None = None,
+        certificates: TestCertificates | None = None,
+        client_secrets: dict[str, str] | None = None,
+        federated_token: str = "fake-federated-service-account-token",
     ) -> None:
-        super().__init__()
+        super().__init__(ssl_context=certificates.server_context() if certificates is not None else None)
+        self.client_secrets = dict(client_secrets or {})
+        self.federated_token = federated_token
         self.identity_header = "fake-identity-header-" + secrets.token_urlsafe(16)
         self.tokens = registry or TokenRegistry()
         self.user_assigned = None if user_assigned is None else set(user_assigned)
@@ -144,7 +155,9 @@ class FakeManagedIdentity(BackgroundServer):
             return {"IDENTITY_ENDPOINT": self.url + APP_SERVICE_PATH, "IDENTITY_HEADER": self.identity_header}
         if style == "imds":
             return {"AZURE_POD_IDENTITY_AUTHORITY_HOST": self.url}
-        raise ValueError(f"unknown style {style!r}; use 'appservice' or 'imds'")
+        if style == "entra":
+            return {"AZURE_AUTHORITY_HOST": self.url}
+        raise ValueError(f"unknown style {style!r}; use 'appservice', 'imds' or 'entra'")
 
     @property
     def requests(self) -> list[TokenRequest]:
@@ -167,6 +180,7 @@ class FakeManagedIdentity(BackgroundServer):
         app = web.Application()
         app.router.add_get(APP_SERVICE_PATH, self._app_service)
         app.router.add_get(IMDS_PATH, self._imds)
+        app.router.add_post("/{tenant}/oauth2/v2.0/token", self._entra)
         return app
 
     def _record(self, style: str, request: web.Request, status: int) -> None:
@@ -250,3 +264,43 @@ class FakeManagedIdentity(BackgroundServer):
             return web.json_response({"error": "invalid_request", "error_description": message}, status=status)
         self._record("imds", request, 200)
         return web.json_response(self._token_body(request, imds=True))
+
+    async def _entra(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        client_id = str(form.get("client_id", ""))
+        scope = str(form.get("scope", ""))
+        entry = TokenRequest(style="entra", resource=scope, api_version=None, client_id=client_id or None,
+                             other_params={"tenant": request.match_info["tenant"],
+                                           "grant_type": str(form.get("grant_type", ""))})
+
+        def refuse(code: str, description: str) -> web.Response:
+            with self.lock:
+                self._requests.append(replace(entry, status=400 if code != "invalid_client" else 401))
+            return web.json_response({"error": code, "error_description": description},
+                                     status=400 if code != "invalid_client" else 401)
+
+        with self.lock:
+            if self._fail_left > 0:
+                self._fail_left -= 1
+                status = self._fail_status
+                self._requests.append(replace(entry, status=status))
+                return web.json_response({"error": "temporarily_unavailable"}, status=status)
+        if form.get("grant_type") != "client_credentials" or not client_id or not scope:
+            return refuse("invalid_request", "AADSTS900144: grant_type, client_id and scope are required")
+        assertion, secret = form.get("client_assertion"), form.get("client_secret")
+        if assertion is not None:
+            if assertion != self.federated_token:
+                return refuse("invalid_client", "AADSTS700211: No matching federated identity record found")
+        elif secret is not None:
+            if self.client_secrets.get(client_id) != secret:
+                return refuse("invalid_client", "AADSTS7000215: Invalid client secret provided")
+        else:
+            return refuse("invalid_client", "AADSTS7000216: client_assertion or client_secret is required")
+        with self.lock:
+            self._requests.append(entry)
+        return web.json_response({
+            "token_type": "Bearer",
+            "expires_in": self.lifetime,
+            "ext_expires_in": self.lifetime,
+            "access_token": self.tokens.issue(client_id),
+        })
