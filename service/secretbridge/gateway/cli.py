@@ -138,6 +138,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m secretbridge.gateway`: the gateway without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="python -m secretbridge.gateway")
-    add_gateway_parser(parser.add_subparsers(dest="command"))
+    add_gateway_parser(parser.add_subparsers(dest="command", prog="python -m secretbridge"))
     args = parser.parse_args(["gateway", *(sys.argv[1:] if argv is None else argv)])
     return int(args.func(args))
