@@ -127,6 +127,15 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
         default=(),
         check=_check_hosts,
     ),
+    Property(
+        "maxRetries",
+        "Retries of one Key Vault or token-endpoint call while resolving a reference (the Azure "
+        "SDK's retry_total/retry_status); 429 with Retry-After is waited out within them.",
+        Kind.INT,
+        default=3,
+        minimum=0,
+        maximum=10,
+    ),
 )
 
 
@@ -366,23 +375,50 @@ class _ReferenceStore(SecretStore):
         self._credential: AsyncTokenCredential | None = None
         self._readers: dict[str, VaultReader] = {}
         self._identity = ""
+        self.max_retries = int(metadata.get("maxRetries", 3))
+        self._opening = asyncio.Lock()
+        self._closed = False
 
     async def open(self) -> None:
-        from secretbridge.identity import build_credential, describe_identity
-        from secretbridge.stores.keyvault import HttpSession
+        """Build the HTTP session and the credential; called on the first reference, not at Init.
 
-        timeout = float(self.metadata.get("requestTimeout") or 5.0)
-        self._identity = describe_identity(self.metadata)
-        self._http = await HttpSession.create(connection_timeout=timeout, read_timeout=timeout)
-        self._credential = build_credential(self.metadata, transport=self._http.transport())
+        Most volumes hold no references, and building the TLS context (loading the CA bundle)
+        and the credential costs more than serving the whole volume does.
+        """
+        async with self._opening:
+            if self._closed:
+                raise FailedPrecondition("Key Vault reference resolution is closed (the instance was replaced)")
+            if self._credential is not None:
+                return
+            from secretbridge.identity import build_credential, describe_identity
+            from secretbridge.stores.keyvault import HttpSession
 
-    def reader(self, vault_url: str) -> VaultReader:
+            timeout = float(self.metadata.get("requestTimeout") or 5.0)
+            self._identity = describe_identity(self.metadata)
+            http = await HttpSession.create(connection_timeout=timeout, read_timeout=timeout)
+            try:
+                credential = build_credential(
+                    self.metadata,
+                    transport=http.transport(),
+                    retry_total=self.max_retries,
+                    retry_status=self.max_retries,
+                )
+            except BaseException:
+                await http.close()
+                raise
+            self._http, self._credential = http, credential
+
+    async def reader(self, vault_url: str) -> VaultReader:
+        """The reader for one vault, made on first use with the shared credential."""
         reader = self._readers.get(vault_url)
         if reader is None:
             from secretbridge.stores.keyvault import VaultReader
 
-            if self._http is None or self._credential is None:
-                raise FailedPrecondition("Key Vault reference resolution is not open")
+            await self.open()
+            assert self._http is not None and self._credential is not None
+            reader = self._readers.get(vault_url)
+            if reader is not None:
+                return reader
             host = (urlsplit(vault_url).hostname or "").lower()
             reader = VaultReader(
                 vault_url,
@@ -391,6 +427,7 @@ class _ReferenceStore(SecretStore):
                 # Hosts outside Azure are emulators the Component listed by name; their challenge
                 # names vault.azure.net, which verification would (rightly) refuse.
                 verify_challenge_resource=bool(_AZURE_VAULT_HOST.match(host)),
+                max_retries=self.max_retries,
                 transport=self._http.transport(),
                 metadata=self.metadata,
             )
@@ -399,13 +436,15 @@ class _ReferenceStore(SecretStore):
 
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:
         vault_url, _, secret = name.rpartition("/secrets/")
-        found = await self.reader(vault_url).get(secret, version)
+        reader = await self.reader(vault_url)
+        found = await reader.get(secret, version)
         return {name: found.value}
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         raise NotImplementedError("references are resolved one by one")
 
     async def close(self) -> None:
+        self._closed = True
         readers, self._readers = list(self._readers.values()), {}
         for reader in readers:
             await reader.close()
@@ -457,7 +496,6 @@ class ContainerAppsStore(SecretStore):
         await asyncio.to_thread(self.volume.check)
         if self.resolve_references:
             self._references = _ReferenceStore(self.metadata, instance=self.instance)
-            await self._references.open()
             self._cache = CachedStore(self._references, self.metadata, instance=self.instance)
         log.info(
             "secret volume opened",
