@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import pytest
 from secretbridge.cache import CACHE_PROPERTIES
 from secretbridge.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -317,6 +318,15 @@ async def test_vault_down_is_unavailable(fake_vault: FakeKeyVault, open_store: O
     assert "cannot reach" in message and fake_vault.url in message
     fake_vault.come_up()
     assert await store.get("x") == {"x": "y"}
+
+
+async def test_slow_vault_is_deadline_exceeded(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("x", "y")
+    store = await open_store(vault_metadata(fake_vault, requestTimeout="200ms", maxRetries="0"))
+    await store.get("x")
+    fake_vault.set_latency(2)
+    message = await expect(DeadlineExceeded, store.get("x"))
+    assert "did not answer in time" in message and "'x'" in message
 
 
 async def test_token_endpoint_down_is_unavailable_and_names_the_identity(

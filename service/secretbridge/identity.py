@@ -299,6 +299,10 @@ class SingleFlightCredential(AsyncTokenCredential):
         self._pending: dict[tuple[Any, ...], asyncio.Task[Any]] = {}
 
     async def _shared(self, key: tuple[Any, ...], make: Any) -> Any:
+        try:
+            hash(key)
+        except TypeError:  # unusual keyword arguments: no sharing, just the call
+            return await self._guarded(make)
         task = self._pending.get(key)
         if task is None:
             task = asyncio.ensure_future(self._guarded(make))

@@ -19,6 +19,7 @@ when they are set after aiohttp was imported (aiohttp builds its own default con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -700,16 +701,18 @@ class KeyVaultStore(SecretStore):
         candidates: list[tuple[str, str]] = []  # (app name, vault name)
         prefix = self.key_prefix.lower()
         skipped = 0
-        async for props in reader.list_properties():
-            vault_name: str = props.name or ""
-            if not vault_name.lower().startswith(prefix) or len(vault_name) == len(prefix):
-                continue
-            if props.enabled is False or self._validity_problem(props.expires_on, props.not_before):
-                skipped += 1
-                continue
-            candidates.append((vault_name[len(prefix):], vault_name))
-            if limit is not None and len(candidates) >= limit:
-                break
+        # aclosing: stopping at `limit` must close the pager now, not when it is collected.
+        async with contextlib.aclosing(reader.list_properties()) as listing:
+            async for props in listing:
+                vault_name: str = props.name or ""
+                if not vault_name.lower().startswith(prefix) or len(vault_name) == len(prefix):
+                    continue
+                if props.enabled is False or self._validity_problem(props.expires_on, props.not_before):
+                    skipped += 1
+                    continue
+                candidates.append((vault_name[len(prefix):], vault_name))
+                if limit is not None and len(candidates) >= limit:
+                    break
         if skipped:
             logger.debug(
                 "BulkGet left out disabled or expired secrets",
