@@ -118,12 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--markdown", action="store_true", help="print the reference tables in Markdown")
     backends.set_defaults(func=_backends)
 
-    try:
-        from secretbridge.gateway.cli import add_commands
-    except ImportError:
-        pass  # the development gateway is optional
-    else:
-        add_commands(sub)
+    from secretbridge.gateway.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 
