@@ -16,6 +16,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
+from secretbridge.instances import COMMON_PROPERTIES, properties_for
+from secretbridge.metadata import markdown_table
+from secretbridge.stores.containerapps import ContainerAppsStore
 
 from tests.support import Bridge
 
@@ -396,3 +400,17 @@ def test_unusable_references_are_refused_and_never_served_literally(
     assert literal not in message
     status, message = code_of(lambda: bridge.bulk_get())
     assert status.name == code and "'ref'" in message
+
+
+def test_the_docs_table_and_the_component_yaml_match_the_declarations(bridge: Bridge, volume: AtomicVolume) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    own = [p for p in properties_for(ContainerAppsStore) if p not in COMMON_PROPERTIES]
+    docs = (repo / "docs" / "containerapps.md").read_text()
+    assert markdown_table(own) in docs
+    assert markdown_table(COMMON_PROPERTIES) in docs
+    component = yaml.safe_load((repo / "components" / "containerapps" / "containerapps.yaml").read_text())
+    assert component["spec"]["type"] == "secretstores.secretbridge"
+    metadata = {item["name"]: item["value"] for item in component["spec"]["metadata"]}
+    metadata["secretsPath"] = str(volume.root)  # the example names /mnt/secrets; Init it on a real folder
+    bridge.init(metadata)
+    assert bridge.get("api-key") == {"api-key": "k3y-value"}
