@@ -414,3 +414,12 @@ def test_the_docs_table_and_the_component_yaml_match_the_declarations(bridge: Br
     metadata["secretsPath"] = str(volume.root)  # the example names /mnt/secrets; Init it on a real folder
     bridge.init(metadata)
     assert bridge.get("api-key") == {"api-key": "k3y-value"}
+
+
+def test_a_volume_that_disappears_after_init_is_a_precondition_failure(bridge: Bridge, volume: AtomicVolume) -> None:
+    init(bridge, volume.root)
+    shutil.rmtree(volume.root)
+    code, message = code_of(lambda: bridge.get("api-key"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "secretsPath" in message
+    code, message = code_of(lambda: bridge.bulk_get())
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "secretsPath" in message

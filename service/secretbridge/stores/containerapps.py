@@ -39,6 +39,7 @@ properties are declared here and apply to reference resolution only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -237,19 +238,20 @@ class Volume:
         swap is in `..data` a moment before its top-level link appears). Sorted."""
         root = self.root()
         found: set[str] = set()
-        for folder in (root, os.path.join(root, DATA_LINK)):
-            try:
-                entries = os.listdir(folder)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as err:
-                if folder == root:
-                    raise FailedPrecondition(
-                        f"secretsPath {str(self.path)!r} cannot be listed ({err.strerror})"
-                    ) from None
-                continue
-            found.update(e for e in entries if not e.startswith(".."))
-        return sorted(found)
+        try:
+            found.update(os.listdir(root))
+        except OSError as err:
+            raise self._gone(err.strerror) from None
+        if DATA_LINK in found:
+            # Not a folder, or mid-swap: then the top-level links are enough this time.
+            with contextlib.suppress(OSError):
+                found.update(os.listdir(os.path.join(root, DATA_LINK)))
+        return sorted(e for e in found if not e.startswith(".."))
+
+    def _gone(self, why: str | None) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"metadata property 'secretsPath' names {str(self.path)!r}, which can no longer be listed ({why})"
+        )
 
     def read(self, name: str) -> bytes:
         """The bytes of secret `name` (already checked by `check_secret_name`).
@@ -281,6 +283,8 @@ class Volume:
             if not _inside(real, root):
                 raise _Skip(self._outside(name), quiet=False)
             return real
+        if not os.path.isdir(root):
+            raise _Skip(self._gone("it is gone or not a directory"), quiet=False)
         raise _Skip(self._not_found(name), quiet=True)
 
     def _outside(self, name: str) -> PermissionDenied:
@@ -333,6 +337,10 @@ class Volume:
                     raise _Skip(self._too_big(name), quiet=False)
                 chunks.append(chunk)
             return b"".join(chunks)
+        except OSError as err:
+            raise _Skip(
+                FailedPrecondition(f"secret {show_name(name)} cannot be read ({err.strerror})"), quiet=False
+            ) from None
         finally:
             os.close(fd)
 
@@ -462,7 +470,7 @@ class _Target:
 
     key: str  # https://<host>/secrets/<name>
     version: str | None
-    shown: str  # for messages: "secret 'db' in vault host 'kv.vault.azure.net'"
+    shown: str  # for messages: "secret 'db' in Key Vault 'kv'"
 
 
 # ---------------------------------------------------------------------------------------------
