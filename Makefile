@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto clean
+.PHONY: setup run test lint bench proto docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+docs: setup
+	$(PY) -m secretbridge backends --markdown > docs/metadata.md
 
 proto: setup
 	$(PY) -m secretbridge.proto.generate

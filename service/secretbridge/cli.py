@@ -62,13 +62,18 @@ def _backends(args: argparse.Namespace) -> int:
     from secretbridge.metadata import markdown_table
 
     if args.markdown:
-        print("### Every backend\n")
+        print("# Component metadata reference\n")
+        print(
+            "Generated from the backends' own declarations by `secretbridge backends --markdown` "
+            "(`make docs`); a test keeps this page in step. Names match case-insensitively.\n"
+        )
+        print("## Every backend\n")
         print(markdown_table(COMMON_PROPERTIES))
     for backend in stores.backend_names():
         cls = stores.store_class(backend)
         own = [p for p in properties_for(cls) if p not in COMMON_PROPERTIES]
         if args.markdown:
-            print(f"\n### `{backend}`\n\n{cls.summary}\n")
+            print(f"\n## `{backend}`\n\n{cls.summary}\n")
             print(markdown_table(own))
         else:
             print(f"{backend}: {cls.summary}")
