@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from secretbridge import stores
 from secretbridge.instances import properties_for
 from secretbridge.metadata import parse_metadata

@@ -11,12 +11,36 @@ store must never block that loop (use the azure `aio` clients, or
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
-from secretbridge.metadata import ParsedMetadata, Property
+from secretbridge.metadata import Kind, ParsedMetadata, Property
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
+
+#: `multiValued` for stores whose secrets are single strings that may hold a JSON object.
+JSON_MULTI_VALUED = Property(
+    "multiValued",
+    "A secret whose value is a JSON object is served as its keys (non-string members as JSON "
+    "text); other values are served as {name: value}.",
+    Kind.BOOL,
+    default=False,
+)
+
+
+def json_members(name: str, value: str) -> dict[str, str]:
+    """A multi-valued answer for a string secret: a JSON object's members, else `{name: value}`."""
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        return {name: value}
+    if not isinstance(parsed, dict):
+        return {name: value}
+    return {
+        str(key): member if isinstance(member, str) else json.dumps(member, separators=(",", ":"))
+        for key, member in parsed.items()
+    }
 
 
 class SecretStore(abc.ABC):

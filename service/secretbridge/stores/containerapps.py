@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
@@ -49,7 +48,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from secretbridge.cache import CACHE_PROPERTIES, CachedStore
@@ -63,7 +62,7 @@ from secretbridge.errors import (
 from secretbridge.identity import AZURE_PROPERTIES
 from secretbridge.metadata import Kind, ParsedMetadata, Property
 from secretbridge.names import show_name
-from secretbridge.stores.base import SecretStore
+from secretbridge.stores.base import JSON_MULTI_VALUED, SecretStore, json_members
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -105,13 +104,7 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
         "after it.",
         default=DEFAULT_SECRETS_PATH,
     ),
-    Property(
-        "multiValued",
-        "A secret whose value is a JSON object is served as its keys (non-string members as JSON "
-        "text); other values are served as {name: value}.",
-        Kind.BOOL,
-        default=False,
-    ),
+    JSON_MULTI_VALUED,
     Property(
         "resolveKeyVaultReferences",
         "Resolve values of the form `@Microsoft.KeyVault(...)` through Key Vault with this "
@@ -577,18 +570,7 @@ class ContainerAppsStore(SecretStore):
         return self._shape(name, text)
 
     def _shape(self, name: str, value: str) -> dict[str, str]:
-        if not self.multi_valued:
-            return {name: value}
-        try:
-            parsed: Any = json.loads(value)
-        except ValueError:
-            return {name: value}
-        if not isinstance(parsed, dict):
-            return {name: value}
-        return {
-            str(key): member if isinstance(member, str) else json.dumps(member, separators=(",", ":"))
-            for key, member in parsed.items()
-        }
+        return json_members(name, value) if self.multi_valued else {name: value}
 
     # -- references -------------------------------------------------------------------------------
     def _target(self, name: str, text: str) -> _Target:

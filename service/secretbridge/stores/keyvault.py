@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import ssl
@@ -63,7 +62,7 @@ from secretbridge.identity import (
     safe_cause,
 )
 from secretbridge.metadata import Kind, ParsedMetadata, Property
-from secretbridge.stores.base import SecretStore
+from secretbridge.stores.base import JSON_MULTI_VALUED, SecretStore, json_members
 
 logger = logging.getLogger(__name__)
 
@@ -437,13 +436,7 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
         Kind.BOOL,
         default=False,
     ),
-    Property(
-        "multiValued",
-        "A secret whose value is a JSON object is served as its keys (non-string members as JSON "
-        "text); other values are served as {name: value}.",
-        Kind.BOOL,
-        default=False,
-    ),
+    JSON_MULTI_VALUED,
     Property(
         "nameMapping",
         "How an app's secret name becomes a vault name: `none` as is, `dashes` turns `_` and `.` "
@@ -653,18 +646,7 @@ class KeyVaultStore(SecretStore):
         raise InvalidArgument(f"the secret name {_show(name)} cannot be used with {self.vault_label}: {why}")
 
     def _shape(self, name: str, value: str) -> dict[str, str]:
-        if not self.multi_valued:
-            return {name: value}
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return {name: value}
-        if not isinstance(parsed, dict):
-            return {name: value}
-        return {
-            str(key): member if isinstance(member, str) else json.dumps(member, separators=(",", ":"))
-            for key, member in parsed.items()
-        }
+        return json_members(name, value) if self.multi_valued else {name: value}
 
     def _validity_problem(self, expires_on: datetime | None, not_before: datetime | None) -> str | None:
         if self.allow_expired:
