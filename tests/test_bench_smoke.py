@@ -1,0 +1,54 @@
+"""The benchmark harness still runs end to end (`python -m bench --smoke`).
+
+Timings are never asserted (machines are noisy, and smoke mode measures nothing
+worth reading): only that every section of the report is produced, so the
+harness cannot rot between `make bench` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(90)
+def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=80, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["errors"] == {}
+    assert set(report["sections"]) == {"cached_get", "bulk_get", "hot_reads", "memory"}
+
+    cached = report["sections"]["cached_get"]
+    assert [level["inflight"] for level in cached["levels"]] == [1, 16, 64]
+    for level in cached["levels"]:
+        labels = {r["label"] for r in level["results"]}
+        assert {"echo aio", "echo threaded (4 workers)", "echo threaded (16 workers)",
+                "secretbridge threaded (16 workers)", "secretbridge aio (bench variant)"} <= labels
+        assert all(r["calls"] > 0 and not r["errors"] for r in level["results"])
+    assert cached["vault_reads_during_load"] == 0  # the load saw cache hits only
+
+    bulk = report["sections"]["bulk_get"]
+    assert {run["bulkConcurrency"] for run in bulk["runs"]} == {16, 32, 64}
+    assert all(run["secrets"] == bulk["secrets"] for run in bulk["runs"])
+    hot = report["sections"]["hot_reads"]
+    assert hot["app_reads_ok"] == hot["reads"]
+    memory = report["sections"]["memory"]
+    assert {run["primed_by"] for run in memory["runs"]} == {"get", "bulk"}
+
+    # One verdict per target: three in-flight levels, BulkGet, hot reads, RSS.
+    assert len(report["targets"]) == 6
+    text = done.stdout
+    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "serving model", "Targets"):
+        assert heading in text
+    assert text.count("PASS") + text.count("FAIL") == 6
