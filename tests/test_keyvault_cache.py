@@ -186,13 +186,39 @@ def test_fail_fast_makes_init_fail_when_the_vault_is_unreachable(
 def test_shutdown_lets_in_flight_calls_finish(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
     fake_vault.set_secret("slow", "value")
     bridge.init(keyvault(fake_vault))
+    bridge.get("slow")  # challenge and token out of the way
+    bridge.init(keyvault(fake_vault, cacheTTL="0"))
     fake_vault.set_latency(1.0)
+    fake_vault.reset_counters()
     answers: list[dict[str, str]] = []
     reader = threading.Thread(target=lambda: answers.append(bridge.get("slow")))
     reader.start()
-    assert eventually(lambda: fake_vault.count("get") >= 1, within=5.0)
+    # "total" counts a request as it arrives; "get" only once it has been answered.
+    assert eventually(lambda: fake_vault.count("total") >= 1, within=5.0)
+    assert fake_vault.count("get") == 0, "the read must still be in flight"
     assert bridge.server is not None
     bridge.server.stop()
     reader.join(10)
     assert answers == [{"slow": "value"}]
     assert not bridge.socket_path.exists()
+
+
+def test_a_call_in_flight_during_reinit_finishes_on_the_old_instance(
+    bridge: Bridge, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    # daprd's hot reload calls Init again while the app may be mid-read.
+    fake_vault.set_secret("slow", "value")
+    bridge.init(keyvault(fake_vault, cacheTTL="0"))
+    bridge.get("slow")  # challenge and token out of the way
+    fake_vault.set_latency(1.0)
+    fake_vault.reset_counters()
+    answers: list[dict[str, str]] = []
+    reader = threading.Thread(target=lambda: answers.append(bridge.get("slow")))
+    reader.start()
+    assert eventually(lambda: fake_vault.count("total") >= 1, within=5.0)
+    assert fake_vault.count("get") == 0, "the read must still be in flight"
+    with caplog.at_level(logging.ERROR):
+        bridge.init(keyvault(fake_vault, cacheTTL="0"))
+        reader.join(10)
+    assert answers == [{"slow": "value"}]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

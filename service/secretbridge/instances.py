@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: The instance used when a call carries no `x-component-instance` header.
 DEFAULT_INSTANCE = ""
+#: How long a replaced instance stays open for the calls already using it (daprd's hot reload).
+RETIRE_GRACE = 10.0
 
 COMMON_PROPERTIES: tuple[Property, ...] = (
     Property(
@@ -164,10 +166,13 @@ async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
 class Instances:
     """The instances this process serves. Reads take no lock: a dict read is atomic."""
 
-    def __init__(self) -> None:
+    def __init__(self, retire_grace: float = RETIRE_GRACE) -> None:
         self._by_name: dict[str, Instance] = {}
         self._write_lock = threading.Lock()
         self._init_locks: dict[str, asyncio.Lock] = {}
+        self.retire_grace = retire_grace
+        self._retiring: dict[int, tuple[Instance, asyncio.TimerHandle]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def get(self, name: str) -> Instance:
         """The instance for this header value, or FAILED_PRECONDITION naming it."""
@@ -195,11 +200,11 @@ class Instances:
             except BaseException:
                 old = self._swap(name, None)
                 if old is not None:
-                    await old.close()
+                    self._retire(old)
                 raise
             old = self._swap(name, instance)
             if old is not None:
-                await old.close()
+                self._retire(old)
             log.info(
                 "instance initialised",
                 extra={"instance": name or "(default)", "backend": instance.backend,
@@ -214,8 +219,28 @@ class Instances:
                 self._by_name[name] = instance
             return old
 
+    def _retire(self, old: Instance) -> None:
+        """Close a replaced instance once the calls that already hold it have had time to finish.
+
+        New calls reach the new instance at once; closing the old one under a call
+        in flight would fail that call for no reason of the app's.
+        """
+        loop = asyncio.get_running_loop()
+
+        def close_now() -> None:
+            self._retiring.pop(id(old), None)
+            task = loop.create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+        self._retiring[id(old)] = (old, loop.call_later(self.retire_grace, close_now))
+
     async def close_all(self) -> None:
         with self._write_lock:
             every = list(self._by_name.values())
             self._by_name.clear()
-        await asyncio.gather(*(i.close() for i in every))
+        for old, timer in self._retiring.values():
+            timer.cancel()
+            every.append(old)
+        self._retiring.clear()
+        await asyncio.gather(*(i.close() for i in every), *self._closing)
