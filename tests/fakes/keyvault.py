@@ -133,6 +133,10 @@ class FakeKeyVault(BackgroundServer):
         self._broken: dict[str, int] = {}
         self._in_flight = 0
         self._max_in_flight = 0
+        self._reads_in_flight = 0
+        self._max_reads_in_flight = 0
+        # The lower-cased names in listing order, kept until a secret is added or deleted.
+        self._order: list[str] | None = None
 
     # -- control API: content ---------------------------------------------------------------------
     def set_secret(
@@ -161,7 +165,10 @@ class FakeKeyVault(BackgroundServer):
             updated=now,
         )
         with self.lock:
-            secret = self._secrets.setdefault(name.lower(), _Secret(name))
+            secret = self._secrets.get(name.lower())
+            if secret is None:
+                secret = self._secrets[name.lower()] = _Secret(name)
+                self._order = None
             secret.versions.append(version)
         return version.version
 
@@ -185,12 +192,19 @@ class FakeKeyVault(BackgroundServer):
     def delete(self, name: str) -> None:
         """Remove `name` and all its versions (as a purge would)."""
         with self.lock:
-            self._secrets.pop(name.lower(), None)
+            if self._secrets.pop(name.lower(), None) is not None:
+                self._order = None
 
     def names(self) -> list[str]:
         """The secret names held, in listing order."""
         with self.lock:
-            return [self._secrets[key].name for key in sorted(self._secrets)]
+            return [self._secrets[key].name for key in self._listing_order()]
+
+    def _listing_order(self) -> list[str]:
+        """The keys of `_secrets` sorted (call under the lock)."""
+        if self._order is None:
+            self._order = sorted(self._secrets)
+        return self._order
 
     # -- control API: behaviour -------------------------------------------------------------------
     def set_latency(self, seconds: float) -> None:
@@ -243,12 +257,19 @@ class FakeKeyVault(BackgroundServer):
         with self.lock:
             return self._max_in_flight
 
+    @property
+    def max_reads_in_flight(self) -> int:
+        """The most secret reads (`GET /secrets/{name}[/{version}]`) being answered at the same time."""
+        with self.lock:
+            return self._max_reads_in_flight
+
     def reset_counters(self) -> None:
-        """Zero the counters, the log and `max_in_flight` (content stays)."""
+        """Zero the counters, the log and the `max_*in_flight` (content stays)."""
         with self.lock:
             self._counts.clear()
             self._log.clear()
             self._max_in_flight = self._in_flight
+            self._max_reads_in_flight = self._reads_in_flight
 
     # -- server -----------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -270,11 +291,17 @@ class FakeKeyVault(BackgroundServer):
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        segments = request.path.strip("/").split("/")
+        read = (request.method == "GET" and segments[0] == "secrets" and len(segments) in (2, 3)
+                and not (len(segments) == 3 and segments[2] == "versions"))
         with self.lock:
             self._counts["total"] += 1
             self._log.append((request.method, request.path, dict(request.query)))
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            if read:
+                self._reads_in_flight += 1
+                self._max_reads_in_flight = max(self._max_reads_in_flight, self._reads_in_flight)
             latency = self._latency
         try:
             if latency:
@@ -283,6 +310,8 @@ class FakeKeyVault(BackgroundServer):
         finally:
             with self.lock:
                 self._in_flight -= 1
+                if read:
+                    self._reads_in_flight -= 1
 
     async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if "api-version" not in request.query:
@@ -400,7 +429,9 @@ class FakeKeyVault(BackgroundServer):
                           f"The value of maxresults must be between 1 and {_PAGE_MAX}; got {size}")
         return size
 
-    def _page(self, request: web.Request, items: list[dict[str, Any]], size: int) -> web.Response:
+    def _page(self, request: web.Request, size: int,
+              items: Callable[[int, int], tuple[list[dict[str, Any]], int] | None]) -> web.Response:
+        """One page: `items(start, stop)` builds that slice and says how many there are in all."""
         token = request.query.get("$skiptoken")
         start = 0
         if token:
@@ -408,9 +439,12 @@ class FakeKeyVault(BackgroundServer):
                 start = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("offset:"))
             except ValueError:
                 return _error(400, "BadParameter", "Invalid $skiptoken")
-        page = items[start:start + size]
+        built = items(start, start + size)
+        if built is None:
+            return self._not_found(request.match_info.get("name", ""))
+        page, total = built
         next_link = None
-        if start + size < len(items):
+        if start + size < total:
             skip = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
             # Absolute, to this server, carrying its own api-version (the SDK swaps in its own).
             next_link = (f"{self.url}{request.path}?api-version={request.query['api-version']}"
@@ -423,10 +457,15 @@ class FakeKeyVault(BackgroundServer):
         size = self._page_size(request)
         if isinstance(size, web.Response):
             return size
-        with self.lock:
-            items = [self._item(s, s.latest, versioned=False)
-                     for _, s in sorted(self._secrets.items())]
-        return self._page(request, items, size)
+
+        def items(start: int, stop: int) -> tuple[list[dict[str, Any]], int]:
+            # Only the page's items are built: listing n secrets costs O(n), not O(n^2).
+            with self.lock:
+                order = self._listing_order()
+                page = [self._secrets[key] for key in order[start:stop]]
+                return [self._item(s, s.latest, versioned=False) for s in page], len(order)
+
+        return self._page(request, size, items)
 
     async def _list_versions(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -437,12 +476,16 @@ class FakeKeyVault(BackgroundServer):
         size = self._page_size(request)
         if isinstance(size, web.Response):
             return size
-        with self.lock:
-            secret = self._secrets.get(name.lower())
-            if secret is None:
-                return self._not_found(name)
-            items = [self._item(secret, v, versioned=True) for v in secret.versions]
-        return self._page(request, items, size)
+
+        def items(start: int, stop: int) -> tuple[list[dict[str, Any]], int] | None:
+            with self.lock:
+                secret = self._secrets.get(name.lower())
+                if secret is None:
+                    return None
+                versions = secret.versions[start:stop]
+                return [self._item(secret, v, versioned=True) for v in versions], len(secret.versions)
+
+        return self._page(request, size, items)
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return _error(400, "BadParameter", f"The request URI contains an invalid name: {request.path}")
