@@ -407,7 +407,94 @@ async def test_bulk_is_concurrent_within_its_bound(fake_vault: FakeKeyVault, ope
     fake_vault.set_latency(0.05)
     fake_vault.reset_counters()
     assert len(await store.bulk_get()) == 40
-    assert 1 < fake_vault.max_in_flight <= 6
+    assert 1 < fake_vault.max_reads_in_flight <= 6
+    # The listing's next page may be in flight beside them (reads overlap the listing).
+    assert fake_vault.max_in_flight <= 6 + 1
+
+
+def _reads_and_pages(fake_vault: FakeKeyVault) -> tuple[list[int], list[int]]:
+    """Positions in the fake's request log (arrival order) of the secret reads and the list pages."""
+    reads, pages = [], []
+    for position, (_, path, _) in enumerate(fake_vault.log):
+        segments = path.strip("/").split("/")
+        if segments == ["secrets"]:
+            pages.append(position)
+        elif segments[0] == "secrets" and len(segments) in (2, 3) and segments[-1] != "versions":
+            reads.append(position)
+    return reads, pages
+
+
+async def test_bulk_reads_start_before_the_listing_ends(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    for i in range(100):
+        fake_vault.set_secret(f"s{i:03d}", f"v{i}")
+    store = await open_store(vault_metadata(fake_vault, bulkConcurrency="8"))
+    await store.check()  # challenge and token out of the way
+    fake_vault.set_latency(0.03)
+    fake_vault.reset_counters()
+    everything = await store.bulk_get()
+    assert list(everything) == [f"s{i:03d}" for i in range(100)]  # listing order
+    reads, pages = _reads_and_pages(fake_vault)
+    assert len(pages) == 4 and len(reads) == 100
+    # The first page's names are being read before the last page is even asked for.
+    assert sum(1 for r in reads if r < pages[-1]) >= 8
+    assert fake_vault.max_reads_in_flight <= 8
+
+
+async def test_bulk_limit_is_exact_across_pages(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    for i in range(100):
+        fake_vault.set_secret(f"s{i:03d}", f"v{i}", enabled=i % 4 != 1)  # every fourth is left out
+    store = await open_store(vault_metadata(fake_vault, bulkConcurrency="4"))
+    fake_vault.reset_counters()
+    limited = await store.bulk_get(40)
+    assert list(limited) == [f"s{i:03d}" for i in range(54) if i % 4 != 1]  # 40 names over 3 pages
+    assert fake_vault.count("list") == 3 and fake_vault.count("get") == 40
+    fake_vault.reset_counters()
+    assert list(await store.bulk_get(3)) == ["s000", "s002", "s003"]
+    assert fake_vault.count("list") == 1 and fake_vault.count("get") == 3
+
+
+async def test_a_failed_bulk_read_cancels_the_rest_and_the_listing(
+    fake_vault: FakeKeyVault, open_store: OpenStore
+) -> None:
+    for i in range(200):
+        fake_vault.set_secret(f"s{i:03d}", f"v{i}")
+    fake_vault.break_secret("s002", 500)
+    store = await open_store(vault_metadata(fake_vault, bulkConcurrency="4", maxRetries="0"))
+    await store.check()
+    fake_vault.set_latency(0.05)
+    fake_vault.reset_counters()
+    message = await expect(Unavailable, store.bulk_get())
+    assert "'s002'" in message and "500" in message
+    seen = fake_vault.count("total")
+    await asyncio.sleep(0.3)  # six latencies: anything still running would have asked by now
+    assert fake_vault.count("total") == seen
+    reads, pages = _reads_and_pages(fake_vault)
+    assert len(pages) < 8 and len(reads) < 20  # of 8 pages and 200 reads
+    # The store still works afterwards (no reader or page left behind holding a connection).
+    fake_vault.set_latency(0)
+    fake_vault.repair("s002")
+    assert len(await store.bulk_get()) == 200
+
+
+async def test_a_failed_listing_cancels_the_reads(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    for i in range(60):
+        fake_vault.set_secret(f"s{i:03d}", f"v{i}")
+    store = await open_store(vault_metadata(fake_vault, maxRetries="0"))
+    await store.check()
+    fake_vault.set_latency(0.05)
+    fake_vault.reset_counters()
+    task = asyncio.ensure_future(store.bulk_get())
+    for _ in range(100):  # until the first page is in and its names are being read
+        if fake_vault.count("list") >= 1:
+            break
+        await asyncio.sleep(0.01)
+    fake_vault.forbid()
+    with pytest.raises(PermissionDenied) as caught:
+        await task
+    assert "list the secrets" in caught.value.message or "BulkGet stopped" in caught.value.message
+    seen = fake_vault.count("total")
+    await asyncio.sleep(0.3)
+    assert fake_vault.count("total") == seen
 
 
 async def test_bulk_failure_names_the_secret_or_is_skipped(

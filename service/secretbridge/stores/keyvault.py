@@ -674,37 +674,25 @@ class KeyVaultStore(SecretStore):
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         """Every enabled, currently valid secret under `keyPrefix`, at most `limit` of them.
 
-        Lists every page, then reads the values `bulkConcurrency` at a time. A secret that vanished
-        or was disabled between the listing and the read is left out.
+        Reads start as soon as the page naming a secret arrives, while the next pages are still
+        being listed: `bulkConcurrency` readers take names in listing order. Listing stops once
+        `limit` candidates are known. A secret that vanished or was disabled between the listing
+        and the read is left out. One failed read (unless `bulkSkipErrors`) or a failed listing
+        cancels everything still in flight, closes the listing and fails the call.
         """
         if limit is not None and limit <= 0:
             return {}
         reader = self.reader
-        candidates: list[tuple[str, str]] = []  # (app name, vault name)
         prefix = self.key_prefix.lower()
-        skipped = 0
-        # aclosing: stopping at `limit` must close the pager now, not when it is collected.
-        async with contextlib.aclosing(reader.list_properties()) as listing:
-            async for props in listing:
-                vault_name: str = props.name or ""
-                if not vault_name.lower().startswith(prefix) or len(vault_name) == len(prefix):
-                    continue
-                if props.enabled is False or self._validity_problem(props.expires_on, props.not_before):
-                    skipped += 1
-                    continue
-                candidates.append((vault_name[len(prefix):], vault_name))
-                if limit is not None and len(candidates) >= limit:
-                    break
-        if skipped:
-            logger.debug(
-                "BulkGet left out disabled or expired secrets",
-                extra={"instance": self.instance, "backend": self.backend, "count": skipped},
-            )
-        semaphore = asyncio.Semaphore(self.bulk_concurrency)
+        order: list[str] = []  # app names, in listing order
         results: dict[str, dict[str, str]] = {}
+        queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        readers = self.bulk_concurrency if limit is None else min(self.bulk_concurrency, limit)
+        skipped = 0
 
-        async def fetch(app_name: str, vault_name: str) -> None:
-            async with semaphore:
+        async def read_values() -> None:
+            while (item := await queue.get()) is not None:
+                app_name, vault_name = item
                 try:
                     # Deleted or disabled since it was listed: as if it had not been listed.
                     secret = await reader.get_if_present(vault_name, shown=app_name)
@@ -716,18 +704,39 @@ class KeyVaultStore(SecretStore):
                         extra={"instance": self.instance, "backend": self.backend, "secret": app_name,
                                "error": type(exc).__name__, "reason": exc.message},
                     )
-                    return
-            if secret is not None:
-                results[app_name] = self._shape(app_name, secret.value)
+                    continue
+                if secret is not None:
+                    results[app_name] = self._shape(app_name, secret.value)
 
         try:
             async with asyncio.TaskGroup() as group:
-                for app_name, vault_name in candidates:
-                    group.create_task(fetch(app_name, vault_name))
+                for _ in range(readers):
+                    group.create_task(read_values())
+                # A failed read cancels this body too: aclosing then closes the pager at once.
+                async with contextlib.aclosing(reader.list_properties()) as listing:
+                    async for props in listing:
+                        vault_name: str = props.name or ""
+                        if not vault_name.lower().startswith(prefix) or len(vault_name) == len(prefix):
+                            continue
+                        if props.enabled is False or self._validity_problem(props.expires_on, props.not_before):
+                            skipped += 1
+                            continue
+                        app_name = vault_name[len(prefix):]
+                        order.append(app_name)
+                        queue.put_nowait((app_name, vault_name))
+                        if limit is not None and len(order) >= limit:
+                            break
+                for _ in range(readers):
+                    queue.put_nowait(None)  # one end mark per reader, after every name
         except BaseExceptionGroup as group_error:
             raise _first_store_error(group_error) from None
+        if skipped:
+            logger.debug(
+                "BulkGet left out disabled or expired secrets",
+                extra={"instance": self.instance, "backend": self.backend, "count": skipped},
+            )
         # Listing order, whatever order the reads finished in.
-        return {app_name: results[app_name] for app_name, _ in candidates if app_name in results}
+        return {app_name: results[app_name] for app_name in order if app_name in results}
 
 
 def _first_store_error(group: BaseExceptionGroup[Any]) -> BaseException:
