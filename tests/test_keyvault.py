@@ -374,6 +374,32 @@ async def test_concurrent_cold_calls_share_one_token_request(
     assert len(fake_identity.requests) == 1
 
 
+async def test_reads_use_the_clients_api_version(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+    fake_vault.set_secret("a", "1")
+    store = await open_store(vault_metadata(fake_vault))
+    fake_vault.reset_counters()
+    assert await store.bulk_get() == {"a": {"a": "1"}}
+    assert await store.get("a") == {"a": "1"}
+    versions = {query.get("api-version") for _, _, query in fake_vault.log}
+    assert versions == {store.reader._client.api_version}  # the SDK's own, listing and reads alike
+
+
+async def test_session_pool_and_proxies(azure_env: pytest.MonkeyPatch, fake_vault: FakeKeyVault,
+                                        open_store: OpenStore) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        azure_env.delenv(name, raising=False)
+    azure_env.setenv("NO_PROXY", "127.0.0.1")
+    store = await open_store(vault_metadata(fake_vault, bulkConcurrency="200"))
+    session = store._http._session  # type: ignore[union-attr]
+    # No proxy configured: no per-request proxy and .netrc lookups in threads.
+    assert session.trust_env is False
+    # Room for every BulkGet reader, the listing and the cache's concurrent Gets: nothing queues.
+    assert session.connector.limit >= 200 + 32 + 1 and session.connector.limit_per_host == 0
+    azure_env.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    proxied = await open_store(vault_metadata(fake_vault))
+    assert proxied._http._session.trust_env is True  # type: ignore[union-attr]
+
+
 # -- bulk -------------------------------------------------------------------------------------------
 
 
