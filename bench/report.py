@@ -182,7 +182,8 @@ def render_bulk_get(section: Mapping[str, Any]) -> list[str]:
     lines = [
         f"(b) BulkGet of {section['secrets']:,} secrets, cold cache, vault latency "
         f"{section['vault_latency_s'] * 1e3:g} ms; one at a time would take {section['sequential_s']:.1f} s",
-        "    model = list pages in turn + reads bulkConcurrency at a time, at the vault's latency; CPU = seconds "
+        "    model = no-CPU bound at the vault's latency: pages in turn, each name read once its page is in, "
+        "bulkConcurrency at a time; CPU = seconds "
         "of CPU the server and the fake vault (the bench process) used during the call; warm = the same BulkGet "
         "again within the TTL",
     ]
