@@ -276,3 +276,50 @@ async def test_the_least_recently_used_entries_go_first() -> None:
     await cached.get("k10")  # one over: the oldest tenth goes
     assert cached.peek("k0", None) is not None
     assert cached.peek("k1", None) is None
+
+
+async def test_during_an_outage_expired_keys_are_answered_at_once_and_refreshed_behind() -> None:
+    cached, store, clock = await make(instance="outage-fast", cacheTTL="10s", requestTimeout="50ms")
+    store.values.update({"a": "A", "b": "B"})
+    await cached.get("a")
+    await cached.get("b")
+    store.gate = asyncio.Event()  # the backend hangs
+    clock.now += 11
+    # The first expired read finds out the hard way (a timeout), and is answered stale.
+    assert await cached.get("a") == {"a": "A"}
+    # From then on an expired key does not wait on the failing backend: even the
+    # worker-thread fast path answers it, and one background refresh per key goes out.
+    calls_before = store.calls["b"]
+    assert cached.peek("b", None) == {"b": "B"}
+    assert cached.peek("b", None) == {"b": "B"}
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert store.calls["b"] == calls_before + 1
+    # The backend comes back: the refresh lands, and the outage is over.
+    store.values["b"] = "B2"
+    store.gate.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if cached.peek("b", None) == {"b": "B2"}:
+            break
+    assert cached.peek("b", None) == {"b": "B2"}
+    clock.now += 11
+    assert cached.peek("a", None) is None  # expired, and no outage: ask the backend
+
+
+async def test_stale_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    cached, store, clock = await make(instance="noisy", cacheTTL="1s")
+    store.values.update({f"k{i}": str(i) for i in range(5)})
+    for i in range(5):
+        await cached.get(f"k{i}")
+    store.failure = Unavailable("connection refused")
+    clock.now += 2
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            for i in range(5):
+                assert await cached.get(f"k{i}") == {f"k{i}": str(i)}
+        warnings = [r for r in caplog.records if r.getMessage().startswith("backend failing")]
+        assert len(warnings) == 1
+        clock.now += 31
+        await cached.get("k0")
+    assert len([r for r in caplog.records if r.getMessage().startswith("backend failing")]) == 2

@@ -95,6 +95,8 @@ VERSIONED_TTL = 24 * 3600.0
 REFRESH_AHEAD_AT = 0.8
 #: BulkGet is many backend calls; it may take this many requestTimeouts.
 BULK_TIMEOUT_FACTOR = 10
+#: While stale values are served, the warning is repeated at most this often (seconds) per instance.
+STALE_LOG_EVERY = 30.0
 
 
 @dataclass
@@ -141,6 +143,9 @@ class CachedStore:
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
         self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
         self._stale_since: float | None = None
+        self._stale_logged_at = -math.inf
+        # The failure of the latest backend call while the backend is failing; None once it answers.
+        self._outage: SecretStoreError | None = None
         # The cause of the latest backend failure, for /readyz; None once the backend answered.
         self.last_error: str | None = "not checked yet"
         self._probe: asyncio.Task[None] | None = None
@@ -156,13 +161,33 @@ class CachedStore:
             return None
         now = self.clock()
         if now >= entry.expires_at:
-            return None
+            if not self._stale_now(entry, now):
+                return None
+            if self._claim_refresh(entry, now):
+                self._loop.call_soon_threadsafe(self._refresh_ahead, (name, version))
+            return self._stale_hit(name, entry, now)
         entry.last_used = now
-        if now >= entry.refresh_at and not entry.refreshing:
-            entry.refreshing = True
+        if self._claim_refresh(entry, now):
             self._loop.call_soon_threadsafe(self._refresh_ahead, (name, version))
         self._hits.inc()
         return entry.data
+
+    def _stale_now(self, entry: _Entry, now: float) -> bool:
+        """Whether an expired entry is answered at once: the backend is failing and maxStale allows it.
+
+        Without this, every expired key would wait out a failing backend call (up to
+        requestTimeout) before getting the same stale value, holding a gRPC worker
+        all the while. One background refresh per key finds out when the backend is back.
+        """
+        return self._outage is not None and entry.data is not None and now - entry.expires_at <= self.max_stale
+
+    @staticmethod
+    def _claim_refresh(entry: _Entry, now: float) -> bool:
+        """True for the one reader that should start a background refresh of this entry now."""
+        if now >= entry.refresh_at and not entry.refreshing:
+            entry.refreshing = True
+            return True
+        return False
 
     # ---- reads, on the loop -------------------------------------------------------------
 
@@ -175,11 +200,14 @@ class CachedStore:
             if entry.data is None:
                 CACHE_LOOKUPS.labels(self.instance, "negative").inc()
                 raise NotFound(entry.not_found)
-            if now >= entry.refresh_at and not entry.refreshing:
-                entry.refreshing = True
+            if self._claim_refresh(entry, now):
                 self._refresh_ahead(key)
             self._hits.inc()
             return entry.data
+        if entry is not None and self._stale_now(entry, now):
+            if self._claim_refresh(entry, now):
+                self._refresh_ahead(key)
+            return self._stale_hit(name, entry, now)
         CACHE_LOOKUPS.labels(self.instance, "miss").inc()
         task = self._inflight.get(key)
         if task is None:
@@ -204,7 +232,7 @@ class CachedStore:
             if failed and entry is not None:
                 # Try again a little later rather than on every read.
                 entry.refreshing = False
-                entry.refresh_at = self.clock() + max(self.ttl / 10, 0.1)
+                entry.refresh_at = self.clock() + min(max(self.ttl / 10, 0.1), 5.0)
 
         self._start(key).add_done_callback(done)
 
@@ -236,25 +264,36 @@ class CachedStore:
                 f"{err.message}; the last good value of {show_name(name)} is past maxStale "
                 f"({format_duration(self.max_stale)})"
             ) from err
+        return self._stale_hit(name, entry, now)
+
+    def _stale_hit(self, name: str, entry: _Entry, now: float) -> dict[str, str]:
+        """Count and report a stale answer (any thread); the warning at most every STALE_LOG_EVERY."""
+        past_ttl = max(now - entry.expires_at, 0.0)
         STALE_SERVED.labels(self.instance, self.backend).inc()
         STALE_AGE.labels(self.instance, self.backend).set(past_ttl)
         CACHE_LOOKUPS.labels(self.instance, "stale").inc()
         if self._stale_since is None:
             self._stale_since = now
-        log.warning(
-            "backend failing; serving a stale value",
-            extra={
-                "instance": self.instance,
-                "backend": self.backend,
-                "secret": name,
-                "stale_seconds": round(past_ttl, 3),
-                "cause": err.message,
-            },
-        )
+        if now - self._stale_logged_at >= STALE_LOG_EVERY:
+            self._stale_logged_at = now
+            cause = self._outage.message if self._outage is not None else "unknown"
+            log.warning(
+                "backend failing; serving a stale value",
+                extra={
+                    "instance": self.instance,
+                    "backend": self.backend,
+                    "secret": name,
+                    "stale_seconds": round(past_ttl, 3),
+                    "stale_for_seconds": round(now - self._stale_since, 3),
+                    "cause": cause,
+                },
+            )
+        assert entry.data is not None
         return entry.data
 
     def _fresh_again(self) -> None:
         self.last_error = None
+        self._outage = None
         if self._stale_since is not None:
             self._stale_since = None
             STALE_AGE.labels(self.instance, self.backend).set(0)
@@ -291,15 +330,17 @@ class CachedStore:
         except TimeoutError:
             outcome = "timeout"
             self.last_error = f"no answer within {format_duration(timeout)}"
-            raise DeadlineExceeded(
+            self._outage = DeadlineExceeded(
                 f"the {self.backend} backend did not answer within {format_duration(timeout)} (requestTimeout)"
-            ) from None
+            )
+            raise self._outage from None
         except NotFound:
             outcome = "not_found"
             raise
         except Unavailable as err:
             # One disabled or forbidden secret says nothing of the backend's health; this does.
             self.last_error = err.message
+            self._outage = err
             raise
         finally:
             BACKEND_CALLS.labels(self.instance, self.backend, operation, outcome).inc()
@@ -353,7 +394,7 @@ class CachedStore:
         except SecretStoreError as err:
             self.last_error = err.message
             raise
-        self.last_error = None
+        self._fresh_again()
 
     def probe_soon(self, every: float = 5.0) -> None:
         """Check the backend in the background, at most once per `every` seconds (any thread).
