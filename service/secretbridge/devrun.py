@@ -174,7 +174,8 @@ class DevRun:
         order = [c.name for c in load_components([self.options.resources_path])]
         store = min(components, key=lambda n: order.index(n) if n in order else len(order))
         try:
-            names = sorted(_http_json(f"{base}/secrets/{store}/bulk") or {})  # type: ignore[arg-type]
+            bulk = _http_json(f"{base}/secrets/{store}/bulk")
+            names = sorted(bulk) if isinstance(bulk, dict) else []
         except (OSError, urllib.error.URLError, ValueError):
             names = []
         preferred = [n for n in PREFERRED_SAMPLES if n in names]

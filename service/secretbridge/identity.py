@@ -341,7 +341,7 @@ class SingleFlightCredential(AsyncTokenCredential):
         """As `AsyncSupportsTokenInfo.get_token_info`, sharing concurrent identical requests."""
         inner_info = getattr(self.inner, "get_token_info", None)
         if inner_info is None:
-            opts = dict(options or {})
+            opts: dict[str, Any] = dict(options or {})
             token = await self.get_token(*scopes, **opts)
             return AccessTokenInfo(token.token, token.expires_on)
         key = ("info", scopes, tuple(sorted((options or {}).items())))

@@ -179,10 +179,11 @@ def parse_metadata(properties: Sequence[Property], raw: Mapping[str, str]) -> Pa
     seen_from: dict[str, str] = {}
     unknown: list[str] = []
     for key, text in raw.items():
-        prop = by_name.get(key.lower())
-        if prop is None:
+        found = by_name.get(key.lower())
+        if found is None:
             unknown.append(key)
             continue
+        prop = found
         if prop.name in seen_from:
             raise InvalidArgument(
                 f"metadata property '{prop.name}' is given twice (as '{seen_from[prop.name]}' and '{key}')"

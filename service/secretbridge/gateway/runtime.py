@@ -247,8 +247,9 @@ class Gateway:
         except OSError as exc:
             await self.stop()
             raise GatewayError(f"cannot listen for HTTP on {host}:{self.options.http_port}: {exc.strerror}") from None
-        server = site._server  # aiohttp keeps the asyncio server here; it knows the bound port
-        self.http_port = server.sockets[0].getsockname()[1] if server and server.sockets else self.options.http_port
+        # aiohttp keeps the asyncio server here; it knows the bound port.
+        sockets = getattr(site._server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.options.http_port
         # Without this, gRPC's default SO_REUSEPORT lets a second server share a busy port silently.
         self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         grpc_api.add_to_server(self._grpc, self.api)

@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -363,7 +363,7 @@ class VaultReader:
             not_before=_epoch(attributes.get("nbf")),
         )
 
-    async def list_properties(self, page_size: int | None = None) -> AsyncIterator[Any]:
+    async def list_properties(self, page_size: int | None = None) -> AsyncGenerator[Any, None]:
         """Every secret's properties (latest version's attributes), following every page."""
         pager = self._client.list_properties_of_secrets(max_page_size=page_size)
         try:
