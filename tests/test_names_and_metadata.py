@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import grpc
@@ -42,25 +43,49 @@ def test_a_1024_character_name_is_looked_up(bridge: Bridge, tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def hostile_bridge(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    path = tmp_path_factory.mktemp("hostile") / "s.json"
+    """One socket, every backend: file, env, keyvault (on the fake vault) and containerapps."""
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    from tests.fakes import IDENTITY_ENV_VARS, FakeKeyVault, FakeManagedIdentity, TestCertificates, vault_metadata
+
+    root = tmp_path_factory.mktemp("hostile")
+    path = root / "s.json"
     path.write_text(json.dumps({"ok": "1", "../x": "dots", "a/b": "slash"}))
-    with serve_bridge() as b:
-        b.init({"backend": "file", "secretsFile": str(path)})
-        b.init({"backend": "env", "prefix": "SB_"}, instance="env")
-        yield b
+    volume = root / "volume"
+    volume.mkdir()
+    (volume / "ok").write_text("1")
+    certs = TestCertificates(root / "tls")
+    saved = dict(os.environ)
+    try:
+        with FakeManagedIdentity() as identity:
+            for name in IDENTITY_ENV_VARS:
+                os.environ.pop(name, None)
+            os.environ.update(identity.env())
+            os.environ["SSL_CERT_FILE"] = str(certs.ca_path)
+            http_challenge_cache.clear()
+            with FakeKeyVault(certs, identity=identity) as vault, serve_bridge() as b:
+                vault.set_secret("ok", "1")
+                b.init({"backend": "file", "secretsFile": str(path)})
+                b.init({"backend": "env", "prefix": "SB_"}, instance="env")
+                b.init({"backend": "keyvault", **vault_metadata(vault)}, instance="keyvault")
+                b.init({"backend": "containerapps", "secretsPath": str(volume)}, instance="containerapps")
+                yield b
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(max_size=1100) | st.sampled_from(["..", ".", "/etc/passwd", "..data", "a\nb", "\x7f", "ok"]))
 def test_any_name_gets_an_answer_or_a_clear_refusal(hostile_bridge: Bridge, name: str) -> None:
-    for instance in ("default", "env"):
+    for instance in ("default", "env", "keyvault", "containerapps"):
         try:
             data = hostile_bridge.get(name, instance=instance)
         except grpc.RpcError as err:
-            assert err.code() in EXPECTED, (err.code(), err.details())
+            assert err.code() in EXPECTED, (instance, err.code(), err.details())
             assert err.details()
         else:
-            assert name in data
+            assert data, instance
 
 
 @settings(max_examples=200, deadline=None)
