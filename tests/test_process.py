@@ -8,16 +8,21 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 
+from tests.fakes import FakeKeyVault, vault_metadata
 from tests.support import Bridge, short_tempdir
+
+pytest_plugins = ("tests.fakes.fixtures",)
 
 SECRET_VALUES = {"db-password": "s3cr3t-Value-Never-Logged", "api": "another-Secret-1234567"}
 
@@ -49,6 +54,13 @@ def _wait_for_log(stderr: Path, message: str, timeout: float = 20) -> dict[str, 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
+    with _serve(tmp_path) as served:
+        yield served
+
+
+@contextmanager
+def _serve(tmp_path: Path) -> Iterator[Served]:
+    """`secretbridge serve` as a child process, with this process's environment."""
     folder = short_tempdir()
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as sink:
@@ -135,3 +147,33 @@ def test_no_secret_value_reaches_the_logs(served: Served, tmp_path: Path) -> Non
         assert value not in logs
     for line in logs.splitlines():
         json.loads(line)  # every line is JSON when not on a terminal
+
+
+def test_sigterm_with_a_hung_backend_call_still_exits_within_ten_seconds(
+    fake_vault: FakeKeyVault, tmp_path: Path
+) -> None:
+    fake_vault.set_secret("slow", "v")
+    with _serve(tmp_path) as served:  # started after the fakes: it inherits their environment
+        bridge = Bridge(served.socket)
+        bridge.init({"backend": "keyvault", **vault_metadata(fake_vault, requestTimeout="60s")})
+        fake_vault.set_latency(60)  # the vault takes a minute to answer
+        outcome: list[object] = []
+
+        def read() -> None:
+            try:
+                outcome.append(bridge.get("slow"))
+            except grpc.RpcError as err:
+                outcome.append(err.code())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while fake_vault.count("total") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake_vault.count("total") >= 1, "the read never reached the vault"
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=10) == 0
+        reader.join(5)
+        assert outcome and outcome[0] != {"slow": "v"}  # it could not finish; it was ended, not left hanging
+        assert not served.socket.exists()
+        bridge.close()
