@@ -30,10 +30,10 @@ import grpc
 from secretbridge import errors
 from secretbridge.instances import DEFAULT_INSTANCE, Instances, label
 from secretbridge.logs import configure
-from secretbridge.names import bulk_options, check_name, get_options
+from secretbridge.names import bulk_options
 from secretbridge.observability import REQUEST_SECONDS, REQUESTS
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
-from secretbridge.server import INIT_TIMEOUT, LOCAL_TIMEOUT, MAX_MESSAGE_BYTES, STATUS_BY_ERROR
+from secretbridge.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, STATUS_BY_ERROR
 
 from bench.workload import ECHO_KEY, INSTANCE_HEADER, secret_value
 
@@ -127,15 +127,12 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
     async def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.aio.ServicerContext) -> Any:
         async def work(name: str) -> secretstore_pb2.GetSecretResponse:
             instance = self.instances.get(name)
-            key = check_name(request.key)
-            options = get_options(
-                request.metadata, supports_versions=instance.supports_versions, backend=instance.backend
-            )
-            instance.permit(key)
-            data = instance.peek(key, options.version)
+            key = request.key
+            version = instance.check_get(key, request.metadata)
+            data = instance.peek(key, version)
             if data is None:
-                async with asyncio.timeout(_backstop(instance)):
-                    data = await instance.get(key, options.version)
+                async with asyncio.timeout(instance.call_timeout):
+                    data = await instance.get(key, version)
             return secretstore_pb2.GetSecretResponse(data=data)
 
         return await self._serve("Get", context, work)
@@ -144,7 +141,7 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
         async def work(name: str) -> secretstore_pb2.BulkGetSecretResponse:
             instance = self.instances.get(name)
             options = bulk_options(request.metadata)
-            async with asyncio.timeout(_backstop(instance)):
+            async with asyncio.timeout(instance.call_timeout):
                 every = await instance.bulk_get(options.limit)
             return secretstore_pb2.BulkGetSecretResponse(
                 data={key: secretstore_pb2.SecretResponse(secrets=value) for key, value in every.items()}
@@ -154,12 +151,6 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
 
     async def Ping(self, request: common_pb2.PingRequest, context: grpc.aio.ServicerContext) -> Any:
         return common_pb2.PingResponse()
-
-
-def _backstop(instance: Any) -> float:
-    # The same outer bound the production server puts on a call handed to the loop.
-    cached = instance.cached
-    return cached.timeout * 10 + 5 if cached is not None else LOCAL_TIMEOUT
 
 
 def serve_threaded(socket_path: str, workers: int) -> None:

@@ -19,7 +19,7 @@ from secretbridge import stores
 from secretbridge.cache import CACHE_PROPERTIES, CachedStore
 from secretbridge.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from secretbridge.metadata import Kind, ParsedMetadata, Property, parse_metadata
-from secretbridge.names import show_name
+from secretbridge.names import check_name, get_options, show_name
 from secretbridge.stores.base import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 DEFAULT_INSTANCE = ""
 #: How long a replaced instance stays open for the calls already using it (daprd's hot reload).
 RETIRE_GRACE = 10.0
+#: Local stores have no requestTimeout; this bounds a call on a stuck filesystem.
+LOCAL_TIMEOUT = 30.0
 
 COMMON_PROPERTIES: tuple[Property, ...] = (
     Property(
@@ -85,6 +87,18 @@ class Instance:
     def features(self) -> list[str]:
         """What `Features` advertises: only multi-valued instances say so."""
         return [MULTIPLE_KEY_VALUES_PER_SECRET] if self.multi_valued else []
+
+    @property
+    def call_timeout(self) -> float:
+        """The outer bound on one call handed to the I/O loop; the cache enforces requestTimeout itself."""
+        return self.cached.timeout * 10 + 5 if self.cached is not None else LOCAL_TIMEOUT
+
+    def check_get(self, name: str, metadata: Mapping[str, str]) -> str | None:
+        """Everything a Get must pass before any store sees it; returns the version asked for."""
+        check_name(name)
+        options = get_options(metadata, supports_versions=self.supports_versions, backend=self.backend)
+        self.permit(name)
+        return options.version
 
     def permit(self, name: str) -> None:
         """Refuse a name the Component's allow or deny list rules out."""

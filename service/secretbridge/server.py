@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from secretbridge import errors
 from secretbridge.aioloop import LoopThread
 from secretbridge.instances import DEFAULT_INSTANCE, Instance, Instances, label
-from secretbridge.names import bulk_options, check_name, get_options
+from secretbridge.names import bulk_options
 from secretbridge.observability import REQUEST_SECONDS, REQUESTS, start_http
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 
@@ -47,8 +47,6 @@ DEFAULT_SOCKET_NAME = "secretbridge"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Init builds clients and reads files; it contacts a backend only with failFast.
 INIT_TIMEOUT = 30.0
-#: Local stores have no requestTimeout; this guards a stuck filesystem.
-LOCAL_TIMEOUT = 30.0
 
 STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -125,12 +123,8 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         where = label(instance) + (f" ({current.backend})" if current is not None else "")
         return f"{method} on {where}: {cause}"
 
-    def _run(self, instance: Instance | None, coro: Any) -> Any:
-        timeout = LOCAL_TIMEOUT
-        if instance is not None and instance.cached is not None:
-            # The cache enforces requestTimeout itself; this is only a backstop.
-            timeout = instance.cached.timeout * 10 + 5
-        return self.io.run(coro, timeout)
+    def _run(self, instance: Instance, coro: Any) -> Any:
+        return self.io.run(coro, instance.call_timeout)
 
     def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.ServicerContext) -> Any:
         properties = dict(request.metadata.properties)
@@ -151,14 +145,11 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
     def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.ServicerContext) -> Any:
         def work(name: str) -> secretstore_pb2.GetSecretResponse:
             instance = self.instances.get(name)
-            key = check_name(request.key)
-            options = get_options(
-                request.metadata, supports_versions=instance.supports_versions, backend=instance.backend
-            )
-            instance.permit(key)
-            data = instance.peek(key, options.version)
+            key = request.key
+            version = instance.check_get(key, request.metadata)
+            data = instance.peek(key, version)
             if data is None:
-                data = self._run(instance, instance.get(key, options.version))
+                data = self._run(instance, instance.get(key, version))
             return secretstore_pb2.GetSecretResponse(data=data)
 
         return self._serve("Get", context, work)
