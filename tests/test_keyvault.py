@@ -21,7 +21,8 @@ from secretbridge.errors import (
 )
 from secretbridge.identity import AuthMethod, build_credential, describe_identity, redact, select_auth_method
 from secretbridge.metadata import parse_metadata
-from secretbridge.stores.keyvault import KeyVaultStore, SecretRef, parse_reference, parse_secret_uri
+from secretbridge.stores.keyvault import KeyVaultStore
+from secretbridge.vault import SecretRef, parse_reference, parse_secret_uri
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
 

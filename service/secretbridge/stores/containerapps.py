@@ -67,7 +67,7 @@ from secretbridge.stores.base import JSON_MULTI_VALUED, SecretStore, json_member
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from secretbridge.stores.keyvault import HttpSession, SecretRef, VaultReader
+    from secretbridge.vault import HttpSession, SecretRef, VaultReader
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ class _ReferenceStore(SecretStore):
             if self._credential is not None:
                 return
             from secretbridge.identity import build_credential, describe_identity
-            from secretbridge.stores.keyvault import HttpSession
+            from secretbridge.vault import HttpSession
 
             timeout = float(self.metadata.get("requestTimeout") or 5.0)
             self._identity = describe_identity(self.metadata)
@@ -413,7 +413,7 @@ class _ReferenceStore(SecretStore):
         """The reader for one vault, made on first use with the shared credential."""
         reader = self._readers.get(vault_url)
         if reader is None:
-            from secretbridge.stores.keyvault import VaultReader
+            from secretbridge.vault import VaultReader
 
             await self.open()
             assert self._http is not None and self._credential is not None
@@ -576,7 +576,7 @@ class ContainerAppsStore(SecretStore):
     def _target(self, name: str, text: str) -> _Target:
         """Parse and vet a reference; the literal is never echoed (it is the secret's value)."""
         from secretbridge.identity import environment_of
-        from secretbridge.stores.keyvault import parse_reference
+        from secretbridge.vault import parse_reference
 
         bad = f"secret {show_name(name)} holds a malformed Key Vault reference"
         try:

@@ -1,0 +1,443 @@
+"""Talking to one Azure Key Vault: hosts, secret URIs and `@Microsoft.KeyVault(...)` references,
+the HTTP session, and `VaultReader`.
+
+`VaultReader` holds one vault, one credential and the azure `aio` SecretClient, and translates every
+SDK failure into the project's errors with a message naming the secret, the vault and the identity
+(never a value or a token). The `keyvault` backend reads through it; the `containerapps` backend uses
+it to resolve Key Vault references with the same identity against whichever vault a reference names.
+
+TLS trust: the clients trust what `ssl.create_default_context()` trusts when the session is built, so
+`SSL_CERT_FILE` / `SSL_CERT_DIR` (a private CA for an emulator, a TLS-inspecting proxy) work even
+when they are set after aiohttp was imported (aiohttp builds its own default context at import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
+    map_error,
+)
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.rest import HttpRequest
+
+from secretbridge.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    SecretStoreError,
+    Unavailable,
+)
+from secretbridge.identity import (
+    AzureEnvironment,
+    TokenRequestError,
+    safe_cause,
+)
+from secretbridge.metadata import ParsedMetadata
+from secretbridge.names import show_name
+
+logger = logging.getLogger(__name__)
+
+
+#: The DNS suffix of Key Vault in each cloud.
+VAULT_SUFFIXES: dict[AzureEnvironment, str] = {
+    AzureEnvironment.PUBLIC: "vault.azure.net",
+    AzureEnvironment.CHINA: "vault.azure.cn",
+    AzureEnvironment.US_GOVERNMENT: "vault.usgovcloudapi.net",
+}
+# Hosts that are certainly real Key Vaults (or Managed HSMs), where the challenge's resource must
+# be verified: turning verification off there would let a spoofed challenge redirect the token.
+_AZURE_VAULT_DOMAINS = (
+    *VAULT_SUFFIXES.values(),
+    "vault.microsoftazure.de",
+    "managedhsm.azure.net",
+    "managedhsm.azure.cn",
+    "managedhsm.usgovcloudapi.net",
+)
+
+#: Key Vault's rule for secret names.
+SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+VAULT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+
+def is_azure_vault_host(host: str) -> bool:
+    """Whether a host is a real Azure Key Vault (or Managed HSM) host, in any cloud."""
+    host = host.lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in _AZURE_VAULT_DOMAINS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Key Vault references
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret in some vault: `vault_url` like `https://myvault.vault.azure.net`."""
+
+    vault_url: str
+    name: str
+    version: str | None = None
+
+
+def parse_secret_uri(uri: str) -> SecretRef:
+    """`https://<vault>.vault.azure.net/secrets/<name>[/<version>][/]` to a `SecretRef`.
+
+    Any https host is accepted (emulators, sovereign clouds); raises `InvalidArgument` otherwise.
+    """
+    parts = urlsplit(uri.strip())
+    segments = [s for s in parts.path.split("/") if s]
+    if (
+        parts.scheme.lower() != "https"
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or len(segments) not in (2, 3)
+        or segments[0].lower() != "secrets"
+        or not SECRET_NAME.match(segments[1])
+    ):
+        raise InvalidArgument(
+            f"{show_name(uri)} is not a Key Vault secret URI "
+            "(https://<vault>.vault.azure.net/secrets/<name>[/<version>])"
+        )
+    version = segments[2] if len(segments) == 3 else None
+    return SecretRef(vault_url=f"https://{parts.netloc}", name=segments[1], version=version)
+
+
+_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\((?P<body>.*)\)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def parse_reference(text: str, environment: AzureEnvironment = AzureEnvironment.PUBLIC) -> SecretRef | None:
+    """An App Service / Container Apps Key Vault reference, or None when `text` is not one.
+
+    Accepts `@Microsoft.KeyVault(SecretUri=<uri>)` and
+    `@Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>[;SecretVersion=<version>])`
+    (the vault's host then comes from `environment`). A malformed reference raises `InvalidArgument`.
+    """
+    match = _REFERENCE.match(text)
+    if match is None:
+        return None
+    fields: dict[str, str] = {}
+    for part in match.group("body").split(";"):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise InvalidArgument("a Key Vault reference has a part without '=' (expected Key=Value pairs)")
+        fields[key.strip().lower()] = value.strip()
+    if "secreturi" in fields:
+        return parse_secret_uri(fields["secreturi"])
+    vault, name = fields.get("vaultname"), fields.get("secretname")
+    if not vault or not name:
+        raise InvalidArgument(
+            "a Key Vault reference needs SecretUri=..., or VaultName=...;SecretName=...[;SecretVersion=...]"
+        )
+    if not VAULT_NAME.match(vault) or not SECRET_NAME.match(name):
+        raise InvalidArgument(f"a Key Vault reference names an invalid vault or secret ({show_name(vault)}, "
+                              f"{show_name(name)})")
+    return SecretRef(
+        vault_url=f"https://{vault}.{VAULT_SUFFIXES[environment]}",
+        name=name,
+        version=fields.get("secretversion") or None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP plumbing
+
+
+class HttpSession:
+    """One aiohttp session (one connection pool, one TLS context) shared by a store's clients.
+
+    The TLS context is made when the store opens, so it reflects `SSL_CERT_FILE` at that moment.
+    Connections are kept alive and reused; the pool holds up to `connections` at once (BulkGet's
+    readers, concurrent Gets and a listing must not queue behind aiohttp's default of 100).
+    Proxies come from the environment (`HTTPS_PROXY`, `NO_PROXY`, ...) when it names any: only
+    then is aiohttp's `trust_env` on, because it costs two thread-pool round trips per request
+    (a `.netrc` lookup and a proxy lookup), a good part of a vault read's CPU.
+    """
+
+    def __init__(self, session: Any, *, connection_timeout: float, read_timeout: float) -> None:
+        self._session = session
+        self._connection_timeout = connection_timeout
+        self._read_timeout = read_timeout
+
+    @classmethod
+    async def create(
+        cls, *, connection_timeout: float, read_timeout: float, connections: int = 100
+    ) -> HttpSession:
+        """Build the session on the running loop (reading CA files happens in a thread)."""
+        import urllib.request
+
+        import aiohttp
+
+        def make_context() -> tuple[ssl.SSLContext, bool]:
+            context = ssl.create_default_context()
+            context.set_alpn_protocols(["http/1.1"])
+            return context, any(scheme != "no" for scheme in urllib.request.getproxies())  # NO_PROXY alone: none
+
+        context, proxied = await asyncio.to_thread(make_context)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=connections, limit_per_host=0),
+            # As azure-core's own transport: honour HTTPS_PROXY/NO_PROXY (when set), keep no
+            # cookies, hand the SDK the raw body.
+            trust_env=proxied,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+        )
+        return cls(session, connection_timeout=connection_timeout, read_timeout=read_timeout)
+
+    def transport(self) -> AioHttpTransport:
+        """A transport over the shared session; closing it leaves the session open."""
+        return AioHttpTransport(
+            session=self._session,
+            session_owner=False,
+            connection_timeout=self._connection_timeout,
+            read_timeout=self._read_timeout,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# One vault
+
+
+#: The errors the SDK's generated `get_secret` raises for these statuses (any other failure is an
+#: `HttpResponseError`); `VaultReader.error` turns both into the project's errors.
+_GET_ERROR_MAP: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError,
+    404: ResourceNotFoundError,
+    409: ResourceExistsError,
+    304: ResourceNotModifiedError,
+}
+
+
+def _epoch(value: Any) -> datetime | None:
+    """A bundle's `exp`/`nbf` (integer seconds since the epoch) as a UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("the vault's answer has a date that is not a number of seconds")
+    return datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True)
+class VaultSecret:
+    """A secret value read from a vault, with the attributes the store decides on."""
+
+    name: str
+    value: str
+    version: str | None
+    enabled: bool
+    expires_on: datetime | None
+    not_before: datetime | None
+
+
+class VaultReader:
+    """Reads secrets from one vault with a credential it does not own.
+
+    `identity` is the credential in words (`describe_identity`), used in messages. SDK retries
+    stay on (429 with `Retry-After` is waited out); `max_retries` caps them. Every failure comes
+    out as a `SecretStoreError`; `shown` is the name as the app asked for it.
+    """
+
+    def __init__(
+        self,
+        vault_url: str,
+        credential: AsyncTokenCredential,
+        *,
+        identity: str = "the configured identity",
+        label: str | None = None,
+        verify_challenge_resource: bool = True,
+        max_retries: int = 3,
+        transport: AioHttpTransport | None = None,
+        metadata: ParsedMetadata | None = None,
+    ) -> None:
+        from azure.keyvault.secrets.aio import SecretClient
+
+        self.vault_url = vault_url.rstrip("/")
+        self.identity = identity
+        host = urlsplit(self.vault_url).hostname or self.vault_url
+        self.label = label or (
+            f"Key Vault '{host.split('.')[0]}'" if is_azure_vault_host(host) else f"Key Vault at {self.vault_url}"
+        )
+        self.max_retries = max_retries
+        self._metadata = metadata
+        kwargs: dict[str, Any] = {
+            "verify_challenge_resource": verify_challenge_resource,
+            "retry_total": max_retries,
+            "retry_status": max_retries,
+        }
+        if transport is not None:
+            kwargs["transport"] = transport
+        self._client = SecretClient(self.vault_url, credential, **kwargs)
+
+    async def get(self, name: str, version: str | None = None, *, shown: str | None = None) -> VaultSecret:
+        """The latest (or `version`) of the vault secret `name`; raises `NotFound`, ... (see `error`)."""
+        try:
+            return await self._read(name, version)
+        except (AzureError, ValueError) as exc:
+            raise self.error(exc, shown or name, version) from None
+
+    async def get_if_present(self, name: str, *, shown: str | None = None) -> VaultSecret | None:
+        """As `get` (latest), but None when the secret does not exist or is disabled."""
+        try:
+            return await self._read(name, None)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if _inner_code(exc) == "SecretDisabled":
+                return None
+            raise self.error(exc, shown or name, None) from None
+        except (AzureError, ValueError) as exc:
+            raise self.error(exc, shown or name, None) from None
+
+    async def _read(self, name: str, version: str | None) -> VaultSecret:
+        """`GET /secrets/{name}/{version}`, as the SDK's `get_secret` sends it, parsed here.
+
+        `send_request` runs the client's own pipeline (its api-version, the challenge policy,
+        retries honouring Retry-After, the transport) but skips the generated models, about a
+        third of a read's CPU. A failed answer raises what `get_secret` would raise
+        (`map_error` with the generated operation's map, else `HttpResponseError`), so `error`
+        sees the same exceptions either way.
+        """
+        path = f"/secrets/{quote(name, safe='')}/{quote(version or '', safe='')}"
+        response = await self._client.send_request(HttpRequest("GET", path, headers={"Accept": "application/json"}))
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=_GET_ERROR_MAP)
+            raise HttpResponseError(response=response)
+        bundle = json.loads(response.content)
+        if not isinstance(bundle, dict) or not isinstance(bundle.get("value", ""), str):
+            raise ValueError("the vault's answer is not a secret bundle")
+        attributes = bundle.get("attributes") or {}
+        # The id is https://<vault>/secrets/<name>/<version>: the vault's spelling of the name.
+        segments = urlsplit(str(bundle.get("id") or "")).path.split("/")
+        named = len(segments) > 2 and segments[1] == "secrets" and segments[2]
+        return VaultSecret(
+            name=segments[2] if named else name,
+            value=bundle.get("value") or "",
+            version=(segments[3] or None) if named and len(segments) > 3 else None,
+            enabled=attributes.get("enabled") is not False,
+            expires_on=_epoch(attributes.get("exp")),
+            not_before=_epoch(attributes.get("nbf")),
+        )
+
+    async def list_properties(self, page_size: int | None = None) -> AsyncGenerator[Any, None]:
+        """Every secret's properties (latest version's attributes), following every page."""
+        pager = self._client.list_properties_of_secrets(max_page_size=page_size)
+        try:
+            async for props in pager:
+                yield props
+        except (AzureError, ValueError) as exc:
+            raise self.error(exc, None, None, action="list the secrets") from None
+
+    async def check(self) -> None:
+        """One cheap authenticated call (the first page of one secret's properties)."""
+        pager = self._client.list_properties_of_secrets(max_page_size=1)
+        try:
+            async for page in pager.by_page():
+                async for _ in page:
+                    break
+                break
+        except (AzureError, ValueError) as exc:
+            raise self.error(exc, None, None, action="list the secrets") from None
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _from_vault(self, exc: AzureError) -> bool:
+        response = getattr(exc, "response", None)
+        request = getattr(response, "request", None)
+        url = str(getattr(request, "url", "") or "")
+        return url.lower().startswith(self.vault_url.lower())
+
+    def error(
+        self, exc: BaseException, shown: str | None, version: str | None, *, action: str | None = None
+    ) -> SecretStoreError:
+        """The project's error for an SDK failure while reading `shown` (or doing `action`)."""
+        if shown is not None:
+            what = f"secret {show_name(shown)}" + (f" version {show_name(version)}" if version else "")
+            doing = f"read {what}"
+        else:
+            what = "the secrets"
+            doing = action or "read the secrets"
+        label, identity = self.label, self.identity
+        cause = safe_cause(exc, self._metadata)
+        if isinstance(exc, ResourceNotFoundError):
+            return NotFound(f"{what} was not found in {label}")
+        if isinstance(exc, ClientAuthenticationError):
+            status = getattr(exc, "status_code", None)
+            if self._from_vault(exc):
+                return PermissionDenied(
+                    f"{label} refused the token of {identity} ({status} Unauthorized) trying to {doing}; "
+                    "the identity may belong to another tenant than the vault"
+                )
+            from azure.identity import CredentialUnavailableError
+
+            if (
+                isinstance(exc, CredentialUnavailableError | TokenRequestError)
+                or status is None or status >= 500 or status == 429
+            ):
+                return Unavailable(f"could not get a token for {identity} to {doing} in {label}: {cause}")
+            return PermissionDenied(
+                f"the token endpoint refused {identity} ({status}) trying to {doing} in {label}: {cause}"
+            )
+        if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError):
+            return DeadlineExceeded(f"{label} did not answer in time trying to {doing}: {type(exc).__name__}")
+        if isinstance(exc, ServiceRequestError | ServiceResponseError):
+            where = label if self.vault_url in label else f"{label} ({self.vault_url})"
+            return Unavailable(f"cannot reach {where} to {doing}: {cause}")
+        if isinstance(exc, HttpResponseError):
+            status = exc.status_code or 0
+            code = exc.error.code if exc.error is not None else None
+            inner = _inner_code(exc)
+            reason = "/".join(str(c) for c in (code, inner) if c) or (exc.reason or "")
+            if status == 403 and inner == "SecretDisabled":
+                return FailedPrecondition(f"{what} is disabled in {label}")
+            if status == 403:
+                return PermissionDenied(
+                    f"{identity} may not {doing} in {label} (403 {reason}): grant it the "
+                    "'Key Vault Secrets User' role on the vault (or 'get' and 'list' secret permissions "
+                    "in the vault's access policy)"
+                )
+            if status == 400:
+                return InvalidArgument(f"{label} refused the request to {doing} (400 {reason})")
+            if status == 429:
+                return Unavailable(
+                    f"{label} throttled the request to {doing} (429 {reason}) past {self.max_retries} retries"
+                )
+            return Unavailable(f"{label} failed the request to {doing} ({status} {reason})")
+        if isinstance(exc, ValueError) and "challenge" in str(exc).lower():
+            return FailedPrecondition(
+                f"{label} answered with an authentication challenge for another resource trying to {doing}; "
+                "for an emulator or test double set disableChallengeResourceVerification: \"true\""
+            )
+        return Unavailable(f"{label} failed trying to {doing}: {cause}")
+
+
+def _inner_code(exc: HttpResponseError) -> str | None:
+    inner = exc.error.innererror if exc.error is not None else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return str(code) if code else None
