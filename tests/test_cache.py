@@ -323,3 +323,27 @@ async def test_stale_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture)
         clock.now += 31
         await cached.get("k0")
     assert len([r for r in caplog.records if r.getMessage().startswith("backend failing")]) == 2
+
+
+async def test_during_an_outage_bulk_reads_are_answered_from_the_last_listing_without_waiting() -> None:
+    cached, store, clock = await make(instance="bulk-outage", cacheTTL="10s", requestTimeout="50ms")
+    store.values.update({"a": "A", "b": "B"})
+    assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}}
+    store.failure = Unavailable("connection refused")
+    clock.now += 11
+    # The first BulkGet past the TTL finds the backend failing and answers from the last listing.
+    assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}}
+    assert store.calls["*bulk*"] == 2
+    # The next ones do not ask the failing backend again.
+    for _ in range(5):
+        assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}}
+    assert store.calls["*bulk*"] == 2
+    # The backend comes back: a read that reaches it ends the outage, and BulkGet asks it again.
+    store.failure = None
+    clock.now += 1
+    cached.probe_soon(every=0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    store.values["b"] = "B2"
+    assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B2"}}
+    assert store.calls["*bulk*"] == 3

@@ -349,13 +349,15 @@ class CachedStore:
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         """Every secret; cached for the TTL, and each one primes the Get cache."""
         now = self.clock()
-        if self._bulk is not None:
-            expires_at, cached_limit, names = self._bulk
-            if now < expires_at and (cached_limit is None or cached_limit == limit):
-                found = {n: self._entries.get((n, None)) for n in names}
-                if all(e is not None and e.data is not None and now < e.expires_at for e in found.values()):
-                    chosen = names if limit is None else names[:limit]
-                    return {n: found[n].data for n in chosen}  # type: ignore[union-attr,misc]
+        fresh = self._listing(limit, now, stale=False)
+        if fresh is not None:
+            return {name: entry.data for name, entry in fresh.items()}  # type: ignore[misc]
+        if self._outage is not None:
+            # As for Get: a failing backend is not waited out again; a probe finds out when it is back.
+            stale = self._listing(limit, now, stale=True)
+            if stale is not None:
+                self.probe_soon()
+                return self._stale_listing(stale, now)
         task = self._bulk_inflight.get(limit)
         if task is None:
             task = self._loop.create_task(self._load_bulk(limit))
@@ -365,19 +367,39 @@ class CachedStore:
             )
         return await asyncio.shield(task)
 
+    def _listing(self, limit: int | None, now: float, *, stale: bool) -> dict[str, _Entry] | None:
+        """The latest BulkGet's entries for this `limit`: fresh ones, or (stale) ones within maxStale."""
+        if self._bulk is None:
+            return None
+        expires_at, cached_limit, names = self._bulk
+        if cached_limit is not None and cached_limit != limit:
+            return None
+        chosen = names if limit is None else names[:limit]
+        entries = {n: self._entries.get((n, None)) for n in chosen}
+        for entry in entries.values():
+            if entry is None or entry.data is None:
+                return None
+            if now >= entry.expires_at and (not stale or now - entry.expires_at > self.max_stale):
+                return None
+        if not stale and now >= expires_at:
+            return None
+        return entries  # type: ignore[return-value]
+
+    def _stale_listing(self, entries: dict[str, _Entry], now: float) -> dict[str, dict[str, str]]:
+        return {
+            name: self._stale_hit(name, entry, now) if now >= entry.expires_at else entry.data  # type: ignore[misc]
+            for name, entry in entries.items()
+        }
+
     async def _load_bulk(self, limit: int | None) -> dict[str, dict[str, str]]:
         timeout = self.timeout * BULK_TIMEOUT_FACTOR
         try:
             every = await self._call("bulk_get", self.store.bulk_get(limit), timeout)
-        except (Unavailable, DeadlineExceeded) as err:
-            if self._bulk is not None and self.ttl > 0:
-                expires_at, cached_limit, names = self._bulk
-                past_ttl = self.clock() - expires_at
-                if past_ttl <= self.max_stale and (cached_limit is None or cached_limit == limit):
-                    found = {n: self._entries[(n, None)] for n in names if (n, None) in self._entries}
-                    if len(found) == len(names):
-                        chosen = names if limit is None else names[:limit]
-                        return {n: self._serve_stale(n, found[n], err) for n in chosen}
+        except (Unavailable, DeadlineExceeded):
+            now = self.clock()
+            stale = self._listing(limit, now, stale=True) if self.ttl > 0 else None
+            if stale is not None:
+                return self._stale_listing(stale, now)
             raise
         self._fresh_again()
         for name, data in every.items():
