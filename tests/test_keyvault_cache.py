@@ -65,11 +65,11 @@ def test_a_thousand_reads_of_a_hundred_hot_secrets_cost_a_hundred_vault_calls(
 
 def test_rotation_is_seen_within_the_ttl(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
     fake_vault.set_secret("rotating", "old")
-    bridge.init(keyvault(fake_vault, cacheTTL="1s"))
+    bridge.init(keyvault(fake_vault, cacheTTL="3s"))
     assert bridge.get("rotating") == {"rotating": "old"}
     fake_vault.set_secret("rotating", "new")
     assert bridge.get("rotating") == {"rotating": "old"}  # still within the TTL
-    assert eventually(lambda: bridge.get("rotating") == {"rotating": "new"}, within=3.0)
+    assert eventually(lambda: bridge.get("rotating") == {"rotating": "new"}, within=8.0)
 
 
 def test_a_missing_secret_asked_for_in_a_loop_costs_one_vault_call(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
@@ -97,7 +97,7 @@ def test_stale_values_are_served_through_an_outage_then_surface_past_max_stale(
     bridge: Bridge, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_vault.set_secret("db-password", "last-good-value")
-    bridge.init(keyvault(fake_vault, cacheTTL="300ms", maxStale="2s", requestTimeout="2s"), instance="outage")
+    bridge.init(keyvault(fake_vault, cacheTTL="300ms", maxStale="4s", requestTimeout="2s"), instance="outage")
     assert bridge.get("db-password", instance="outage") == {"db-password": "last-good-value"}
     served = STALE_SERVED.labels("outage", "keyvault")._value.get()
     fake_vault.go_down()
@@ -117,7 +117,7 @@ def test_stale_values_are_served_through_an_outage_then_surface_past_max_stale(
             return True
         return False
 
-    assert eventually(surfaced, within=8.0)
+    assert eventually(surfaced, within=12.0)
     assert "last-good-value" not in caplog.text
     fake_vault.come_up()
     assert eventually(lambda: _answers(bridge, "outage"), within=8.0)
@@ -157,14 +157,14 @@ def test_hot_keys_are_refreshed_in_the_background_before_they_expire(
     bridge: Bridge, fake_vault: FakeKeyVault
 ) -> None:
     fake_vault.set_secret("hot", "v1")
-    bridge.init(keyvault(fake_vault, cacheTTL="1s"))
+    bridge.init(keyvault(fake_vault, cacheTTL="5s"))
     assert bridge.get("hot") == {"hot": "v1"}
     fake_vault.reset_counters()
     fake_vault.set_secret("hot", "v2")
-    time.sleep(0.85)  # inside the last fifth of the TTL
+    time.sleep(4.2)  # inside the last fifth of the TTL (4 s to 5 s), with slack for a busy machine
     assert bridge.get("hot") == {"hot": "v1"}  # answered from the cache at once ...
-    assert eventually(lambda: fake_vault.count("get") == 1, within=3.0)  # ... and refreshed behind it
-    assert eventually(lambda: bridge.get("hot") == {"hot": "v2"}, within=1.0)
+    assert eventually(lambda: fake_vault.count("get") == 1, within=5.0)  # ... and refreshed behind it
+    assert eventually(lambda: bridge.get("hot") == {"hot": "v2"}, within=5.0)
 
 
 def test_fail_fast_makes_init_fail_when_the_vault_is_unreachable(

@@ -115,7 +115,9 @@ class BackgroundServer:
     async def _start(self) -> None:
         # handler_cancellation: a client that gives up (timeouts in tests) must not leave
         # a handler sleeping in the fake's latency.
-        self._runner = web.AppRunner(self.make_app(), handle_signals=False, handler_cancellation=True)
+        app = self.make_app()
+        app.middlewares.insert(0, self._refuse_when_down)
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         await self._listen(0)
 
@@ -132,12 +134,23 @@ class BackgroundServer:
             self._port = site.port
         self._up = True
 
+    @web.middleware
+    async def _refuse_when_down(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        # A connection still in its TLS handshake when the server went down is not yet among
+        # server.connections, so force_close misses it; it must not serve a request afterwards.
+        if not self._up:
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is gone
+        response: web.StreamResponse = await handler(request)
+        return response
+
     async def _go_down(self) -> None:
         if not self._up or self._site is None or self._runner is None:
             return
+        self._up = False  # first: requests arriving from here on are refused
         await self._site.stop()
         self._site = None
-        self._up = False
         server = self._runner.server
         if server is not None:
             for connection in server.connections:
