@@ -6,11 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-from secretbridge import stores
-from secretbridge.instances import properties_for
-from secretbridge.metadata import parse_metadata
+from secretbridge.check import check_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,20 +19,46 @@ def test_the_metadata_reference_matches_the_declarations() -> None:
     assert (ROOT / "docs" / "metadata.md").read_text() == generated, "docs/metadata.md is stale: run make docs"
 
 
-def _components() -> list[tuple[Path, dict]]:  # type: ignore[type-arg]
-    found = []
-    for path in sorted([*ROOT.glob("components/**/*.yaml"), *ROOT.glob("deploy/**/*.yaml")]):
-        for document in yaml.safe_load_all(path.read_text()):
-            if isinstance(document, dict) and document.get("kind") == "Component":
-                found.append((path, document))
-    return found
+SHIPPED = sorted({p.parent for p in [*ROOT.glob("components/**/*.yaml"), *ROOT.glob("deploy/**/*.yaml")]})
 
 
-@pytest.mark.parametrize(("path", "component"), _components(), ids=lambda v: str(v)[-40:])
-def test_every_shipped_component_is_valid_metadata_for_its_backend(path: Path, component: dict) -> None:  # type: ignore[type-arg]
-    spec = component["spec"]
-    assert spec["type"] == "secretstores.secretbridge" and spec["version"] == "v1"
-    raw = {item["name"]: str(item.get("value", "")) for item in spec["metadata"]}
-    cls = stores.store_class(raw["backend"])
-    parsed = parse_metadata(properties_for(cls), raw)
-    assert not parsed.unknown, f"{path}: unknown properties {parsed.unknown}"
+def test_every_shipped_component_is_valid_metadata_for_its_backend() -> None:
+    findings = check_paths(SHIPPED)
+    assert len(findings) >= 4, [f.source for f in findings]
+    for finding in findings:
+        assert not finding.errors and not finding.warnings, (finding.source, finding.errors, finding.warnings)
+
+
+def test_check_names_the_property_and_fails(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: vault}
+spec:
+  type: secretstores.secretbridge
+  version: v1
+  metadata:
+    - {name: backend, value: keyvault}
+    - {name: vaultName, value: kv-prod}
+    - {name: cacheTTL, value: 30}
+    - {name: azureClientSecret, secretKeyRef: {name: sp-secret, key: sp-secret}}
+    - {name: cacheTtl2, value: x}
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: other}
+spec: {type: state.redis, version: v1, metadata: []}
+"""
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "secretbridge", "check", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 1
+    assert "FAIL" in run.stdout and "'cacheTTL' must be a duration" in run.stdout
+    assert "state.redis" not in run.stdout and "other" not in run.stdout
+    (tmp_path / "bad.yaml").write_text((tmp_path / "bad.yaml").read_text().replace("value: 30}", "value: 30s}"))
+    run = subprocess.run(
+        [sys.executable, "-m", "secretbridge", "check", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stdout
+    assert "unknown metadata property 'cacheTtl2'" in run.stdout

@@ -84,6 +84,25 @@ def _backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from secretbridge.check import check_paths
+
+    findings = check_paths([Path(p) for p in args.paths], args.name)
+    if not findings:
+        print(f"no Component of type secretstores.{args.name} found in {', '.join(args.paths)}")
+        return 1
+    for finding in findings:
+        status = "FAIL" if finding.errors else "ok"
+        print(f"{status:<4}  {finding.source}: {finding.component}")
+        for line in finding.errors:
+            print(f"      error: {line}")
+        for line in finding.warnings:
+            print(f"      warning: {line}")
+    return 1 if any(f.errors for f in findings) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secretbridge",
@@ -118,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="port for /metrics, /healthz, /readyz (default 8081; 0 picks a free one; -1 turns it off)",
     )
     serve.set_defaults(func=_serve)
+
+    check = sub.add_parser(
+        "check", help="validate Component YAMLs offline (metadata names, types, required properties)"
+    )
+    check.add_argument("paths", nargs="+", help="YAML files, or folders of them")
+    check.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")
+    check.set_defaults(func=_check)
 
     backends = sub.add_parser("backends", help="list the backends and the metadata each understands")
     backends.add_argument("--markdown", action="store_true", help="print the reference tables in Markdown")
