@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -47,10 +47,6 @@ class LoopThread:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError from None
-
-    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Run a plain callback on the loop thread, from any thread."""
-        self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel what is still running, stop the loop and join its thread."""

@@ -23,7 +23,7 @@ REQUESTS = Counter(
 )
 REQUEST_SECONDS = Histogram(
     "secretbridge_request_duration_seconds",
-    "Time to answer a gRPC call that was not a cache hit.",
+    "Time to answer a gRPC call, cache hits included.",
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )

@@ -19,7 +19,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,13 +298,3 @@ class SecretBridgeServer:
                 self.socket_path.unlink()
         log.info("stopped", extra={"socket": str(self.socket_path)})
         self._stopped.set()
-
-
-@contextlib.contextmanager
-def running(options: ServerOptions) -> Iterator[SecretBridgeServer]:
-    """A started server for the length of a `with` block (tests, embedding)."""
-    server = SecretBridgeServer(options).start()
-    try:
-        yield server
-    finally:
-        server.stop()
