@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from secretbridge.stores.keyvault import KEYVAULT_PROPERTIES
+from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
 
 from bench import procs
 from bench.load import LoadJob, run_in_subprocess

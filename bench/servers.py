@@ -27,13 +27,13 @@ from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
-from secretbridge import errors
-from secretbridge.instances import DEFAULT_INSTANCE, Instances, label
-from secretbridge.logs import configure
-from secretbridge.names import bulk_options
-from secretbridge.observability import REQUEST_SECONDS, REQUESTS
+from secretbridge.core import errors
+from secretbridge.core.logs import configure
+from secretbridge.core.names import bulk_options
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
-from secretbridge.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, STATUS_BY_ERROR
+from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
+from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS
+from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, STATUS_BY_ERROR
 
 from bench.workload import ECHO_KEY, INSTANCE_HEADER, secret_value
 

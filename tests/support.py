@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
-from secretbridge.server import SecretBridgeServer, ServerOptions
+from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
 
 
 def short_tempdir(prefix: str = "sb-") -> Path:

@@ -14,11 +14,11 @@ from collections import Counter
 from typing import Any, ClassVar
 
 import pytest
-from secretbridge.cache import CACHE_PROPERTIES, CachedStore
-from secretbridge.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
-from secretbridge.metadata import parse_metadata
-from secretbridge.observability import REFRESHES, STALE_SERVED
-from secretbridge.stores.base import SecretStore
+from secretbridge.backends.contract import CACHE_PROPERTIES, SecretStore
+from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
+from secretbridge.core.metadata import parse_metadata
+from secretbridge.runtime.cache import CachedStore
+from secretbridge.runtime.metrics import REFRESHES, STALE_SERVED
 
 
 class ScriptedStore(SecretStore):

@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from secretbridge.instances import COMMON_PROPERTIES, properties_for
-from secretbridge.metadata import markdown_table
-from secretbridge.stores.containerapps import ContainerAppsStore
+from secretbridge.backends import COMMON_PROPERTIES, properties_for
+from secretbridge.backends.containerapps import ContainerAppsStore
+from secretbridge.core.metadata import markdown_table
 
 from tests.support import Bridge
 

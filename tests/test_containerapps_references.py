@@ -14,10 +14,13 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
-from secretbridge.errors import FailedPrecondition, PermissionDenied
-from secretbridge.instances import properties_for
-from secretbridge.metadata import parse_metadata
-from secretbridge.stores.containerapps import ContainerAppsStore
+from secretbridge.azure.hosts import AzureEnvironment
+from secretbridge.azure.reference_reader import ReferenceReader
+from secretbridge.azure.references import vet_reference
+from secretbridge.backends import properties_for
+from secretbridge.backends.containerapps import ContainerAppsStore
+from secretbridge.core.errors import FailedPrecondition, PermissionDenied
+from secretbridge.core.metadata import parse_metadata
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity
 from tests.support import Bridge
@@ -266,13 +269,14 @@ def _store(tmp_path: Path, **extra: str) -> ContainerAppsStore:
 )
 def test_reference_forms_name_the_vault_and_secret(tmp_path: Path, literal: str, key: str,
                                                    version: str | None) -> None:
-    target = _store(tmp_path)._target("s", literal)
+    target = vet_reference("s", literal, AzureEnvironment.PUBLIC, frozenset())
     assert (target.key, target.version) == (key, version)
 
 
-def test_vault_name_references_follow_the_azure_environment(tmp_path: Path) -> None:
-    store = _store(tmp_path, azureEnvironment="AzureChinaCloud")
-    target = store._target("s", "@Microsoft.KeyVault(VaultName=cnvault;SecretName=x)")
+def test_vault_name_references_follow_the_azure_environment() -> None:
+    target = vet_reference(
+        "s", "@Microsoft.KeyVault(VaultName=cnvault;SecretName=x)", AzureEnvironment.CHINA, frozenset()
+    )
     assert target.key == "https://cnvault.vault.azure.cn/secrets/x"
 
 
@@ -280,27 +284,26 @@ def test_vault_name_references_follow_the_azure_environment(tmp_path: Path) -> N
     ("literal", "error"),
     [
         ("@Microsoft.KeyVault(SecretUri=https://user@kv.vault.azure.net/secrets/x)", FailedPrecondition),
-        ("@Microsoft.KeyVault(SecretUri=https://a.b.vault.azure.net/secrets/x)", PermissionDenied),
+        ("@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net.example.com/secrets/x)", PermissionDenied),
+        ("@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net:8443/secrets/x)", PermissionDenied),
+        ("@Microsoft.KeyVault(SecretUri=https://127.0.0.1:8443/secrets/x)", PermissionDenied),
         ("@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/x/ver/extra)", FailedPrecondition),
         ("@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/keys/x)", FailedPrecondition),
         ("@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/x?api-version=1)", FailedPrecondition),
         ("@Microsoft.KeyVault(VaultName=kv;SecretName=under_score)", FailedPrecondition),
     ],
 )
-def test_suspicious_references_are_refused(tmp_path: Path, literal: str, error: type[Exception]) -> None:
+def test_suspicious_references_are_refused(literal: str, error: type[Exception]) -> None:
     with pytest.raises(error):
-        _store(tmp_path)._target("s", literal)
+        vet_reference("s", literal, AzureEnvironment.PUBLIC, frozenset())
 
 
-async def test_a_closed_store_refuses_references_instead_of_reopening(tmp_path: Path) -> None:
-    (tmp_path / "ref").write_text("@Microsoft.KeyVault(VaultName=myvault;SecretName=x)")
-    (tmp_path / "plain").write_text("p")
-    store = _store(tmp_path)
-    await store.open()
-    assert await store.get("plain") == {"plain": "p"}
-    await store.close()
-    with pytest.raises(FailedPrecondition):
-        await store.get("ref")
+async def test_a_closed_reference_reader_refuses_instead_of_reopening(tmp_path: Path) -> None:
+    metadata = _store(tmp_path).metadata
+    reader = ReferenceReader(metadata, timeout=1.0, max_retries=0)
+    await reader.close()
+    with pytest.raises(FailedPrecondition, match="closed"):
+        await reader.get("https://myvault.vault.azure.net/secrets/x")
 
 
 def test_identity_misconfiguration_is_reported_at_the_first_reference(

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from secretbridge.check import check_paths
+from secretbridge.tools.check import check_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
-from secretbridge.cache import CACHE_PROPERTIES
-from secretbridge.errors import (
+from secretbridge.azure.identity import AuthMethod, build_credential, describe_identity, select_auth_method
+from secretbridge.azure.redaction import redact
+from secretbridge.azure.references import SecretRef, parse_reference, parse_secret_uri
+from secretbridge.backends.contract import CACHE_PROPERTIES
+from secretbridge.backends.keyvault import KeyVaultStore
+from secretbridge.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -19,10 +23,7 @@ from secretbridge.errors import (
     SecretStoreError,
     Unavailable,
 )
-from secretbridge.identity import AuthMethod, build_credential, describe_identity, redact, select_auth_method
-from secretbridge.metadata import parse_metadata
-from secretbridge.stores.keyvault import KeyVaultStore
-from secretbridge.vault import SecretRef, parse_reference, parse_secret_uri
+from secretbridge.core.metadata import parse_metadata
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from secretbridge.observability import STALE_SERVED
+from secretbridge.runtime.metrics import STALE_SERVED
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
 from tests.support import Bridge

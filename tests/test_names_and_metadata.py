@@ -11,8 +11,8 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from secretbridge.errors import InvalidArgument
-from secretbridge.metadata import Kind, Property, format_duration, parse_duration, parse_metadata
+from secretbridge.core.errors import InvalidArgument
+from secretbridge.core.metadata import Kind, Property, format_duration, parse_duration, parse_metadata
 
 from tests.support import Bridge, serve_bridge
 
@@ -91,8 +91,8 @@ def test_any_name_gets_an_answer_or_a_clear_refusal(hostile_bridge: Bridge, name
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(max_size=30), st.text(max_size=30), max_size=8))
 def test_any_metadata_map_is_accepted_or_refused_naming_a_property(raw: dict[str, str]) -> None:
-    from secretbridge.instances import COMMON_PROPERTIES
-    from secretbridge.stores.file import FileStore
+    from secretbridge.backends import COMMON_PROPERTIES
+    from secretbridge.backends.file import FileStore
 
     try:
         parsed = parse_metadata((*COMMON_PROPERTIES, *FileStore.properties), {"backend": "file", **raw})

@@ -14,9 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from secretbridge.core.sockets import socket_folder
 from secretbridge.proto import generate
 from secretbridge.proto.components.v1 import secretstore_pb2
-from secretbridge.server import SecretBridgeServer, ServerOptions, socket_folder
+from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
 
 from tests.support import Bridge, serve_bridge, short_tempdir
 

@@ -11,8 +11,9 @@ import threading
 from collections.abc import Sequence
 
 from secretbridge import __version__
-from secretbridge.errors import SecretStoreError
-from secretbridge.logs import configure
+from secretbridge.core.errors import SecretStoreError
+from secretbridge.core.logs import configure
+from secretbridge.core.sockets import FOLDER_HELP
 
 log = logging.getLogger("secretbridge")
 
@@ -25,7 +26,8 @@ def _octal(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from secretbridge.server import SecretBridgeServer, ServerOptions, socket_folder
+    from secretbridge.core.sockets import socket_folder
+    from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
 
     options = ServerOptions(
         socket_folder=socket_folder(args.socket_folder),
@@ -57,37 +59,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
-    from secretbridge import stores
-    from secretbridge.instances import COMMON_PROPERTIES, properties_for
-    from secretbridge.metadata import markdown_table
+    from secretbridge.tools.docs import backends_text
 
-    if args.markdown:
-        print("# Component metadata reference\n")
-        print(
-            "Generated from the backends' own declarations by `secretbridge backends --markdown` "
-            "(`make docs`); a test keeps this page in step. Names match case-insensitively.\n"
-        )
-        print("## Every backend\n")
-        print(markdown_table(COMMON_PROPERTIES))
-    for backend in stores.backend_names():
-        cls = stores.store_class(backend)
-        own = [p for p in properties_for(cls) if p not in COMMON_PROPERTIES]
-        if args.markdown:
-            print(f"\n## `{backend}`\n\n{cls.summary}\n")
-            print(markdown_table(own))
-        else:
-            print(f"{backend}: {cls.summary}")
-            for prop in own:
-                default = f" (default {prop.default_text()})" if prop.default_text() else ""
-                need = " [required]" if prop.required else ""
-                print(f"  {prop.name}: {prop.kind.value}{default}{need}")
+    print(backends_text(markdown=args.markdown), end="")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from secretbridge.check import check_paths
+    from secretbridge.tools.check import check_paths
 
     findings = check_paths([Path(p) for p in args.paths], args.name)
     if not findings:
@@ -119,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the secret store to daprd on a Unix socket")
     serve.add_argument(
         "--socket-folder",
-        help="folder for the socket (default: $DAPR_COMPONENTS_SOCKETS_FOLDER, then "
-        "$DAPR_COMPONENT_SOCKETS_FOLDER, then /tmp/dapr-components-sockets)",
+        help=f"folder for the socket (default: {FOLDER_HELP})",
     )
     serve.add_argument(
         "--name", default="secretbridge",
@@ -149,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--markdown", action="store_true", help="print the reference tables in Markdown")
     backends.set_defaults(func=_backends)
 
-    from secretbridge.gateway.cli import add_commands
+    from secretbridge.dev import add_dev_parser
+    from secretbridge.gateway.cli import add_gateway_parser
 
-    add_commands(sub)
+    add_gateway_parser(sub)
+    add_dev_parser(sub)
     return parser
 
 

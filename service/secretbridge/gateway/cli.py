@@ -1,4 +1,4 @@
-"""The `gateway` and `dev` subcommands, registered on the main CLI's subparsers."""
+"""The `gateway` subcommand, registered on the main CLI's subparsers (and `python -m secretbridge.gateway`)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import asyncio
 import logging
 import sys
 
+from secretbridge.core.sockets import FOLDER_HELP, socket_folder
 from secretbridge.gateway import NOT_DAPRD
-from secretbridge.gateway.discovery import SOCKET_FOLDER_ENV, default_socket_folder
 
 DEFAULT_HTTP_PORT = 3500
 DEFAULT_GRPC_PORT = 50001
 
 
-def _ensure_logging() -> None:
+def ensure_logging() -> None:
     # The main CLI normally configures logging; this covers `python -m secretbridge.gateway`.
     if not logging.getLogger().handlers:
-        from secretbridge.logs import configure
+        from secretbridge.core.logs import configure
 
         configure()
 
@@ -26,35 +26,21 @@ def run_gateway(args: argparse.Namespace) -> int:
     """Entry point of `secretbridge gateway`."""
     from secretbridge.gateway.runtime import Gateway, GatewayOptions
 
-    _ensure_logging()
+    ensure_logging()
     options = GatewayOptions(
         resources_paths=list(args.resources_path),
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         config=args.config,
-        socket_folder=args.socket_folder or default_socket_folder(),
+        socket_folder=str(socket_folder(args.socket_folder)),
         listen_address=args.listen_address,
         app_id=args.app_id,
     )
     return asyncio.run(Gateway(options).run())
 
 
-def run_dev(args: argparse.Namespace) -> int:
-    """Entry point of `secretbridge dev` (what `make run` calls)."""
-    from secretbridge.devrun import DevOptions, run
-
-    _ensure_logging()
-    return run(
-        DevOptions(
-            resources_path=args.resources_path,
-            http_port=args.http_port,
-            grpc_port=args.grpc_port,
-            config=args.config,
-        )
-    )
-
-
-def _add_ports(parser: argparse.ArgumentParser) -> None:
+def add_ports(parser: argparse.ArgumentParser) -> None:
+    """The daprd-like --http-port, --grpc-port and --config flags (`gateway` and `dev`)."""
     parser.add_argument(
         "--http-port",
         type=int,
@@ -92,13 +78,12 @@ def add_gateway_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         metavar="DIR",
         help="folder (or file) of Dapr Component YAMLs; may be repeated",
     )
-    _add_ports(parser)
+    add_ports(parser)
     parser.add_argument(
         "--socket-folder",
         metavar="DIR",
         default=None,
-        help=f"where pluggable component sockets live (default ${SOCKET_FOLDER_ENV}, "
-        "else /tmp/dapr-components-sockets, as daprd)",
+        help=f"where pluggable component sockets live (default {FOLDER_HELP})",
     )
     parser.add_argument(
         "--listen-address",
@@ -112,27 +97,6 @@ def add_gateway_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.set_defaults(func=run_gateway)
     return parser
-
-
-def add_dev_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `dev` and return its parser."""
-    parser = subparsers.add_parser(
-        "dev",
-        help="run `serve` plus `gateway` on local components and print how to read a secret",
-        description="Start `secretbridge serve` on a private socket folder and `secretbridge gateway` "
-        "in front of it, wait until both answer, then print a curl line and a Python line that read a "
-        "sample secret. Ctrl-C stops both. " + NOT_DAPRD,
-    )
-    parser.add_argument("--resources-path", required=True, metavar="DIR", help="folder of Dapr Component YAMLs")
-    _add_ports(parser)
-    parser.set_defaults(func=run_dev)
-    return parser
-
-
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `gateway` and `dev` on the main CLI's subparsers."""
-    add_gateway_parser(subparsers)
-    add_dev_parser(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

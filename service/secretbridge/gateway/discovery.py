@@ -13,7 +13,6 @@ a socket whose reflection call fails fails the whole discovery, as in daprd.
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,11 @@ from pathlib import Path
 import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from secretbridge.core.sockets import TYPE_PREFIX
+
 log = logging.getLogger("secretbridge.gateway.discovery")
 
 SECRET_STORE_SERVICE = "dapr.proto.components.v1.SecretStore"
-SOCKET_FOLDER_ENV = "DAPR_COMPONENTS_SOCKETS_FOLDER"
-DEFAULT_SOCKET_FOLDER = "/tmp/dapr-components-sockets"
-TYPE_PREFIX = "secretstores."
 #: Versions that match a pluggable component registered without one (daprd's IsInitialVersion).
 INITIAL_VERSIONS = ("", "v0", "v1")
 
@@ -46,11 +44,6 @@ class PluggableStore:
     def target(self) -> str:
         """The gRPC target for this socket."""
         return f"unix://{self.socket}"
-
-
-def default_socket_folder() -> str:
-    """The folder daprd itself would look in."""
-    return os.environ.get(SOCKET_FOLDER_ENV) or DEFAULT_SOCKET_FOLDER
 
 
 async def list_services(socket_path: str, timeout: float = 5.0) -> list[str]:

@@ -20,21 +20,15 @@ import grpc
 from aiohttp import web
 
 from secretbridge import __version__
+from secretbridge.core.metadata import parse_duration
+from secretbridge.core.sockets import TYPE_PREFIX, socket_folder
 from secretbridge.gateway import NOT_DAPRD, grpc_api, http_api
 from secretbridge.gateway.client import ComponentClient, StoreCallError
 from secretbridge.gateway.components import Component, load_components, load_configuration
-from secretbridge.gateway.discovery import (
-    TYPE_PREFIX,
-    DiscoveryError,
-    PluggableStore,
-    default_socket_folder,
-    discover,
-    match,
-)
+from secretbridge.gateway.discovery import DiscoveryError, PluggableStore, discover, match
 from secretbridge.gateway.refs import Resolved, resolve
 from secretbridge.gateway.scopes import SecretScope
 from secretbridge.gateway.secrets import SecretsAPI
-from secretbridge.metadata import parse_duration
 
 log = logging.getLogger("secretbridge.gateway")
 
@@ -51,7 +45,7 @@ class GatewayOptions:
     http_port: int = 3500
     grpc_port: int = 50001
     config: str | None = None
-    socket_folder: str = field(default_factory=default_socket_folder)
+    socket_folder: str = field(default_factory=lambda: str(socket_folder()))
     listen_address: str = "127.0.0.1"
     app_id: str = ""
     discovery_timeout: float = 5.0

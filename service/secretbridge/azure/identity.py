@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from types import TracebackType
@@ -34,48 +33,10 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
-from secretbridge.errors import FailedPrecondition, InvalidArgument
-from secretbridge.metadata import ParsedMetadata, Property
-
-
-class AzureEnvironment(StrEnum):
-    """The Azure clouds, by the names Dapr's metadata uses."""
-
-    PUBLIC = "AzurePublicCloud"
-    CHINA = "AzureChinaCloud"
-    US_GOVERNMENT = "AzureUSGovernmentCloud"
-
-
-#: The Microsoft Entra ID host of each cloud (service principals and workload identity sign in there).
-AUTHORITY_HOSTS: dict[AzureEnvironment, str] = {
-    AzureEnvironment.PUBLIC: "login.microsoftonline.com",
-    AzureEnvironment.CHINA: "login.chinacloudapi.cn",
-    AzureEnvironment.US_GOVERNMENT: "login.microsoftonline.us",
-}
-
-_ENVIRONMENT_SPELLINGS: dict[str, AzureEnvironment] = {
-    "azurepubliccloud": AzureEnvironment.PUBLIC,
-    "azurepublic": AzureEnvironment.PUBLIC,
-    "azurechinacloud": AzureEnvironment.CHINA,
-    "azurechina": AzureEnvironment.CHINA,
-    "azureusgovernmentcloud": AzureEnvironment.US_GOVERNMENT,
-    "azureusgovernment": AzureEnvironment.US_GOVERNMENT,
-}
-
-
-def parse_environment(text: str) -> AzureEnvironment:
-    """`AzurePublicCloud`, `AzurePublic`, ... (any case) to an `AzureEnvironment`."""
-    try:
-        return _ENVIRONMENT_SPELLINGS[text.strip().lower()]
-    except KeyError:
-        raise ValueError(text) from None
-
-
-def _check_environment(value: str) -> str | None:
-    if value.strip().lower() in _ENVIRONMENT_SPELLINGS:
-        return None
-    return f"must be one of {', '.join(e.value for e in AzureEnvironment)} (or AzurePublic, AzureChina, " \
-           f"AzureUSGovernment); got {value!r}"
+from secretbridge.azure.hosts import AUTHORITY_HOSTS, AzureEnvironment, check_environment, parse_environment
+from secretbridge.azure.redaction import safe_cause
+from secretbridge.core.errors import FailedPrecondition, InvalidArgument
+from secretbridge.core.metadata import ParsedMetadata, Property
 
 
 class AuthMethod(StrEnum):
@@ -125,7 +86,7 @@ AZURE_PROPERTIES: tuple[Property, ...] = (
         "forms AzurePublic, AzureChina, AzureUSGovernment are accepted).",
         default=AzureEnvironment.PUBLIC.value,
         aliases=("azureCloud",),
-        check=_check_environment,
+        check=check_environment,
     ),
     Property(
         "azureAuthMethod",
@@ -365,38 +326,3 @@ class SingleFlightCredential(AsyncTokenCredential):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.close()
-
-
-_JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*")
-_TOKEN_FIELD = re.compile(
-    r"""(["']?(?:access_token|refresh_token|id_token|client_secret|client_assertion)["']?\s*[:=]\s*["']?)"""
-    r"""[^"'\s,&}]+""",
-    re.IGNORECASE,
-)
-_BEARER = re.compile(r"(Bearer\s+)[\w.~+/=-]+", re.IGNORECASE)
-_MAX_CAUSE = 300
-
-
-def redact(text: str, metadata: ParsedMetadata | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """`text` with tokens, the identity header and configured secrets replaced by `[redacted]`."""
-    env = os.environ if environ is None else environ
-    secrets = [env.get("IDENTITY_HEADER"), env.get("MSI_SECRET"), env.get("AZURE_CLIENT_SECRET"),
-               env.get("AZURE_CLIENT_CERTIFICATE_PASSWORD")]
-    if metadata is not None:
-        secrets += [metadata.get("azureClientSecret"), metadata.get("azureCertificatePassword")]
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    text = _JWT.sub("[redacted]", text)
-    text = _BEARER.sub(r"\1[redacted]", text)
-    return _TOKEN_FIELD.sub(r"\1[redacted]", text)
-
-
-def safe_cause(exc: BaseException, metadata: ParsedMetadata | None = None) -> str:
-    """`"<ExceptionClass>: <first part of its message>"`, scrubbed by `redact`, on one line."""
-    text = " ".join(str(exc).split())
-    text = redact(text, metadata)
-    if len(text) > _MAX_CAUSE:
-        text = text[:_MAX_CAUSE] + "…"
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name

@@ -15,12 +15,12 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from secretbridge import stores
-from secretbridge.cache import CACHE_PROPERTIES, CachedStore
-from secretbridge.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from secretbridge.metadata import Kind, ParsedMetadata, Property, parse_metadata
-from secretbridge.names import check_name, get_options, show_name
-from secretbridge.stores.base import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
+from secretbridge import backends as stores
+from secretbridge.backends.contract import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
+from secretbridge.core.errors import FailedPrecondition, PermissionDenied
+from secretbridge.core.metadata import ParsedMetadata
+from secretbridge.core.names import check_name, get_options, show_name
+from secretbridge.runtime.cache import CachedStore
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +31,9 @@ RETIRE_GRACE = 10.0
 #: Local stores have no requestTimeout; this bounds a call on a stuck filesystem.
 LOCAL_TIMEOUT = 30.0
 
-COMMON_PROPERTIES: tuple[Property, ...] = (
-    Property(
-        "backend",
-        "Which store serves this Component.",
-        required=True,
-        choices=stores.backend_names(),
-    ),
-    Property(
-        "allowedSecrets",
-        "Comma-separated names this instance may serve; when set, every other name is refused "
-        "and left out of bulk reads (defence in depth beside daprd's secret scopes).",
-        Kind.LIST,
-        default=(),
-    ),
-    Property(
-        "deniedSecrets",
-        "Comma-separated names this instance never serves, not even in bulk reads.",
-        Kind.LIST,
-        default=(),
-    ),
-)
-
-
 def label(instance: str) -> str:
     """How messages name an instance."""
     return f"instance '{instance}'" if instance != DEFAULT_INSTANCE else "the default instance"
-
-
-def properties_for(cls: type[SecretStore]) -> tuple[Property, ...]:
-    """Every property a Component selecting this backend may set."""
-    extra = CACHE_PROPERTIES if cls.remote else ()
-    return (*COMMON_PROPERTIES, *cls.properties, *extra)
 
 
 @dataclass
@@ -73,6 +44,7 @@ class Instance:
     backend: str
     store: SecretStore
     cached: CachedStore | None
+    resolver: CachedStore | None
     allowed: frozenset[str]
     denied: frozenset[str]
 
@@ -129,34 +101,26 @@ class Instance:
             kept = dict(list(kept.items())[:limit])
         return kept
 
-    async def check(self) -> None:
-        await self.store.check()
-
     async def close(self) -> None:
         try:
             if self.cached is not None:
                 await self.cached.close()
             await self.store.close()
+            if self.resolver is not None:
+                await self.resolver.close()
+                await self.resolver.store.close()
         except Exception:
             log.exception("closing a store failed", extra={"instance": self.name, "backend": self.backend})
 
 
 async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
     """Validate a Component's metadata and open its store (raises the project's errors)."""
-    backend = next((v for k, v in raw.items() if k.lower() == "backend"), None)
-    if backend is None or not backend.strip():
-        raise InvalidArgument(
-            "metadata property 'backend' is required: one of " + ", ".join(stores.backend_names())
-        )
-    cls = stores.store_class(backend)
-    metadata: ParsedMetadata = parse_metadata(properties_for(cls), raw)
-    for key in metadata.unknown:
-        hint = metadata.suggestions.get(key)
-        log.warning(
-            "unknown metadata property ignored" + (f"; did you mean '{hint}'?" if hint else ""),
-            extra={"instance": name, "backend": cls.backend, "property": key},
-        )
-    store = cls(metadata, instance=name)
+    valid = stores.validate_component(raw)
+    cls, metadata = valid.cls, valid.metadata
+    for prop, warning in valid.warnings:
+        log.warning(warning, extra={"instance": name, "backend": cls.backend, "property": prop})
+    resolver = references_resolver(metadata, instance=name) if cls.wants_resolver(metadata) else None
+    store = cls(metadata, instance=name, resolver=resolver)
     cached = CachedStore(store, metadata, instance=name) if cls.remote else None
     try:
         await store.open()
@@ -166,15 +130,27 @@ async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
             cached.probe_soon()  # readiness reflects the backend without delaying Init
     except BaseException:
         await store.close()
+        if resolver is not None:
+            await resolver.close()
+            await resolver.store.close()
         raise
     return Instance(
         name=name,
         backend=cls.backend,
         store=store,
         cached=cached,
+        resolver=resolver,
         allowed=frozenset(metadata["allowedSecrets"]),
         denied=frozenset(metadata["deniedSecrets"]),
     )
+
+
+def references_resolver(metadata: ParsedMetadata, *, instance: str) -> CachedStore:
+    """Key Vault references read with the instance's identity, behind the instance's cache."""
+    from secretbridge.azure.reference_reader import ReferenceReader
+
+    reader = ReferenceReader(metadata, timeout=metadata["requestTimeout"], max_retries=metadata["maxRetries"])
+    return CachedStore(reader, metadata, instance=instance)
 
 
 class Instances:

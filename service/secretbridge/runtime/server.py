@@ -29,20 +29,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from secretbridge import errors
-from secretbridge.aioloop import LoopThread
-from secretbridge.instances import DEFAULT_INSTANCE, Instance, Instances, label
-from secretbridge.names import bulk_options
-from secretbridge.observability import REQUEST_SECONDS, REQUESTS, start_http
+from secretbridge.core import errors
+from secretbridge.core.names import bulk_options
+from secretbridge.core.sockets import DEFAULT_SOCKET_NAME
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
+from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instance, Instances, label
+from secretbridge.runtime.loop import LoopThread
+from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS, start_http
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"].full_name
 INSTANCE_HEADER = "x-component-instance"
-DEFAULT_SOCKET_FOLDER = "/tmp/dapr-components-sockets"
-DEFAULT_SOCKET_NAME = "secretbridge"
 #: Large enough for 1 MiB of request metadata or a bulk read of many 25 KB secrets.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Init builds clients and reads files; it contacts a backend only with failFast.
@@ -56,18 +55,6 @@ STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-
-
-def socket_folder(explicit: str | None = None) -> Path:
-    """Where the socket goes: the flag, then daprd's variable, then the injector's, then the default."""
-    for candidate in (
-        explicit,
-        os.environ.get("DAPR_COMPONENTS_SOCKETS_FOLDER"),
-        os.environ.get("DAPR_COMPONENT_SOCKETS_FOLDER"),
-    ):
-        if candidate:
-            return Path(candidate)
-    return Path(DEFAULT_SOCKET_FOLDER)
 
 
 def _instance_of(context: grpc.ServicerContext) -> str:

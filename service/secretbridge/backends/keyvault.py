@@ -2,7 +2,7 @@
 
 `KeyVaultStore` is the `SecretStore` built from a Component's metadata: vault selection, name mapping
 and `keyPrefix`, multi-valued secrets, expiry, and a BulkGet that reads values while it is still
-listing, under a bound. Reads go through `secretbridge.vault.VaultReader`.
+listing, under a bound. Reads go through `secretbridge.azure.vault.VaultReader`.
 """
 
 from __future__ import annotations
@@ -17,29 +17,22 @@ from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 
-from secretbridge.errors import (
-    FailedPrecondition,
-    InvalidArgument,
-    SecretStoreError,
-)
-from secretbridge.identity import (
+from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, is_azure_vault_host
+from secretbridge.azure.identity import (
     AZURE_PROPERTIES,
-    AzureEnvironment,
     build_credential,
     describe_identity,
     environment_of,
 )
-from secretbridge.metadata import Kind, ParsedMetadata, Property
-from secretbridge.names import show_name
-from secretbridge.stores.base import JSON_MULTI_VALUED, SecretStore, json_members
-from secretbridge.vault import (
-    SECRET_NAME,
-    VAULT_NAME,
-    VAULT_SUFFIXES,
-    HttpSession,
-    VaultReader,
-    is_azure_vault_host,
+from secretbridge.azure.vault import HttpSession, VaultReader
+from secretbridge.backends.contract import JSON_MULTI_VALUED, ReferenceResolver, SecretStore, json_members
+from secretbridge.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    SecretStoreError,
 )
+from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.names import show_name
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +119,10 @@ class KeyVaultStore(SecretStore):
     supports_versions: ClassVar[bool] = True
     remote: ClassVar[bool] = True
 
-    def __init__(self, metadata: ParsedMetadata, *, instance: str) -> None:
-        super().__init__(metadata, instance=instance)
+    def __init__(
+        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+    ) -> None:
+        super().__init__(metadata, instance=instance, resolver=resolver)
         self.vault_url, self.environment, self.vault_label = self._resolve_vault(metadata)
         self.verify_challenge_resource = not metadata.get("disableChallengeResourceVerification", False)
         host = urlsplit(self.vault_url).hostname or ""
@@ -249,13 +244,6 @@ class KeyVaultStore(SecretStore):
         if self._reader is None:
             raise FailedPrecondition(f"the keyvault store for {self.vault_label} is not open")
         return self._reader
-
-    @property
-    def credential(self) -> AsyncTokenCredential:
-        """The store's credential (after `open`), to read other vaults with the same identity."""
-        if self._credential is None:
-            raise FailedPrecondition(f"the keyvault store for {self.vault_label} is not open")
-        return self._credential
 
     async def check(self) -> None:
         """List one secret: proves the vault is reachable and the identity may list."""

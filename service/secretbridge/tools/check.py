@@ -14,10 +14,8 @@ from typing import Any
 
 import yaml
 
-from secretbridge import stores
-from secretbridge.errors import InvalidArgument, SecretStoreError
-from secretbridge.instances import properties_for
-from secretbridge.metadata import parse_metadata
+from secretbridge import backends as stores
+from secretbridge.core.errors import SecretStoreError
 
 
 @dataclass
@@ -58,19 +56,11 @@ def check_component(document: dict[str, Any], source: str) -> Finding:
         value = item.get("value", "")
         raw[str(item["name"])] = "true" if value is True else "false" if value is False else str(value)
     try:
-        backend = next((v for k, v in raw.items() if k.lower() == "backend"), "")
-        if not backend:
-            choices = ", ".join(stores.backend_names())
-            raise InvalidArgument(f"metadata property 'backend' is required: one of {choices}")
-        parsed = parse_metadata(properties_for(stores.store_class(backend)), raw)
+        valid = stores.validate_component(raw)
     except SecretStoreError as err:
         finding.errors.append(err.message)
         return finding
-    for key in parsed.unknown:
-        hint = parsed.suggestions.get(key)
-        finding.warnings.append(
-            f"unknown metadata property '{key}' is ignored" + (f"; did you mean '{hint}'?" if hint else "")
-        )
+    finding.warnings.extend(text for _, text in valid.warnings)
     return finding
 
 

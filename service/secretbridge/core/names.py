@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from secretbridge.errors import InvalidArgument
+from secretbridge.core.errors import InvalidArgument
 
 MAX_NAME_LENGTH = 1024
 _SHOWN = 80

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 import yaml
 
-from secretbridge.errors import FailedPrecondition, NotFound
-from secretbridge.metadata import Kind, Property
-from secretbridge.names import show_name
-from secretbridge.stores.base import SecretStore
+from secretbridge.backends.contract import SecretStore
+from secretbridge.core.errors import FailedPrecondition, NotFound
+from secretbridge.core.metadata import Kind, Property
+from secretbridge.core.names import show_name
 
 log = logging.getLogger(__name__)
 

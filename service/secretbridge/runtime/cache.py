@@ -14,12 +14,12 @@ import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from secretbridge.errors import DeadlineExceeded, NotFound, SecretStoreError, Unavailable
-from secretbridge.metadata import Kind, ParsedMetadata, Property, format_duration
-from secretbridge.names import show_name
-from secretbridge.observability import (
+from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, SecretStoreError, Unavailable
+from secretbridge.core.metadata import ParsedMetadata, format_duration
+from secretbridge.core.names import show_name
+from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
     BACKEND_SECONDS,
     CACHE_ENTRIES,
@@ -28,66 +28,9 @@ from secretbridge.observability import (
     STALE_AGE,
     STALE_SERVED,
 )
-from secretbridge.stores.base import SecretStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-CACHE_PROPERTIES: tuple[Property, ...] = (
-    Property(
-        "cacheTTL",
-        "How long a value read from the backend is served without asking it again; 0 turns the cache off.",
-        Kind.DURATION,
-        default=30.0,
-        minimum=0.0,
-    ),
-    Property(
-        "negativeCacheTTL",
-        "How long a 'not found' answer is remembered, so a loop asking for a missing name "
-        "cannot hammer the backend; 0 turns it off.",
-        Kind.DURATION,
-        default=5.0,
-        minimum=0.0,
-    ),
-    Property(
-        "maxStale",
-        "When a refresh fails (backend down, throttled, identity endpoint down), how long the last "
-        "good value is still served; 0 never serves stale values.",
-        Kind.DURATION,
-        default=3600.0,
-        minimum=0.0,
-    ),
-    Property(
-        "cacheMaxEntries",
-        "The most secrets (and versions) kept in memory per instance; the least recently used go first.",
-        Kind.INT,
-        default=100_000,
-        minimum=1,
-    ),
-    Property(
-        "requestTimeout",
-        "The longest one backend call may take, retries included, before the read fails with "
-        "DEADLINE_EXCEEDED (or is served stale).",
-        Kind.DURATION,
-        default=5.0,
-        minimum=0.001,
-    ),
-    Property(
-        "maxConcurrentRequests",
-        "The most backend calls one instance makes at once; more wait their turn.",
-        Kind.INT,
-        default=32,
-        minimum=1,
-    ),
-    Property(
-        "failFast",
-        "Fail Init when the backend cannot be reached; by default the instance starts and "
-        "reports not-ready until it can.",
-        Kind.BOOL,
-        default=False,
-    ),
-)
-
 
 #: A versioned read never changes, so it is kept this long whatever cacheTTL says.
 VERSIONED_TTL = 24 * 3600.0
@@ -99,10 +42,22 @@ BULK_TIMEOUT_FACTOR = 10
 STALE_LOG_EVERY = 30.0
 
 
+class Source(Protocol):
+    """What the cache reads through: a backend's store, or the Key Vault reference reader."""
+
+    @property
+    def backend(self) -> str: ...
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]: ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass
 class _Entry:
     data: dict[str, str] | None  # None: a remembered not-found
-    fetched_at: float
     expires_at: float
     refresh_at: float
     not_found: str = ""  # the NotFound message, for negative entries
@@ -124,7 +79,7 @@ class CachedStore:
     revoked is a decision, and is surfaced at once.
     """
 
-    def __init__(self, store: SecretStore, metadata: ParsedMetadata, *, instance: str) -> None:
+    def __init__(self, store: Source, metadata: ParsedMetadata, *, instance: str) -> None:
         self.store = store
         self.instance = instance
         self.backend = store.backend
@@ -245,7 +200,7 @@ class CachedStore:
             self._entries.pop(key, None)
             if self.negative_ttl > 0 and self.ttl > 0:
                 now = self.clock()
-                self._put(key, _Entry(None, now, now + self.negative_ttl, math.inf, not_found=err.message))
+                self._put(key, _Entry(None, now + self.negative_ttl, math.inf, not_found=err.message))
             raise
         except (Unavailable, DeadlineExceeded) as err:
             stale = self._entries.get(key)
@@ -304,9 +259,9 @@ class CachedStore:
             return
         now = self.clock()
         if key[1] is not None:
-            self._put(key, _Entry(data, now, now + max(self.ttl, VERSIONED_TTL), math.inf, last_used=now))
+            self._put(key, _Entry(data, now + max(self.ttl, VERSIONED_TTL), math.inf, last_used=now))
         else:
-            self._put(key, _Entry(data, now, now + self.ttl, now + self.ttl * REFRESH_AHEAD_AT, last_used=now))
+            self._put(key, _Entry(data, now + self.ttl, now + self.ttl * REFRESH_AHEAD_AT, last_used=now))
 
     def _put(self, key: _Key, entry: _Entry) -> None:
         self._entries[key] = entry
@@ -394,7 +349,10 @@ class CachedStore:
     async def _load_bulk(self, limit: int | None) -> dict[str, dict[str, str]]:
         timeout = self.timeout * BULK_TIMEOUT_FACTOR
         try:
-            every = await self._call("bulk_get", self.store.bulk_get(limit), timeout)
+            bulk_get = getattr(self.store, "bulk_get", None)
+            if bulk_get is None:
+                raise FailedPrecondition(f"the {self.backend} reads behind this cache cannot list secrets")
+            every = await self._call("bulk_get", bulk_get(limit), timeout)
         except (Unavailable, DeadlineExceeded):
             now = self.clock()
             stale = self._listing(limit, now, stale=True) if self.ttl > 0 else None

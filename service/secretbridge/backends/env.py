@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from secretbridge.errors import NotFound, PermissionDenied
-from secretbridge.metadata import Property
-from secretbridge.names import show_name
-from secretbridge.stores.base import SecretStore
+from secretbridge.backends.contract import SecretStore
+from secretbridge.core.errors import NotFound, PermissionDenied
+from secretbridge.core.metadata import Property
+from secretbridge.core.names import show_name
 
 #: Variables that hold this process's own credentials or Dapr's, never app secrets.
 FORBIDDEN = frozenset(

@@ -1,5 +1,4 @@
-"""Talking to one Azure Key Vault: hosts, secret URIs and `@Microsoft.KeyVault(...)` references,
-the HTTP session, and `VaultReader`.
+"""The Key Vault client: the HTTP session and `VaultReader`, which reads one vault.
 
 `VaultReader` holds one vault, one credential and the azure `aio` SecretClient, and translates every
 SDK failure into the project's errors with a message naming the secret, the vault and the identity
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import ssl
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -41,7 +39,10 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 
-from secretbridge.errors import (
+from secretbridge.azure.hosts import is_azure_vault_host
+from secretbridge.azure.identity import TokenRequestError
+from secretbridge.azure.redaction import safe_cause
+from secretbridge.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -50,116 +51,10 @@ from secretbridge.errors import (
     SecretStoreError,
     Unavailable,
 )
-from secretbridge.identity import (
-    AzureEnvironment,
-    TokenRequestError,
-    safe_cause,
-)
-from secretbridge.metadata import ParsedMetadata
-from secretbridge.names import show_name
+from secretbridge.core.metadata import ParsedMetadata
+from secretbridge.core.names import show_name
 
 logger = logging.getLogger(__name__)
-
-
-#: The DNS suffix of Key Vault in each cloud.
-VAULT_SUFFIXES: dict[AzureEnvironment, str] = {
-    AzureEnvironment.PUBLIC: "vault.azure.net",
-    AzureEnvironment.CHINA: "vault.azure.cn",
-    AzureEnvironment.US_GOVERNMENT: "vault.usgovcloudapi.net",
-}
-# Hosts that are certainly real Key Vaults (or Managed HSMs), where the challenge's resource must
-# be verified: turning verification off there would let a spoofed challenge redirect the token.
-_AZURE_VAULT_DOMAINS = (
-    *VAULT_SUFFIXES.values(),
-    "vault.microsoftazure.de",
-    "managedhsm.azure.net",
-    "managedhsm.azure.cn",
-    "managedhsm.usgovcloudapi.net",
-)
-
-#: Key Vault's rule for secret names.
-SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-VAULT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
-
-def is_azure_vault_host(host: str) -> bool:
-    """Whether a host is a real Azure Key Vault (or Managed HSM) host, in any cloud."""
-    host = host.lower().rstrip(".")
-    return any(host == d or host.endswith("." + d) for d in _AZURE_VAULT_DOMAINS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Key Vault references
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """A secret in some vault: `vault_url` like `https://myvault.vault.azure.net`."""
-
-    vault_url: str
-    name: str
-    version: str | None = None
-
-
-def parse_secret_uri(uri: str) -> SecretRef:
-    """`https://<vault>.vault.azure.net/secrets/<name>[/<version>][/]` to a `SecretRef`.
-
-    Any https host is accepted (emulators, sovereign clouds); raises `InvalidArgument` otherwise.
-    """
-    parts = urlsplit(uri.strip())
-    segments = [s for s in parts.path.split("/") if s]
-    if (
-        parts.scheme.lower() != "https"
-        or not parts.hostname
-        or parts.query
-        or parts.fragment
-        or len(segments) not in (2, 3)
-        or segments[0].lower() != "secrets"
-        or not SECRET_NAME.match(segments[1])
-    ):
-        raise InvalidArgument(
-            f"{show_name(uri)} is not a Key Vault secret URI "
-            "(https://<vault>.vault.azure.net/secrets/<name>[/<version>])"
-        )
-    version = segments[2] if len(segments) == 3 else None
-    return SecretRef(vault_url=f"https://{parts.netloc}", name=segments[1], version=version)
-
-
-_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\((?P<body>.*)\)\s*$", re.IGNORECASE | re.DOTALL)
-
-
-def parse_reference(text: str, environment: AzureEnvironment = AzureEnvironment.PUBLIC) -> SecretRef | None:
-    """An App Service / Container Apps Key Vault reference, or None when `text` is not one.
-
-    Accepts `@Microsoft.KeyVault(SecretUri=<uri>)` and
-    `@Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>[;SecretVersion=<version>])`
-    (the vault's host then comes from `environment`). A malformed reference raises `InvalidArgument`.
-    """
-    match = _REFERENCE.match(text)
-    if match is None:
-        return None
-    fields: dict[str, str] = {}
-    for part in match.group("body").split(";"):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise InvalidArgument("a Key Vault reference has a part without '=' (expected Key=Value pairs)")
-        fields[key.strip().lower()] = value.strip()
-    if "secreturi" in fields:
-        return parse_secret_uri(fields["secreturi"])
-    vault, name = fields.get("vaultname"), fields.get("secretname")
-    if not vault or not name:
-        raise InvalidArgument(
-            "a Key Vault reference needs SecretUri=..., or VaultName=...;SecretName=...[;SecretVersion=...]"
-        )
-    if not VAULT_NAME.match(vault) or not SECRET_NAME.match(name):
-        raise InvalidArgument(f"a Key Vault reference names an invalid vault or secret ({show_name(vault)}, "
-                              f"{show_name(name)})")
-    return SecretRef(
-        vault_url=f"https://{vault}.{VAULT_SUFFIXES[environment]}",
-        name=name,
-        version=fields.get("secretversion") or None,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,9 +239,9 @@ class VaultReader:
             not_before=_epoch(attributes.get("nbf")),
         )
 
-    async def list_properties(self, page_size: int | None = None) -> AsyncGenerator[Any, None]:
+    async def list_properties(self) -> AsyncGenerator[Any, None]:
         """Every secret's properties (latest version's attributes), following every page."""
-        pager = self._client.list_properties_of_secrets(max_page_size=page_size)
+        pager = self._client.list_properties_of_secrets()
         try:
             async for props in pager:
                 yield props

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from secretbridge.errors import InvalidArgument
+from secretbridge.core.errors import InvalidArgument
 
 
 class Kind(StrEnum):

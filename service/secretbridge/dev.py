@@ -10,10 +10,10 @@ instructions, so they stay readable. Never prints a secret value.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
-import os
 import shlex
 import shutil
 import signal
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from secretbridge.core.sockets import TYPE_PREFIX
 from secretbridge.gateway import NOT_DAPRD
 from secretbridge.gateway.components import ResourceError, load_components
-from secretbridge.gateway.discovery import TYPE_PREFIX
 
 log = logging.getLogger("secretbridge.dev")
 
@@ -282,10 +282,30 @@ def run(options: DevOptions) -> int:
     return code
 
 
-def main() -> int:
-    """Run with the defaults `make run` uses (`python -m secretbridge.devrun`)."""
-    return run(DevOptions(resources_path=os.environ.get("SECRETBRIDGE_RESOURCES", "components/local")))
+def add_dev_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `dev` on the main CLI's subparsers and return its parser."""
+    from secretbridge.gateway.cli import add_ports
+
+    parser = subparsers.add_parser(
+        "dev",
+        help="run `serve` plus `gateway` on local components and print how to read a secret",
+        description="Start `secretbridge serve` on a private socket folder and `secretbridge gateway` "
+        "in front of it, wait until both answer, then print a curl line and a Python line that read a "
+        "sample secret. Ctrl-C stops both. " + NOT_DAPRD,
+    )
+    parser.add_argument("--resources-path", required=True, metavar="DIR", help="folder of Dapr Component YAMLs")
+    add_ports(parser)
+    parser.set_defaults(func=run_dev)
+    return parser
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run_dev(args: argparse.Namespace) -> int:
+    """Entry point of `secretbridge dev` (what `make run` calls)."""
+    return run(
+        DevOptions(
+            resources_path=args.resources_path,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            config=args.config,
+        )
+    )

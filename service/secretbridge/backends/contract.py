@@ -1,0 +1,185 @@
+"""The one interface every backend implements.
+
+A store takes names and its parsed metadata, and returns plain dicts or raises
+the project's errors (`secretbridge.core.errors`). It knows nothing of gRPC, wire
+messages, instances, caching or name filtering: those live in front of it.
+All I/O methods are coroutines run on the server's single asyncio loop, so a
+store must never block that loop (use the azure `aio` clients, or
+`asyncio.to_thread` for the filesystem when a read may be slow).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from typing import Any, ClassVar, Protocol
+
+from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+
+#: The one feature a Dapr secret store can advertise.
+MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
+
+#: What a remote backend's cache in front of it understands (the runtime's cache reads these values).
+CACHE_PROPERTIES: tuple[Property, ...] = (
+    Property(
+        "cacheTTL",
+        "How long a value read from the backend is served without asking it again; 0 turns the cache off.",
+        Kind.DURATION,
+        default=30.0,
+        minimum=0.0,
+    ),
+    Property(
+        "negativeCacheTTL",
+        "How long a 'not found' answer is remembered, so a loop asking for a missing name "
+        "cannot hammer the backend; 0 turns it off.",
+        Kind.DURATION,
+        default=5.0,
+        minimum=0.0,
+    ),
+    Property(
+        "maxStale",
+        "When a refresh fails (backend down, throttled, identity endpoint down), how long the last "
+        "good value is still served; 0 never serves stale values.",
+        Kind.DURATION,
+        default=3600.0,
+        minimum=0.0,
+    ),
+    Property(
+        "cacheMaxEntries",
+        "The most secrets (and versions) kept in memory per instance; the least recently used go first.",
+        Kind.INT,
+        default=100_000,
+        minimum=1,
+    ),
+    Property(
+        "requestTimeout",
+        "The longest one backend call may take, retries included, before the read fails with "
+        "DEADLINE_EXCEEDED (or is served stale).",
+        Kind.DURATION,
+        default=5.0,
+        minimum=0.001,
+    ),
+    Property(
+        "maxConcurrentRequests",
+        "The most backend calls one instance makes at once; more wait their turn.",
+        Kind.INT,
+        default=32,
+        minimum=1,
+    ),
+    Property(
+        "failFast",
+        "Fail Init when the backend cannot be reached; by default the instance starts and "
+        "reports not-ready until it can.",
+        Kind.BOOL,
+        default=False,
+    ),
+)
+
+
+#: `multiValued` for stores whose secrets are single strings that may hold a JSON object.
+JSON_MULTI_VALUED = Property(
+    "multiValued",
+    "A secret whose value is a JSON object is served as its keys (non-string members as JSON "
+    "text); other values are served as {name: value}.",
+    Kind.BOOL,
+    default=False,
+)
+
+
+def json_members(name: str, value: str) -> dict[str, str]:
+    """A multi-valued answer for a string secret: a JSON object's members, else `{name: value}`."""
+    try:
+        parsed: Any = json.loads(value)
+    except ValueError:
+        return {name: value}
+    if not isinstance(parsed, dict):
+        return {name: value}
+    return {
+        str(key): member if isinstance(member, str) else json.dumps(member, separators=(",", ":"))
+        for key, member in parsed.items()
+    }
+
+
+class ReferenceResolver(Protocol):
+    """Reads Key Vault secrets by URI (`https://<host>/secrets/<name>`) with the instance's identity.
+
+    The runtime builds it (the Key Vault client behind the instance's cache) for a backend whose
+    `wants_resolver` says so; the backend vets each reference before asking.
+    """
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        """`{uri: value}` for the secret at `uri` (latest, or `version`)."""
+        ...
+
+
+class SecretStore(abc.ABC):
+    """A backend instance, built from one Component's metadata.
+
+    The constructor does no I/O, so building one is how `validate` runs every rule a Component
+    must pass; `open` then reaches files and clients.
+    """
+
+    #: The `metadata.backend` value that selects this store.
+    backend: ClassVar[str]
+    #: One line for `secretbridge backends` and the docs.
+    summary: ClassVar[str]
+    #: The metadata this backend understands (beyond the common properties).
+    properties: ClassVar[tuple[Property, ...]] = ()
+    #: Whether `get` understands a `version_id`.
+    supports_versions: ClassVar[bool] = False
+    #: A network backend: reads go through the cache and carry timeouts.
+    remote: ClassVar[bool] = False
+
+    def __init__(
+        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+    ) -> None:
+        self.metadata = metadata
+        self.instance = instance
+        self.resolver = resolver
+
+    @classmethod
+    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+        """Every rule that needs no I/O, cross-field ones included; returns warnings.
+
+        Raises `InvalidArgument` naming the property. Init and `secretbridge check` both call it,
+        so a Component `check` passes is one Init accepts (as far as can be known offline).
+        """
+        cls(metadata, instance="(validate)")
+        return []
+
+    @classmethod
+    def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
+        """Whether this Component serves Key Vault references and so needs a `ReferenceResolver`."""
+        return False
+
+    @property
+    def multi_valued(self) -> bool:
+        """True when a secret may hold several keys (advertised through Features)."""
+        return bool(self.metadata.get("multiValued", False))
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Finish setting up on the event loop (read files, build clients).
+
+        Raise `FailedPrecondition` naming the property when a resource it names
+        is unusable. Must not need a remote backend to be reachable; `check`
+        is for that.
+        """
+
+    async def check(self) -> None:  # noqa: B027 - optional hook
+        """Prove the backend is reachable (readiness, `failFast`); raise if not."""
+
+    @abc.abstractmethod
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        """One secret: `{name: value}` single-valued, `{key: value, ...}` multi-valued.
+
+        `name` is the name the app asked for; the store applies its own name
+        mapping but keys single-valued `data` by this name. Raise `NotFound`
+        for an unknown secret or version.
+        """
+
+    @abc.abstractmethod
+    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+        """Every secret the store serves, `{name: {key: value}}`, at most `limit` of them."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients, watchers and files. Called once, on re-Init or shutdown."""
