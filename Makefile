@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs clean
+.PHONY: setup run test lint bench proto docs lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ bench: setup
 
 docs: setup
 	$(PY) -m secretbridge backends --markdown > docs/metadata.md
+
+# The image's dependencies, pinned with hashes (deploy/Dockerfile installs them with --require-hashes):
+# pyproject.toml's runtime dependencies, and its build backend. Pins that still fit pyproject.toml are
+# kept; `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest allowed release. Local wheel
+# folders (PIP_FIND_LINKS) stay out: the hashes must be those of the files the index serves.
+LOCK_FLAGS ?=
+PIP_COMPILE := env -u PIP_FIND_LINKS CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
+
+lock: setup
+	$(PIP_COMPILE) --output-file deploy/requirements.lock pyproject.toml
+	$(PIP_COMPILE) --only-build-deps --build-deps-for wheel --output-file deploy/build-requirements.lock pyproject.toml
 
 proto: setup
 	$(PY) -m secretbridge.proto.generate
