@@ -1,4 +1,4 @@
-"""The Kubernetes manifests users copy: valid for the API server, "restricted", probed sensibly.
+"""The Kubernetes manifests users copy: valid for the API server, "restricted", socket shared, probed sensibly.
 
 Offline: the schemas are the Kubernetes OpenAPI-derived JSON schemas that the kubernetes-validate package
 ships; the Pod Security Standard "restricted" rules are checked field by field.
@@ -18,6 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 COMPONENT_CONTAINER = "dapr.io/component-container"
+SOCKET_GID = 65532  # the gid of daprd's image (distroless nonroot, 65532:65532)
 # Native sidecars (init containers with restartPolicy: Always) are on by default from 1.29.
 OLDEST, NEWEST = "1.29", kubernetes_validate.latest_version()
 
@@ -164,6 +165,31 @@ def test_the_restricted_check_refuses_what_it_should() -> None:
     pod = {"runAsNonRoot": True, "seccompProfile": sound["seccompProfile"]}
     assert restricted_violations({"securityContext": inherits}, {}) != []
     assert restricted_violations({"securityContext": inherits}, pod) == []
+
+
+def args_value(container: Doc, flag: str) -> str | None:
+    args = [*container.get("command", []), *container.get("args", [])]
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def test_daprd_and_secretbridge_share_the_socket_group() -> None:
+    for where, template in pod_specs():
+        spec = template["spec"]
+        if any(is_secretbridge(c) for c in containers(spec)) or template["metadata"].get("annotations", {}).get(
+            "dapr.io/inject-pluggable-components"
+        ) == "true":
+            # fsGroup: Kubernetes makes the socket volume group-owned by it (setgid) and adds it to the groups of
+            # every container in the pod, daprd included (the injector sets no pod-level securityContext).
+            assert spec["securityContext"]["fsGroup"] == SOCKET_GID, where
+    for where, container in secretbridge_containers():
+        assert args_value(container, "--socket-group") == str(SOCKET_GID), where
+        assert container["securityContext"]["runAsGroup"] == SOCKET_GID, where
+        assert args_value(container, "--socket-mode") is None, f"{where}: the socket stays 0660"
+
+
+def test_the_image_runs_with_the_socket_group() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert f"USER 10001:{SOCKET_GID}" in dockerfile.splitlines()
 
 
 def test_liveness_asks_the_process_and_readiness_the_backends() -> None:
