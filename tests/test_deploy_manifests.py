@@ -1,4 +1,4 @@
-"""The Kubernetes manifests users copy: valid for the API server, "restricted", socket shared, probed sensibly.
+"""The Kubernetes manifests users copy: valid for the API server, "restricted", socket shared, started in order.
 
 Offline: the schemas are the Kubernetes OpenAPI-derived JSON schemas that the kubernetes-validate package
 ships; the Pod Security Standard "restricted" rules are checked field by field.
@@ -190,6 +190,28 @@ def test_daprd_and_secretbridge_share_the_socket_group() -> None:
 def test_the_image_runs_with_the_socket_group() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"USER 10001:{SOCKET_GID}" in dockerfile.splitlines()
+
+
+def test_the_declared_sidecar_starts_before_daprd_with_its_socket_ready() -> None:
+    manual = DOCS["app-manual.yaml:Deployment/orders"]["spec"]["template"]
+    annotations, spec = manual["metadata"]["annotations"], manual["spec"]
+    (sidecar,) = [c for c in spec["initContainers"] if is_secretbridge(c)]
+    # A native sidecar: Kubernetes starts what follows (daprd in containers, or daprd appended to
+    # initContainers under dapr.io/enable-native-sidecar) only once its startupProbe has passed.
+    assert sidecar["restartPolicy"] == "Always"
+    assert spec["initContainers"][0] is sidecar
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    name = args_value(sidecar, "--name") or "secretbridge"
+    # The socket daprd will look for: on our volume, which the injector mounts into daprd at the same folder.
+    volume, folder = annotations["dapr.io/volume-mounts-rw"].split(":")
+    assert mounts[volume] == folder == "/tmp/dapr-components-sockets"
+    assert {"name": volume, "emptyDir": {"sizeLimit": "16Mi"}} in spec["volumes"]
+    assert sidecar["startupProbe"]["exec"]["command"] == ["/usr/bin/test", "-S", f"{folder}/{name}.sock"]
+    probe = sidecar["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 60
+    # The injector's own socket volume would be mounted at the same folder in daprd: a pod it rejects.
+    assert "dapr.io/inject-pluggable-components" not in annotations
+    assert "secretbridge" not in annotations.get("dapr.io/pluggable-components", "")
 
 
 def test_liveness_asks_the_process_and_readiness_the_backends() -> None:
