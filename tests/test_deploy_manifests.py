@@ -224,3 +224,43 @@ def test_liveness_asks_the_process_and_readiness_the_backends() -> None:
         assert live.get("periodSeconds", 10) * live.get("failureThreshold", 3) >= 120, where
         if "startupProbe" in container:
             assert "/readyz" not in json.dumps(container["startupProbe"]), where
+
+
+CONTAINER_APPS = ROOT / "deploy" / "containerapps"
+
+
+def test_the_container_app_shares_the_socket_with_daprd_alone() -> None:
+    app = yaml.safe_load((CONTAINER_APPS / "app.yaml").read_text())
+    template = app["properties"]["template"]
+    by_name = {c["name"]: c for c in template["containers"]}
+    (socket_volume,) = [v["name"] for v in template["volumes"] if v["storageType"] == "EmptyDir"]
+    mounting = {
+        name for name, c in by_name.items() if socket_volume in {m["volumeName"] for m in c.get("volumeMounts", [])}
+    }
+    assert mounting == {"secretbridge", "daprd"}
+    for name in mounting:
+        (mount,) = [m for m in by_name[name]["volumeMounts"] if m["volumeName"] == socket_volume]
+        assert mount["mountPath"] == "/tmp/dapr-components-sockets", name
+    # No fsGroup on Container Apps: secretbridge's image gives the socket its primary group, daprd's gid.
+    assert args_value(by_name["secretbridge"], "--socket-group") == str(SOCKET_GID)
+    assert args_value(by_name["secretbridge"], "--socket-mode") is None
+    probes = {p["type"]: p for p in by_name["secretbridge"]["probes"]}
+    live, ready = probes["Liveness"], probes["Readiness"]
+    assert live["httpGet"] == {"path": "/healthz", "port": 8081}
+    assert ready["httpGet"] == {"path": "/readyz", "port": 8081}
+    assert live["timeoutSeconds"] >= 5 and live["periodSeconds"] * live["failureThreshold"] >= 120
+    # Container Apps' limits on probe settings.
+    for probe in probes.values():
+        assert 1 <= probe.get("failureThreshold", 3) <= 10 and 1 <= probe.get("periodSeconds", 10) <= 240
+
+
+def test_the_bicep_template_says_the_same() -> None:
+    bicep = (CONTAINER_APPS / "main.bicep").read_text()
+    assert f"'--socket-group', '{SOCKET_GID}'" in bicep
+    assert "--socket-mode" not in bicep
+    assert (
+        "{ type: 'Liveness', httpGet: { path: '/healthz', port: 8081 }, periodSeconds: 20, timeoutSeconds: 5, "
+        "failureThreshold: 6 }" in bicep
+    )
+    assert "{ type: 'Readiness', httpGet: { path: '/readyz', port: 8081 }" in bicep
+    assert bicep.count("{ volumeName: 'dapr-sockets', mountPath: '/tmp/dapr-components-sockets' }") == 2

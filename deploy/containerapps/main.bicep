@@ -1,6 +1,8 @@
 // The Container App of app.yaml in Bicep: the app, secretbridge and its own daprd
 // sharing an EmptyDir socket volume, a user-assigned identity with the
-// Key Vault Secrets User role on the vault.
+// Key Vault Secrets User role on the vault. The socket is mode 0660, group 65532:
+// secretbridge's image runs as 10001:65532, daprd's as 65532:65532 (Container Apps
+// has no fsGroup). Start order and who may connect: app.yaml's header, docs/deployment.md.
 param location string = resourceGroup().location
 param environmentId string
 param vaultName string
@@ -64,14 +66,17 @@ resource app 'Microsoft.App/containerApps@2024-03-01' = {
         {
           name: 'secretbridge'
           image: secretbridgeImage
+          args: [ '--name', 'secretbridge', '--socket-group', '65532' ]
           env: [ { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId } ]
           volumeMounts: [
             { volumeName: 'dapr-sockets', mountPath: '/tmp/dapr-components-sockets' }
             { volumeName: 'app-secrets', mountPath: '/mnt/secrets' }
           ]
           probes: [
-            { type: 'Readiness', httpGet: { path: '/readyz', port: 8081 } }
-            { type: 'Liveness', httpGet: { path: '/healthz', port: 8081 } }
+            // Readiness: can the backends serve? Liveness: does the process answer (never the vault),
+            // with two minutes' grace.
+            { type: 'Readiness', httpGet: { path: '/readyz', port: 8081 }, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 }
+            { type: 'Liveness', httpGet: { path: '/healthz', port: 8081 }, periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 6 }
           ]
         }
         {
