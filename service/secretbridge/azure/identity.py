@@ -33,6 +33,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
+from secretbridge.azure.causes import CauseAwareRetryPolicy, describe_cause
 from secretbridge.azure.hosts import AUTHORITY_HOSTS, AzureEnvironment, check_environment, parse_environment
 from secretbridge.azure.redaction import safe_cause
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument
@@ -183,6 +184,8 @@ def build_credential(
     env = os.environ if environ is None else environ
     method = select_auth_method(metadata, env)
     environment = environment_of(metadata)
+    # A token endpoint that does not resolve or refuses: fail now, naming it (IMDS keeps its own).
+    client_kwargs.setdefault("retry_policy_class", CauseAwareRetryPolicy)
     authority: dict[str, str] = {}
     if environment is not AzureEnvironment.PUBLIC:
         authority["authority"] = AUTHORITY_HOSTS[environment]
@@ -278,7 +281,10 @@ class SingleFlightCredential(AsyncTokenCredential):
         except ClientAuthenticationError:
             raise
         except AzureError as exc:
-            raise TokenRequestError(safe_cause(exc), cause_class=type(exc).__name__) from exc
+            # "connection refused by 127.0.0.1:8080", not "ServiceRequestError: Cannot connect ...".
+            described = describe_cause(exc)
+            message = f"{described} (the token endpoint)" if described else safe_cause(exc)
+            raise TokenRequestError(message, cause_class=type(exc).__name__) from exc
 
     async def get_token(
         self,

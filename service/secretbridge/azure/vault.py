@@ -39,6 +39,14 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 
+from secretbridge.azure.causes import (
+    PERMANENT_CAUSES,
+    Cause,
+    CauseAwareRetryPolicy,
+    classify_cause,
+    describe_cause,
+    forbidden_kind,
+)
 from secretbridge.azure.hosts import is_azure_vault_host
 from secretbridge.azure.identity import TokenRequestError
 from secretbridge.azure.redaction import safe_cause
@@ -182,8 +190,7 @@ class VaultReader:
         self._metadata = metadata
         kwargs: dict[str, Any] = {
             "verify_challenge_resource": verify_challenge_resource,
-            "retry_total": max_retries,
-            "retry_status": max_retries,
+            "retry_policy": CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),
         }
         if transport is not None:
             kwargs["transport"] = transport
@@ -271,7 +278,16 @@ class VaultReader:
     def error(
         self, exc: BaseException, shown: str | None, version: str | None, *, action: str | None = None
     ) -> SecretStoreError:
-        """The project's error for an SDK failure while reading `shown` (or doing `action`)."""
+        """The project's error for an SDK failure while reading `shown` (or doing `action`), its
+        `cause` set to the kind of failure (`azure.causes.Cause`) for readiness and the doctor."""
+        err = self._error(exc, shown, version, action)
+        if err.cause is None:
+            err.cause = classify_cause(exc).value
+        return err
+
+    def _error(
+        self, exc: BaseException, shown: str | None, version: str | None, action: str | None
+    ) -> SecretStoreError:
         if shown is not None:
             what = f"secret {show_name(shown)}" + (f" version {show_name(version)}" if version else "")
             doing = f"read {what}"
@@ -291,31 +307,47 @@ class VaultReader:
                 )
             from azure.identity import CredentialUnavailableError
 
+            kind = classify_cause(exc)
+            token_cause = exc.message if isinstance(exc, TokenRequestError) else cause
             if (
                 isinstance(exc, CredentialUnavailableError | TokenRequestError)
                 or status is None or status >= 500 or status == 429
             ):
-                return Unavailable(f"could not get a token for {identity} to {doing} in {label}: {cause}")
+                return Unavailable(
+                    f"could not get a token for {identity} to {doing} in {label}: {token_cause}",
+                    cause=kind.value if kind in PERMANENT_CAUSES else Cause.TOKEN.value,
+                )
             return PermissionDenied(
-                f"the token endpoint refused {identity} ({status}) trying to {doing} in {label}: {cause}"
+                f"the token endpoint refused {identity} ({status}) trying to {doing} in {label}: {cause}",
+                cause=Cause.TOKEN.value,
             )
         if isinstance(exc, ServiceRequestTimeoutError | ServiceResponseTimeoutError):
             return DeadlineExceeded(f"{label} did not answer in time trying to {doing}: {type(exc).__name__}")
         if isinstance(exc, ServiceRequestError | ServiceResponseError):
             where = label if self.vault_url in label else f"{label} ({self.vault_url})"
-            return Unavailable(f"cannot reach {where} to {doing}: {cause}")
+            # "cannot resolve host …", "connection refused by …", "TLS handshake with … failed: …"
+            return Unavailable(f"cannot reach {where} to {doing}: {describe_cause(exc) or cause}")
         if isinstance(exc, HttpResponseError):
             status = exc.status_code or 0
             code = exc.error.code if exc.error is not None else None
             inner = _inner_code(exc)
             reason = "/".join(str(c) for c in (code, inner) if c) or (exc.reason or "")
             if status == 403 and inner == "SecretDisabled":
-                return FailedPrecondition(f"{what} is disabled in {label}")
+                return FailedPrecondition(f"{what} is disabled in {label}", cause=Cause.DISABLED.value)
             if status == 403:
+                message = exc.error.message if exc.error is not None else None
+                if forbidden_kind(inner, message) is Cause.FORBIDDEN_ACCESS_POLICY:
+                    return PermissionDenied(
+                        f"{identity} may not {doing} in {label} (403 {reason}): the vault uses access "
+                        "policies; give the identity 'get' and 'list' secret permissions in it (or move the "
+                        "vault to Azure RBAC and grant the 'Key Vault Secrets User' role)",
+                        cause=Cause.FORBIDDEN_ACCESS_POLICY.value,
+                    )
                 return PermissionDenied(
                     f"{identity} may not {doing} in {label} (403 {reason}): grant it the "
                     "'Key Vault Secrets User' role on the vault (or 'get' and 'list' secret permissions "
-                    "in the vault's access policy)"
+                    "in the vault's access policy)",
+                    cause=Cause.FORBIDDEN_RBAC.value,
                 )
             if status == 400:
                 return InvalidArgument(f"{label} refused the request to {doing} (400 {reason})")

@@ -12,9 +12,12 @@ from __future__ import annotations
 class SecretStoreError(Exception):
     """Base class; `message` is shown to daprd and the app as it is."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: What kind of failure, when known ("dns", "refused", "tls", ... see `azure.causes`):
+        #: for readiness and `secretbridge doctor`, which tell the user what to fix.
+        self.cause = cause
 
     def __str__(self) -> str:
         return self.message
