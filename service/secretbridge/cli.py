@@ -1,5 +1,5 @@
-"""The `secretbridge` command: `serve` (the component), `backends` (metadata docs),
-and the development `gateway` and `dev` commands."""
+"""The `secretbridge` command: `serve` (the component), `check` and `doctor` (diagnosis),
+`backends` (metadata docs), and the development `gateway` and `dev` commands."""
 
 from __future__ import annotations
 
@@ -84,6 +84,21 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if any(f.errors for f in findings) else 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from secretbridge.tools.doctor import DoctorOptions, run
+
+    options = DoctorOptions(
+        resources=[Path(p) for p in args.resources_path or []],
+        socket=Path(args.socket) if args.socket else None,
+        secret=args.secret,
+        name=args.name,
+        timeout=args.timeout,
+    )
+    return run(options, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secretbridge",
@@ -124,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("paths", nargs="+", help="YAML files, or folders of them")
     check.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")
     check.set_defaults(func=_check)
+
+    doctor = sub.add_parser(
+        "doctor", help="walk identity, token, DNS, TCP, TLS, permissions, the volume and the socket; print fixes"
+    )
+    doctor.add_argument("--resources-path", action="append", metavar="DIR",
+                        help="Component YAMLs (a file or folder; repeatable), as daprd's --resources-path")
+    doctor.add_argument("--socket", metavar="PATH", help="a running server's socket, e.g. "
+                        "/tmp/dapr-components-sockets/secretbridge.sock")
+    doctor.add_argument("--secret", metavar="NAME", help="the secret to read (default: the first one listed)")
+    doctor.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each network step (default 5)")
+    doctor.add_argument("--json", action="store_true", help="print the steps as JSON, for automation")
+    doctor.set_defaults(func=_doctor)
 
     backends = sub.add_parser("backends", help="list the backends and the metadata each understands")
     backends.add_argument("--markdown", action="store_true", help="print the reference tables in Markdown")

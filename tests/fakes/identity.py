@@ -18,6 +18,8 @@ consults to accept or refuse a bearer token.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import threading
 import time
@@ -59,15 +61,29 @@ APP_SERVICE_API_VERSION = "2019-08-01"
 _IDENTITY_PARAMS = ("client_id", "mi_res_id", "msi_res_id", "object_id", "resource_id", "principal_id")
 
 
-class TokenRegistry:
-    """The bearer tokens a fake identity issued; shared with the fake vault."""
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
-    def __init__(self) -> None:
+
+class TokenRegistry:
+    """The bearer tokens a fake identity issued; shared with the fake vault.
+
+    With `claims`, tokens are shaped as Microsoft Entra ID's are (a JWT: header.payload.signature,
+    the payload carrying `oid`, `tid`, ...), with a meaningless signature; otherwise opaque.
+    """
+
+    def __init__(self, claims: dict[str, str] | None = None) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}
+        self.claims = claims
 
     def issue(self, identity: str) -> str:
-        token = "fake-access-token-" + secrets.token_urlsafe(24)
+        if self.claims is None:
+            token = "fake-access-token-" + secrets.token_urlsafe(24)
+        else:
+            header = _b64url(json.dumps({"typ": "JWT", "alg": "RS256", "kid": "fake"}).encode())
+            payload = _b64url(json.dumps({**self.claims, "uti": secrets.token_urlsafe(12)}).encode())
+            token = f"{header}.{payload}.{_b64url(secrets.token_bytes(32))}"
         with self._lock:
             self._tokens[token] = identity
         return token
@@ -115,6 +131,7 @@ class TokenRequest:
 class FakeManagedIdentity(BackgroundServer):
     """The token endpoint of a managed identity, both App Service and IMDS style.
 
+    `object_id`: the principal's object id, carried in JWT-shaped tokens (else tokens are opaque).
     `user_assigned`: client ids of the user-assigned identities "attached" to this
     fake host; `None` accepts any. Asking for an unknown one gets a 400, like the
     real endpoints ("identity not found"). `system_assigned=False` refuses requests
@@ -131,12 +148,16 @@ class FakeManagedIdentity(BackgroundServer):
         certificates: TestCertificates | None = None,
         client_secrets: dict[str, str] | None = None,
         federated_token: str = "fake-federated-service-account-token",
+        object_id: str | None = None,
     ) -> None:
         super().__init__(ssl_context=certificates.server_context() if certificates is not None else None)
         self.client_secrets = dict(client_secrets or {})
         self.federated_token = federated_token
         self.identity_header = "fake-identity-header-" + secrets.token_urlsafe(16)
-        self.tokens = registry or TokenRegistry()
+        # object_id: tokens are JWTs naming that principal (`oid`), as real ones are.
+        claims = None if object_id is None else {"oid": object_id, "tid": "8f6b0c3e-1d2a-4c5b-9e7f-0a1b2c3d4e5f",
+                                                 "aud": "https://vault.azure.net"}
+        self.tokens = registry or TokenRegistry(claims)
         self.user_assigned = None if user_assigned is None else set(user_assigned)
         self.system_assigned = system_assigned
         self.lifetime = lifetime

@@ -15,9 +15,9 @@ What it does, as the real service does (see research/keyvault-and-managed-identi
   Expired or not-yet-valid secrets are still returned (200): `exp`/`nbf` are informational.
 
 Failure injection for tests: `set_latency`, `throttle` (429 Throttled, optionally with Retry-After),
-`fail` (5xx), `forbid` (403 ForbiddenByRbac), and `go_down`/`come_up`. `go_down` closes the
-listening socket and drops open connections, so clients see *connection refused* (not a 503):
-that is what an unreachable vault, a DNS or firewall problem looks like to the SDK.
+`fail` (5xx), `forbid` (403 ForbiddenByRbac, or AccessDenied for a vault using access policies), and
+`go_down`/`come_up`. `go_down` closes the listening socket and drops open connections, so clients
+see *connection refused* (not a 503): that is what an unreachable vault looks like to the SDK.
 
 Injected throttling and failures apply to authenticated requests only, so "the next n requests"
 means n requests that would otherwise have been served.
@@ -130,6 +130,7 @@ class FakeKeyVault(BackgroundServer):
         self._fail_left = 0
         self._fail_status = 503
         self._forbidden = False
+        self._access_policy = False
         self._broken: dict[str, int] = {}
         self._in_flight = 0
         self._max_in_flight = 0
@@ -224,10 +225,12 @@ class FakeKeyVault(BackgroundServer):
             self._fail_left = n
             self._fail_status = status
 
-    def forbid(self, forbidden: bool = True) -> None:
-        """Refuse every authenticated request with 403 ForbiddenByRbac (no role assignment)."""
+    def forbid(self, forbidden: bool = True, *, access_policy: bool = False) -> None:
+        """Refuse every authenticated request with 403: ForbiddenByRbac (a vault using Azure RBAC,
+        no role assignment), or with `access_policy` AccessDenied (a vault using access policies)."""
         with self.lock:
             self._forbidden = forbidden
+            self._access_policy = access_policy
 
     def break_secret(self, name: str, status: int = 500) -> None:
         """Make every GET of `name` (any version) answer `status` until `repair(name)`."""
@@ -336,7 +339,7 @@ class FakeKeyVault(BackgroundServer):
                 fail_status: int | None = self._fail_status
             else:
                 fail_status = None
-            forbidden = self._forbidden
+            forbidden, access_policy = self._forbidden, self._access_policy
         if throttled:
             headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
             return _error(429, "Throttled",
@@ -345,6 +348,12 @@ class FakeKeyVault(BackgroundServer):
         if fail_status is not None:
             code = "ServiceUnavailable" if fail_status == 503 else "InternalServerError"
             return _error(fail_status, code, "The service is temporarily unavailable (injected by the test).")
+        if forbidden and access_policy:
+            return _error(403, "Forbidden",
+                          "The user, group or application 'appid=00000000-0000-0000-0000-00000000000a;"
+                          f"iss=https://sts.windows.net/{self.tenant}/' does not have secrets get permission on "
+                          "key vault 'fakevault;location=westeurope'. For help resolving this issue, please see "
+                          "https://go.microsoft.com/fwlink/?linkid=2125287", inner="AccessDenied")
         if forbidden:
             return _error(403, "Forbidden",
                           "Caller is not authorized to perform action on resource. "

@@ -17,6 +17,9 @@ import yaml
 from secretbridge import backends as stores
 from secretbridge.core.errors import SecretStoreError
 
+#: The stand-in value of a property daprd fills from a secret or an environment variable.
+FROM_REFERENCE = "from-a-reference"
+
 
 @dataclass
 class Finding:
@@ -37,24 +40,36 @@ def yaml_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def check_component(document: dict[str, Any], source: str) -> Finding:
-    """Validate one Component document's metadata against its backend's declarations."""
-    name = str((document.get("metadata") or {}).get("name") or "(unnamed)")
-    finding = Finding(source, name)
+def raw_metadata(document: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """A Component document's `spec.metadata` as the flat map Init receives, and what is wrong with
+    its shape. A `secretKeyRef` / `envRef` entry gets a placeholder: daprd resolves it."""
+    errors: list[str] = []
     spec = document.get("spec") or {}
     version = str(spec.get("version", ""))
     if version not in ("", "v0", "v1"):
-        finding.errors.append(f"spec.version is {version!r}; daprd registers pluggable stores as v1")
+        errors.append(f"spec.version is {version!r}; daprd registers pluggable stores as v1")
     raw: dict[str, str] = {}
     for item in spec.get("metadata") or []:
         if not isinstance(item, dict) or "name" not in item:
-            finding.errors.append("a spec.metadata entry has no name")
+            errors.append("a spec.metadata entry has no name")
             continue
         if "secretKeyRef" in item or "envRef" in item:
-            raw[str(item["name"])] = "from-a-reference"  # daprd resolves it; only the name is checked here
+            raw[str(item["name"])] = FROM_REFERENCE  # daprd resolves it; only the name is checked here
             continue
         value = item.get("value", "")
         raw[str(item["name"])] = "true" if value is True else "false" if value is False else str(value)
+    return raw, errors
+
+
+def component_name(document: dict[str, Any]) -> str:
+    """`metadata.name`: the instance name daprd sends in `x-component-instance`."""
+    return str((document.get("metadata") or {}).get("name") or "(unnamed)")
+
+
+def check_component(document: dict[str, Any], source: str) -> Finding:
+    """Validate one Component document's metadata against its backend's declarations."""
+    finding = Finding(source, component_name(document))
+    raw, finding.errors = raw_metadata(document)
     try:
         valid = stores.validate_component(raw)
     except SecretStoreError as err:
@@ -64,20 +79,32 @@ def check_component(document: dict[str, Any], source: str) -> Finding:
     return finding
 
 
-def check_paths(paths: Iterable[Path], socket_name: str = "secretbridge") -> list[Finding]:
-    """Every Component of type `secretstores.<socket_name>` in these files, checked."""
+def component_documents(
+    paths: Iterable[Path], socket_name: str = "secretbridge"
+) -> Iterator[tuple[str, dict[str, Any] | str]]:
+    """(source, document) for every Component of type `secretstores.<socket_name>` in these files;
+    (source, why) for a file that cannot be read as YAML."""
     wanted = f"secretstores.{socket_name}".lower()
-    findings: list[Finding] = []
     for path in yaml_files(paths):
         try:
             documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            findings.append(Finding(str(path), "-", errors=[f"cannot read it as YAML: {type(err).__name__}"]))
+            yield str(path), f"cannot read it as YAML: {type(err).__name__}"
             continue
         for document in documents:
             if not isinstance(document, dict) or document.get("kind") != "Component":
                 continue
             if str((document.get("spec") or {}).get("type", "")).lower() != wanted:
                 continue
-            findings.append(check_component(document, str(path)))
+            yield str(path), document
+
+
+def check_paths(paths: Iterable[Path], socket_name: str = "secretbridge") -> list[Finding]:
+    """Every Component of type `secretstores.<socket_name>` in these files, checked."""
+    findings: list[Finding] = []
+    for source, document in component_documents(paths, socket_name):
+        if isinstance(document, str):
+            findings.append(Finding(source, "-", errors=[document]))
+        else:
+            findings.append(check_component(document, source))
     return findings
