@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from azure.keyvault.secrets._shared import http_challenge_cache
-from secretbridge.tools.doctor import DoctorOptions, Step, role_fix, run, token_claims
+from secretbridge.tools.doctor import DoctorOptions, Step, _address_kind, role_fix, run, token_claims
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, TestCertificates
 from tests.support import Bridge, serve_bridge
@@ -101,7 +102,7 @@ def test_a_usable_vault_passes_every_step_and_names_the_principal(
     status, steps = doctor(identity)
     found = by_step(steps)
     assert status == 0
-    assert list(found) == ["metadata", "dns", "tcp", "tls", "credential", "token", "list", "read"]
+    assert list(found) == ["metadata", "credential", "token", "dns", "tcp", "tls", "list", "read"]
     assert all(s.verdict == "ok" for s in steps), steps
     assert "127.0.0.1 (loopback address)" in found["dns"].detail
     assert "SSL_CERT_FILE=" in found["tls"].detail
@@ -175,6 +176,36 @@ def test_a_missing_named_secret_is_a_404_not_a_permission_problem(
     assert by_step(steps)["list"].verdict == "ok" and status == 0
 
 
+def test_the_first_listed_secret_is_read_under_key_prefix(
+    tmp_path: Path, vault: FakeKeyVault, identity: FakeManagedIdentity, doctor: Doctor
+) -> None:
+    vault.set_secret("staging-db-password", "doctor-distinctive-value-1")
+    component(tmp_path / "components", "kv", **keyvault(vault, keyPrefix="staging-"))
+    status, steps = doctor(identity)
+    assert status == 0 and "'db-password'" in by_step(steps)["read"].detail
+
+
+def test_credential_and_host_are_both_reported(tmp_path: Path, identity: FakeManagedIdentity, doctor: Doctor) -> None:
+    component(tmp_path / "components", "kv", backend="keyvault", vaultUri="https://kv-both.invalid",
+              disableChallengeResourceVerification="true")
+    identity.go_down()
+    status, steps = doctor(identity)
+    assert status == 1
+    assert by_step(steps)["token"].verdict == by_step(steps)["dns"].verdict == "fail"
+
+
+def test_a_property_from_a_secret_reference_is_flagged(
+    tmp_path: Path, vault: FakeKeyVault, identity: FakeManagedIdentity, doctor: Doctor
+) -> None:
+    path = component(tmp_path / "components", "kv", **keyvault(vault))
+    document = yaml.safe_load(path.read_text())
+    document["spec"]["metadata"].append({"name": "azureClientId", "secretKeyRef": {"name": "ids", "key": "cid"}})
+    path.write_text(yaml.safe_dump(document))
+    _, steps = doctor(identity)
+    metadata = by_step(steps)["metadata"]
+    assert metadata.verdict == "warn" and "azureClientId" in metadata.detail and "secretKeyRef" in metadata.detail
+
+
 def test_a_token_the_vault_refuses_is_a_401(
     tmp_path: Path, kv_certs: TestCertificates, identity: FakeManagedIdentity, doctor: Doctor
 ) -> None:
@@ -196,6 +227,29 @@ def test_a_vault_host_that_does_not_resolve(tmp_path: Path, identity: FakeManage
     assert dns.detail.startswith("cannot resolve host kv-doctor.invalid")
     assert "privatelink.vaultcore.azure.net" in dns.fix
     assert "tcp" not in by_step(steps)
+
+
+def test_private_link_and_public_answers(tmp_path: Path, identity: FakeManagedIdentity, doctor: Doctor) -> None:
+    # The resolver is the doctor's seam: answers as Azure DNS gives them, pointing at loopback (port
+    # 443 there refuses, so no packet leaves the machine).
+    def private_link(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "prodvault.privatelink.vaultcore.azure.net",
+                 ("127.0.0.1", port))]
+
+    component(tmp_path / "components", "kv", backend="keyvault", vaultName="prodvault")
+    _, steps = doctor(identity, resolver=private_link)
+    dns = by_step(steps)["dns"]
+    assert dns.verdict == "ok" and "via CNAME prodvault.privatelink.vaultcore.azure.net" in dns.detail
+    assert "(private-link address)" in dns.detail
+    assert by_step(steps)["tcp"].verdict == "fail"
+
+    def public(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    _, steps = doctor(identity, resolver=public)
+    assert "privatelink.vaultcore.azure.net zone" not in by_step(steps)["dns"].detail  # loopback, not public
+    assert _address_kind("10.1.2.3", "") == "private address"
+    assert _address_kind("20.50.60.70", "") == "public address"
 
 
 def test_a_vault_that_refuses_connections(
@@ -344,6 +398,12 @@ def test_a_socket_daprd_cannot_connect_to(tmp_path: Path, served: Bridge, doctor
     served.socket_path.parent.chmod(0o700)
     status, steps = doctor(socket=served.socket_path)
     assert by_step(steps, "(socket)")["folder"].verdict == "fail"
+
+
+def test_no_socket_at_the_path(tmp_path: Path, doctor: Doctor) -> None:
+    status, steps = doctor(socket=tmp_path / "secretbridge.sock")
+    assert status == 1 and by_step(steps)["socket"].verdict == "fail"
+    assert "start secretbridge serve before daprd" in by_step(steps)["socket"].fix
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to daprd's uid needs root")
