@@ -70,7 +70,7 @@ def doctor(tmp_path: Path, azure_env: pytest.MonkeyPatch) -> Iterator[Doctor]:
 
     def run_doctor(*identities: FakeManagedIdentity, **options: object) -> tuple[int, list[Step]]:
         doubles.extend(identities)
-        opts = DoctorOptions(resources=[tmp_path / "components"], timeout=3.0, **options)  # type: ignore[arg-type]
+        opts = DoctorOptions(resources=[tmp_path / "components"], **{"timeout": 3.0, **options})  # type: ignore[arg-type]
         text, raw = io.StringIO(), io.StringIO()
         status = run(opts, out=text)
         assert run(opts, as_json=True, out=raw) == status
@@ -404,6 +404,18 @@ def test_no_socket_at_the_path(tmp_path: Path, doctor: Doctor) -> None:
     status, steps = doctor(socket=tmp_path / "secretbridge.sock")
     assert status == 1 and by_step(steps)["socket"].verdict == "fail"
     assert "start secretbridge serve before daprd" in by_step(steps)["socket"].fix
+
+
+def test_a_socket_nothing_serves_on(tmp_path: Path, doctor: Doctor) -> None:
+    path = tmp_path / "secretbridge.sock"
+    with socket.socket(socket.AF_UNIX) as dead:  # a socket file left behind by a process that died
+        dead.bind(str(path))
+    path.chmod(0o666)
+    tmp_path.chmod(0o755)
+    status, steps = doctor(socket=path, timeout=1.0)
+    assert status == 1 and by_step(steps)["socket"].verdict == "ok"
+    assert by_step(steps)["reflection"].verdict == "fail" and "is secretbridge serve running" in \
+        by_step(steps)["reflection"].fix
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to daprd's uid needs root")

@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 from azure.keyvault.secrets._shared import http_challenge_cache
-from secretbridge.azure.causes import Cause, cause_of_message, classify_cause, describe_cause
+from secretbridge.azure.causes import Cause, cause_of_message, classify_cause, describe_cause, health_verdict
+from secretbridge.core.errors import PermissionDenied, Unavailable
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, TestCertificates, vault_metadata
 from tests.support import Bridge
@@ -103,3 +104,15 @@ def test_classify_cause_reads_the_whole_chain() -> None:
     assert describe_cause(socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "kv.example") == \
         "cannot resolve host kv.example (Name or service not known)"
     assert describe_cause(RuntimeError("x")) is None
+
+
+def test_health_verdict_for_readiness() -> None:
+    assert health_verdict(None) == ("ok", None)
+    assert health_verdict(Unavailable("x", cause="refused")) == ("fail", Cause.REFUSED)
+    assert health_verdict("cannot reach Key Vault 'kv' to read secret 'a': cannot resolve host kv.invalid") == \
+        ("fail", Cause.DNS)
+    assert health_verdict("no answer within 2s") == ("fail", Cause.TIMEOUT)
+    assert health_verdict(PermissionDenied("the identity may not read secret 'a' in Key Vault 'kv' (403 "
+                                           "Forbidden/AccessDenied): the vault uses access policies; ...")) == \
+        ("fail", Cause.FORBIDDEN_ACCESS_POLICY)
+    assert health_verdict("something else") == ("fail", Cause.OTHER)

@@ -185,15 +185,34 @@ class CauseAwareRetryPolicy(AsyncRetryPolicy):
 
 
 def cause_of_message(text: str | None) -> Cause:
-    """The kind named in a message made from `describe_cause` (for readiness, which keeps text)."""
+    """The kind named in one of the project's messages (for readiness, which keeps the text)."""
     if not text:
         return Cause.OTHER
-    if "cannot resolve host" in text:
-        return Cause.DNS
-    if "connection refused by" in text:
-        return Cause.REFUSED
-    if "TLS handshake with" in text:
-        return Cause.TLS
-    if "did not answer" in text or "in time" in text:
-        return Cause.TIMEOUT
-    return Cause.OTHER
+    checks = (
+        ("cannot resolve host", Cause.DNS),
+        ("connection refused by", Cause.REFUSED),
+        ("TLS handshake with", Cause.TLS),
+        ("did not answer", Cause.TIMEOUT),
+        ("no answer within", Cause.TIMEOUT),
+        ("could not get a token", Cause.TOKEN),
+        ("the token endpoint refused", Cause.TOKEN),
+        ("401 Unauthorized", Cause.UNAUTHORIZED),
+        ("uses access policies", Cause.FORBIDDEN_ACCESS_POLICY),
+        ("(403 ", Cause.FORBIDDEN_RBAC),
+        ("was not found", Cause.NOT_FOUND),
+    )
+    return next((kind for words, kind in checks if words in text), Cause.OTHER)
+
+
+def health_verdict(error: BaseException | str | None) -> tuple[str, Cause | None]:
+    """The doctor's verdict on an instance's last backend error: ("ok", None) when there is none,
+    else ("fail", its cause), from the exception (or its `cause`) or from the message text."""
+    if error is None:
+        return "ok", None
+    if isinstance(error, str):
+        return "fail", cause_of_message(error)
+    kind = classify_cause(error)
+    message = getattr(error, "message", None)
+    if kind is Cause.OTHER and isinstance(message, str):
+        kind = cause_of_message(message)
+    return "fail", kind
