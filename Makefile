@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock clean
+.PHONY: setup run test lint bench proto docs lock daprd clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ lock: setup
 
 proto: setup
 	$(PY) -m secretbridge.proto.generate
+
+# Finds or builds the pinned daprd (tools/daprd/README.md); its absolute path is the last line of stdout.
+daprd:
+	@$(PYTHON) tools/daprd/get_daprd.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,19 @@
+// Package components registers the built-in components of secretbridge's
+// daprd build. get_daprd.py compiles this file in place of dapr's
+// cmd/daprd/components/zz_notag.go (through `go build -overlay`), so the
+// runtime carries exactly these two secret stores and no others; pluggable
+// stores found through the sockets folder are registered by the runtime itself.
+package components
+
+import (
+	"github.com/dapr/components-contrib/secretstores/azure/keyvault"
+	"github.com/dapr/components-contrib/secretstores/local/file"
+	"github.com/dapr/dapr/pkg/components/secretstores"
+)
+
+func init() {
+	// Component type secretstores.azure.keyvault: the store secretbridge stands in for.
+	secretstores.DefaultRegistry.RegisterComponent(keyvault.NewAzureKeyvaultSecretStore, "azure.keyvault")
+	// Component type secretstores.local.file: a store that needs no cloud.
+	secretstores.DefaultRegistry.RegisterComponent(file.NewLocalSecretStore, "local.file")
+}
