@@ -41,14 +41,21 @@ def read_grpc(store: str, keys: list[str], metadata: dict[str, str]) -> dict[str
     return out
 
 
+def _body(raw: bytes, content_type: str) -> Any:
+    if not raw:
+        return None
+    return json.loads(raw) if "json" in content_type else raw.decode(errors="replace").strip()
+
+
 def _http(url: str) -> dict[str, Any]:
+    # As every Dapr app does when the sidecar requires an API token.
+    token = os.environ.get("DAPR_API_TOKEN")
+    request = urllib.request.Request(url, headers={"dapr-api-token": token} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            body = reply.read()
-            return {"status": reply.status, "body": json.loads(body) if body else None}
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return {"status": reply.status, "body": _body(reply.read(), reply.headers.get("Content-Type", ""))}
     except urllib.error.HTTPError as error:
-        body = error.read()
-        return {"status": error.code, "body": json.loads(body) if body else None}
+        return {"status": error.code, "body": _body(error.read(), error.headers.get("Content-Type", ""))}
 
 
 def read_http(store: str, keys: list[str], metadata: dict[str, str]) -> dict[str, Any]:

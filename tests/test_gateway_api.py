@@ -84,6 +84,7 @@ metadata:
 spec:
   type: secretstores.ghost
   version: v1
+  ignoreErrors: true  # without it, a secret store with no socket stops the gateway, as it stops daprd
 """
 CONFIG_YAML = """\
 apiVersion: dapr.io/v1alpha1
@@ -123,6 +124,8 @@ def options(resources: Path, folder: Path, config: Path | None = None) -> Gatewa
         grpc_port=0,
         config=str(config) if config else None,
         socket_folder=str(folder),
+        # DAPR_API_TOKEN is set below only to prove envRef never reads it; the API check is tested end to end.
+        api_token=None,
     )
 
 
@@ -172,9 +175,9 @@ async def test_loading_order_header_and_secret_refs(running: Running) -> None:
 async def test_get_shapes_and_204(running: Running) -> None:
     status, body = await running.get("/secrets/vault/db")
     assert status == 200
-    assert body == b'{"pw":"pw-VALUE-1","user":"user-VALUE-2"}'
+    assert body == b'{"pw":"pw-VALUE-1","user":"user-VALUE-2"}\n'  # json.Encoder's newline, as daprd
     # Go's encoding/json escapes HTML characters.
-    assert (await running.get("/secrets/vault/html"))[1] == b'{"html":"\\u003cx\\u0026y\\u003e"}'
+    assert (await running.get("/secrets/vault/html"))[1] == b'{"html":"\\u003cx\\u0026y\\u003e"}\n'
     assert await running.get("/secrets/app/empty") == (204, b"")
 
 
@@ -262,7 +265,6 @@ async def test_metadata_and_health(running: Running) -> None:
             "name": "app",
             "type": "secretstores.scripted",
             "version": "v1",
-            "capabilities": [],
             "resolvedMetadata": {
                 "secretKeyRef": ["password", "user", "token"],
                 "envRef": ["fromEnv"],

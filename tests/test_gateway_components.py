@@ -96,9 +96,15 @@ def test_bad_files_are_skipped_and_others_load(tmp_path: Path) -> None:
     write(tmp_path, "0-broken.yaml", "kind: [unclosed\n")
     write(tmp_path, "1-noname.yml", "apiVersion: dapr.io/v1alpha1\nkind: Component\nspec: {type: x}\n")
     write(tmp_path, "2-good.yml", MULTI.split("---")[2])
-    write(tmp_path, "3-dup.yaml", MULTI.split("---")[2])
     write(tmp_path, "notes.txt", "not yaml at all: [")
     assert [c.name for c in load_components([tmp_path])] == ["second"]
+
+
+def test_a_duplicate_component_name_is_refused_as_daprd_refuses_it(tmp_path: Path) -> None:
+    write(tmp_path, "2-good.yml", MULTI.split("---")[2])
+    write(tmp_path, "3-dup.yaml", MULTI.split("---")[2])
+    with pytest.raises(ResourceError, match="duplicate definition of Component name second"):
+        load_components([tmp_path])
 
 
 def test_missing_resources_path_is_an_error(tmp_path: Path) -> None:

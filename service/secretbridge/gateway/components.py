@@ -179,7 +179,7 @@ def resource_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load_components(paths: Sequence[str | Path]) -> list[Component]:
-    """Every valid Component in the resources paths, first definition of a name winning."""
+    """Every valid Component in the resources paths; a name defined twice is a `ResourceError`."""
     components: list[Component] = []
     seen: dict[str, str] = {}
     for file in resource_files(paths):
@@ -200,11 +200,11 @@ def load_components(paths: Sequence[str | Path]) -> list[Component]:
                 log.warning("skipping an invalid Component", extra={"file": str(file), "cause": str(exc)})
                 continue
             if component.name in seen:
-                log.warning(
-                    "skipping a duplicate Component name",
-                    extra={"component": component.name, "file": str(file), "first": seen[component.name]},
+                # daprd's loader refuses to start on this, so the gateway does too.
+                raise ResourceError(
+                    f"duplicate definition of Component name {component.name} ({component.type}/"
+                    f"{component.version}) in {file}; the first is in {seen[component.name]}"
                 )
-                continue
             seen[component.name] = str(file)
             components.append(component)
     return components

@@ -8,6 +8,9 @@ generated base class's behaviour, UNIMPLEMENTED, because this is not daprd.
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Awaitable, Callable
+
 import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, secret_pb2
 
@@ -41,6 +44,32 @@ class SecretsServicer(dapr_pb2_grpc.DaprServicer):
         return secret_pb2.GetBulkSecretResponse(
             data={name: secret_pb2.SecretResponse(secrets=values) for name, values in data.items()}
         )
+
+
+class ApiTokenInterceptor(grpc.aio.ServerInterceptor):
+    """daprd's API token check on every gRPC call (`dapr-api-token` metadata), with its messages."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        given = dict(details.invocation_metadata or ()).get("dapr-api-token")
+        if given is None:
+            return _refuse("missing api token in request metadata")
+        if not hmac.compare_digest(str(given).encode(), self._token):
+            return _refuse("authentication error: api token mismatch")
+        return await continuation(details)
+
+
+def _refuse(message: str) -> grpc.RpcMethodHandler:
+    async def abort(request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
 
 
 def add_to_server(server: grpc.aio.Server, api: SecretsAPI) -> None:

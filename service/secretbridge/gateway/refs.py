@@ -8,6 +8,10 @@
   empty. One Get per secret name per Component. A failure, or an empty value,
   is logged and leaves the item unresolved (an empty string); Init goes on.
 
+Then, as daprd does for every value: each `{uuid}` becomes a fresh UUID, `{podName}` the
+`POD_NAME` variable (unset: the Component cannot load), `{namespace}` `default.<app id>` (daprd's
+self-hosted namespace), `{appID}` the app id. `envRef` applies only to an item with no `value`.
+
 Values are never logged: only metadata names, secret names and store names.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +41,28 @@ class Resolved:
     unresolved: list[str] = field(default_factory=list)
 
 
+class SubstitutionError(ValueError):
+    """A metadata value names something daprd would not start without (`{podName}` with no POD_NAME)."""
+
+
+#: daprd's namespace when it runs self-hosted.
+SELF_HOSTED_NAMESPACE = "default"
+
+
+def substitute(name: str, value: str, *, app_id: str, pod_name: str | None) -> str:
+    """daprd's placeholders in one metadata value (`name` is the item's, for the error)."""
+    while "{uuid}" in value:
+        value = value.replace("{uuid}", str(uuid.uuid4()), 1)
+    if "{podName}" in value:
+        if not pod_name:
+            raise SubstitutionError(
+                f"failed to parse metadata: property {name} refers to {{podName}} but podName is not set"
+            )
+        value = value.replace("{podName}", pod_name)
+    value = value.replace("{namespace}", f"{SELF_HOSTED_NAMESPACE}.{app_id}")
+    return value.replace("{appID}", app_id)
+
+
 def env_ref_allowed(variable: str) -> bool:
     """Whether daprd would hand this environment variable to a component."""
     upper = variable.upper()
@@ -46,14 +73,28 @@ async def resolve(
     component: Component,
     getter: SecretGetter | None,
     environ: Mapping[str, str] | None = None,
+    *,
+    app_id: str = "",
 ) -> Resolved:
-    """Build the flat Init map for `component`, resolving references through `getter`."""
+    """Build the flat Init map for `component`, resolving references through `getter`.
+
+    Raises `SubstitutionError` where daprd would refuse the Component.
+    """
     env = os.environ if environ is None else environ
+    out = await _references(component, getter, env)
+    pod_name = env.get("POD_NAME")
+    out.properties = {
+        name: substitute(name, value, app_id=app_id, pod_name=pod_name) for name, value in out.properties.items()
+    }
+    return out
+
+
+async def _references(component: Component, getter: SecretGetter | None, env: Mapping[str, str]) -> Resolved:
     out = Resolved()
     cache: dict[str, dict[str, str]] = {}
     failed: set[str] = set()
     for item in component.metadata:
-        if item.env_ref:
+        if item.env_ref and not item.value:
             if not env_ref_allowed(item.env_ref):
                 log.warning(
                     "envRef names a variable components may not read",

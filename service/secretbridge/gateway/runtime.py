@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from secretbridge.gateway import NOT_DAPRD, grpc_api, http_api
 from secretbridge.gateway.client import ComponentClient, StoreCallError
 from secretbridge.gateway.components import Component, load_components, load_configuration
 from secretbridge.gateway.discovery import DiscoveryError, PluggableStore, discover, match
-from secretbridge.gateway.refs import Resolved, resolve
+from secretbridge.gateway.refs import Resolved, SubstitutionError, resolve
 from secretbridge.gateway.scopes import SecretScope
 from secretbridge.gateway.secrets import SecretsAPI
 
@@ -49,6 +50,8 @@ class GatewayOptions:
     listen_address: str = "127.0.0.1"
     app_id: str = ""
     discovery_timeout: float = 5.0
+    #: As daprd's DAPR_API_TOKEN: every API call but health must carry it.
+    api_token: str | None = field(default_factory=lambda: os.environ.get("DAPR_API_TOKEN") or None)
 
 
 @dataclass
@@ -110,6 +113,13 @@ class Gateway:
                 )
                 continue
             store = match(discovered, component.type, component.version)
+            if store is None and component.type.lower().startswith(TYPE_PREFIX) and not component.ignore_errors:
+                # As daprd: a secret store whose type nothing registered stops the runtime.
+                raise GatewayError(
+                    f"failed to init component {component.name} ({component.type}/{component.version}): couldn't "
+                    f"find secret store {component.type}/{component.version} (no such socket in "
+                    f"{self.options.socket_folder}; start secretbridge serve first: the folder is scanned once)"
+                )
             if store is None:
                 why = (
                     "no pluggable secret store with this type was found on the socket folder"
@@ -163,7 +173,11 @@ class Gateway:
         ref_client = None
         if component.references_secrets and component.auth_secret_store:
             ref_client = self.loaded[component.auth_secret_store].client
-        resolved = await resolve(component, ref_client.get if ref_client else None)
+        try:
+            resolved = await resolve(component, ref_client.get if ref_client else None, app_id=self.options.app_id)
+        except SubstitutionError as exc:
+            # daprd exits here whatever ignoreErrors says.
+            raise GatewayError(f"component {component.name}: {exc}") from None
         try:
             timeout = parse_duration(component.init_timeout)
         except ValueError:
@@ -210,8 +224,9 @@ class Gateway:
                 "name": name,
                 "type": entry.component.type,
                 "version": entry.component.version,
-                "capabilities": entry.features,
             }
+            if entry.features:  # daprd omits an empty list
+                item["capabilities"] = entry.features
             refs = entry.resolved
             if entry.component.references_secrets or refs.from_env or refs.unresolved:
                 # Names of metadata items only: never their values.
@@ -232,7 +247,7 @@ class Gateway:
     async def start(self) -> None:
         """Bind the HTTP and gRPC ports (a busy port is a `GatewayError`)."""
         host = self.options.listen_address
-        app = http_api.build_app(self.api, self.is_ready, self.metadata)
+        app = http_api.build_app(self.api, self.is_ready, self.metadata, self.options.api_token)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self.options.http_port)
@@ -245,7 +260,11 @@ class Gateway:
         sockets = getattr(site._server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.options.http_port
         # Without this, gRPC's default SO_REUSEPORT lets a second server share a busy port silently.
-        self._grpc = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        token = self.options.api_token
+        self._grpc = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0)],
+            interceptors=[grpc_api.ApiTokenInterceptor(token)] if token else None,
+        )
         grpc_api.add_to_server(self._grpc, self.api)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{host}:{self.options.grpc_port}")
