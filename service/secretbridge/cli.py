@@ -75,12 +75,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"no Component of type secretstores.{args.name} found in {', '.join(args.paths)}")
         return 1
     for finding in findings:
-        status = "FAIL" if finding.errors else "ok"
-        print(f"{status:<4}  {finding.source}: {finding.component}")
-        for line in finding.errors:
-            print(f"      error: {line}")
-        for line in finding.warnings:
-            print(f"      warning: {line}")
+        print("\n".join(finding.lines()))
     return 1 if any(f.errors for f in findings) else 0
 
 
@@ -134,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
-        "check", help="validate Component YAMLs offline (metadata names, types, required properties)"
+        "check", help="validate Component YAMLs offline as Init would (folders recursed; every problem reported)"
     )
     check.add_argument("paths", nargs="+", help="YAML files, or folders of them")
     check.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")

@@ -7,12 +7,12 @@ pays for importing the Azure SDK.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from secretbridge.backends.contract import CACHE_PROPERTIES, SecretStore
 from secretbridge.core.errors import InvalidArgument
-from secretbridge.core.metadata import Kind, ParsedMetadata, Property, parse_metadata
+from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property, parse_metadata
 
 _BACKENDS: dict[str, str] = {
     "file": "secretbridge.backends.file:FileStore",
@@ -70,23 +70,35 @@ def properties_for(cls: type[SecretStore]) -> tuple[Property, ...]:
 
 @dataclass(frozen=True)
 class Validated:
-    """A Component's metadata that passed every offline rule of its backend."""
+    """A Component's metadata and what its backend's offline rules said of it."""
 
     cls: type[SecretStore]
     metadata: ParsedMetadata
     #: (property, text): unknown properties and the backend's own warnings (property "" when none).
     warnings: tuple[tuple[str, str], ...]
+    #: (property, text) of every rule broken; only in `collect` mode (otherwise they are raised).
+    errors: tuple[tuple[str, str], ...] = ()
 
 
-def validate_component(raw: Mapping[str, str]) -> Validated:
+def validate_component(
+    raw: Mapping[str, str], *, collect: bool = False, unresolved: Iterable[str] = ()
+) -> Validated:
     """Pick the backend, decode the metadata and run the backend's `validate`: what Init and
     `secretbridge check` both do before anything is opened. Raises `InvalidArgument` naming the
-    property; unknown properties come back as warnings (daprd's own metadata may grow)."""
+    property; unknown properties come back as warnings (daprd's own metadata may grow).
+
+    `collect` (for `check`): every problem is returned in `errors` instead of the first being
+    raised. `unresolved`: keys daprd resolves before Init (`secretKeyRef`); given, value unknown.
+    """
     backend = next((v for k, v in raw.items() if k.lower() == "backend"), None)
     if backend is None or not backend.strip():
         raise InvalidArgument("metadata property 'backend' is required: one of " + ", ".join(backend_names()))
+    if any(k.lower() == "backend" for k in unresolved):
+        raise InvalidArgument(
+            "metadata property 'backend' must be a plain value (it picks the store), not a secretKeyRef"
+        )
     cls = store_class(backend)
-    metadata = parse_metadata(properties_for(cls), raw)
+    metadata = parse_metadata(properties_for(cls), raw, collect=collect, unresolved=unresolved)
     warnings = [
         (
             key,
@@ -95,5 +107,11 @@ def validate_component(raw: Mapping[str, str]) -> Validated:
         )
         for key in metadata.unknown
     ]
-    warnings += [("", text) for text in cls.validate(metadata)]
-    return Validated(cls, metadata, tuple(warnings))
+    errors = list(metadata.errors)
+    try:
+        warnings += [("", text) for text in cls.validate(metadata)]
+    except InvalidArgument as err:
+        if not collect:
+            raise
+        errors += err.problems if isinstance(err, MetadataErrors) else [("", err.message)]
+    return Validated(cls, metadata, tuple(warnings), tuple(errors))

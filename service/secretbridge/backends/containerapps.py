@@ -105,6 +105,16 @@ class ContainerAppsStore(SecretStore):
     )
 
     @classmethod
+    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+        """Warns when keyVaultReferenceHosts is set but references are served as literal text."""
+        if (
+            metadata.given("keyVaultReferenceHosts") and metadata.known("resolveKeyVaultReferences")
+            and not metadata["resolveKeyVaultReferences"]
+        ):
+            return ["metadata property 'keyVaultReferenceHosts' has no effect: resolveKeyVaultReferences is false"]
+        return []
+
+    @classmethod
     def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
         return bool(metadata["resolveKeyVaultReferences"])
 

@@ -115,8 +115,8 @@ class ReferenceResolver(Protocol):
 class SecretStore(abc.ABC):
     """A backend instance, built from one Component's metadata.
 
-    The constructor does no I/O, so building one is how `validate` runs every rule a Component
-    must pass; `open` then reaches files and clients.
+    The constructor does no I/O and trusts metadata `validate` passed; `open` then reaches files
+    and clients.
     """
 
     #: The `metadata.backend` value that selects this store.
@@ -139,12 +139,14 @@ class SecretStore(abc.ABC):
 
     @classmethod
     def validate(cls, metadata: ParsedMetadata) -> list[str]:
-        """Every rule that needs no I/O, cross-field ones included; returns warnings.
+        """Every rule beyond one property's own that needs no I/O (cross-field ones); returns warnings.
 
-        Raises `InvalidArgument` naming the property. Init and `secretbridge check` both call it,
-        so a Component `check` passes is one Init accepts (as far as can be known offline).
+        Raises `MetadataErrors` naming each property and rule broken. Init and `secretbridge
+        check` both call it (through `backends.validate_component`), so a Component `check`
+        passes is one Init accepts, as far as can be known offline. A property daprd resolves
+        later (`metadata.known(name)` is false) has no value yet: rules over it are skipped.
+        The per-property rules (kinds, bounds, choices) live in the `Property` declarations.
         """
-        cls(metadata, instance="(validate)")
         return []
 
     @classmethod

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from secretbridge.backends.contract import SecretStore
 from secretbridge.core.errors import NotFound, PermissionDenied
-from secretbridge.core.metadata import Property
+from secretbridge.core.metadata import ParsedMetadata, Property
 from secretbridge.core.names import show_name
 
 #: Variables that hold this process's own credentials or Dapr's, never app secrets.
@@ -52,6 +52,15 @@ class EnvStore(SecretStore):
             default="",
         ),
     )
+
+    @classmethod
+    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+        """Warns when `prefix` selects only variables this store never serves."""
+        prefix = str(metadata.get("prefix") or "")
+        if metadata.known("prefix") and prefix.upper().startswith("DAPR_"):
+            return [f"metadata property 'prefix' is {prefix!r}: DAPR_* variables are never served, so this "
+                    "Component serves nothing"]
+        return []
 
     @property
     def prefix(self) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -24,15 +24,17 @@ from secretbridge.azure.identity import (
     describe_identity,
     environment_of,
 )
-from secretbridge.azure.vault import HttpSession, VaultReader
 from secretbridge.backends.contract import JSON_MULTI_VALUED, ReferenceResolver, SecretStore, json_members
 from secretbridge.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     SecretStoreError,
 )
-from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import show_name
+
+if TYPE_CHECKING:  # the vault client pulls in aiohttp: `secretbridge check` must not load it
+    from secretbridge.azure.vault import HttpSession, VaultReader
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +111,74 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
 )
 
 
+_Vault = tuple[str, AzureEnvironment, str]  # (url, environment, label for messages)
+
+
+def _bad(prop: str, text: str) -> MetadataErrors:
+    return MetadataErrors([(prop, text)])
+
+
+def _resolve_vault(metadata: ParsedMetadata) -> _Vault | None:
+    """(url, environment, label) of the vault the metadata names; None when daprd resolves it."""
+    named, located = metadata.given("vaultName"), metadata.given("vaultUri")
+    if named == located:
+        raise _bad(
+            "vaultName",
+            "exactly one of metadata properties 'vaultName' and 'vaultUri' must be set "
+            f"({'both are' if named else 'neither is'})",
+        )
+    if not metadata.known("vaultName" if named else "vaultUri"):
+        return None
+    name, uri = metadata.get("vaultName"), metadata.get("vaultUri")
+    environment = environment_of(metadata)
+    if name:
+        name = name.strip().lower().rstrip(".")
+        for env, suffix in VAULT_SUFFIXES.items():
+            if name.endswith("." + suffix):
+                if metadata.given("azureEnvironment") and metadata.known("azureEnvironment") \
+                        and env is not environment:
+                    raise _bad(
+                        "vaultName",
+                        f"metadata property 'vaultName' is a host in {env.value}, but 'azureEnvironment' "
+                        f"says {environment.value}"
+                    )
+                name, environment = name[: -len(suffix) - 1], env
+                break
+        if not VAULT_NAME.match(name) or "--" in name:
+            raise _bad(
+                "vaultName",
+                f"metadata property 'vaultName' must be a Key Vault name (3-24 letters, digits and "
+                f"dashes, starting with a letter) or its host; got {show_name(name)}"
+            )
+        return f"https://{name}.{VAULT_SUFFIXES[environment]}", environment, f"Key Vault '{name}'"
+    parts = urlsplit(uri.strip())
+    if parts.scheme.lower() != "https":
+        raise _bad(
+            "vaultUri",
+            f"metadata property 'vaultUri' must be an https URL (Key Vault refuses tokens over plain "
+            f"HTTP); got {show_name(uri)}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        not parts.hostname or parts.username or parts.password or port == -1
+        or parts.path not in ("", "/") or parts.query or parts.fragment
+    ):
+        raise _bad(
+            "vaultUri",
+            f"metadata property 'vaultUri' must be https://<host>[:<port>] with no path, query or "
+            f"credentials; got {show_name(uri)}"
+        )
+    host = parts.hostname.lower()
+    for env, suffix in VAULT_SUFFIXES.items():
+        if host.endswith("." + suffix):
+            environment = env
+            return f"https://{parts.netloc}", environment, f"Key Vault '{host.split('.')[0]}'"
+    return f"https://{parts.netloc}", environment, f"Key Vault at https://{parts.netloc}"
+
+
 class KeyVaultStore(SecretStore):
     """Secrets from one Azure Key Vault, read with the identity the metadata selects."""
 
@@ -123,21 +193,10 @@ class KeyVaultStore(SecretStore):
         self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
     ) -> None:
         super().__init__(metadata, instance=instance, resolver=resolver)
-        self.vault_url, self.environment, self.vault_label = self._resolve_vault(metadata)
+        vault, prefix = self._settings(metadata)
+        assert vault is not None, "Init metadata has every value resolved"
+        self.vault_url, self.environment, self.vault_label = vault
         self.verify_challenge_resource = not metadata.get("disableChallengeResourceVerification", False)
-        host = urlsplit(self.vault_url).hostname or ""
-        if not self.verify_challenge_resource and is_azure_vault_host(host):
-            raise InvalidArgument(
-                f"metadata property 'disableChallengeResourceVerification' must not be true for {host}: "
-                "it is a real Azure Key Vault host, where the challenge must be verified (the option "
-                "exists for emulators and test doubles)"
-            )
-        prefix = metadata.get("keyPrefix") or ""
-        if not _PREFIX.match(prefix):
-            raise InvalidArgument(
-                f"metadata property 'keyPrefix' may hold only letters, digits and '-' (Key Vault's rule for "
-                f"names) and be at most 126 characters; got {show_name(prefix)}"
-            )
         self.key_prefix: str = prefix
         self.dashes = (metadata.get("nameMapping") or "none") == "dashes"
         self.allow_expired = bool(metadata.get("allowExpired", False))
@@ -151,60 +210,48 @@ class KeyVaultStore(SecretStore):
         self._credential: AsyncTokenCredential | None = None
         self._reader: VaultReader | None = None
 
-    @staticmethod
-    def _resolve_vault(metadata: ParsedMetadata) -> tuple[str, AzureEnvironment, str]:
-        name, uri = metadata.get("vaultName"), metadata.get("vaultUri")
-        if bool(name) == bool(uri):
-            raise InvalidArgument(
-                "exactly one of metadata properties 'vaultName' and 'vaultUri' must be set "
-                f"({'both are' if name else 'neither is'})"
-            )
-        environment = environment_of(metadata)
-        if name:
-            name = name.strip().lower().rstrip(".")
-            for env, suffix in VAULT_SUFFIXES.items():
-                if name.endswith("." + suffix):
-                    if metadata.given("azureEnvironment") and env is not environment:
-                        raise InvalidArgument(
-                            f"metadata property 'vaultName' is a host in {env.value}, but 'azureEnvironment' "
-                            f"says {environment.value}"
-                        )
-                    name, environment = name[: -len(suffix) - 1], env
-                    break
-            if not VAULT_NAME.match(name) or "--" in name:
-                raise InvalidArgument(
-                    f"metadata property 'vaultName' must be a Key Vault name (3-24 letters, digits and "
-                    f"dashes, starting with a letter) or its host; got {show_name(name)}"
-                )
-            return f"https://{name}.{VAULT_SUFFIXES[environment]}", environment, f"Key Vault '{name}'"
-        parts = urlsplit(uri.strip())
-        if parts.scheme.lower() != "https":
-            raise InvalidArgument(
-                f"metadata property 'vaultUri' must be an https URL (Key Vault refuses tokens over plain "
-                f"HTTP); got {show_name(uri)}"
-            )
+    @classmethod
+    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+        """Exactly one of vaultName and vaultUri, each well formed; `azureEnvironment` agreeing
+        with a vault host; `disableChallengeResourceVerification` only off Azure; `keyPrefix`
+        within Key Vault's name rule. Raises `MetadataErrors` listing every rule broken."""
+        cls._settings(metadata)
+        return []
+
+    @classmethod
+    def _settings(cls, metadata: ParsedMetadata) -> tuple[_Vault | None, str]:
+        """The vault (None when daprd resolves it later) and keyPrefix, every rule checked."""
+        problems: list[tuple[str, str]] = []
+        vault: _Vault | None = None
         try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if (
-            not parts.hostname or parts.username or parts.password or port == -1
-            or parts.path not in ("", "/") or parts.query or parts.fragment
-        ):
-            raise InvalidArgument(
-                f"metadata property 'vaultUri' must be https://<host>[:<port>] with no path, query or "
-                f"credentials; got {show_name(uri)}"
-            )
-        host = parts.hostname.lower()
-        for env, suffix in VAULT_SUFFIXES.items():
-            if host.endswith("." + suffix):
-                environment = env
-                return f"https://{parts.netloc}", environment, f"Key Vault '{host.split('.')[0]}'"
-        return f"https://{parts.netloc}", environment, f"Key Vault at https://{parts.netloc}"
+            vault = _resolve_vault(metadata)
+        except MetadataErrors as err:
+            problems += err.problems
+        if vault is not None and metadata.known("disableChallengeResourceVerification"):
+            host = urlsplit(vault[0]).hostname or ""
+            if metadata.get("disableChallengeResourceVerification") and is_azure_vault_host(host):
+                problems.append((
+                    "disableChallengeResourceVerification",
+                    f"metadata property 'disableChallengeResourceVerification' must not be true for {host}: "
+                    "it is a real Azure Key Vault host, where the challenge must be verified (the option "
+                    "exists for emulators and test doubles)",
+                ))
+        prefix = metadata.get("keyPrefix") or ""
+        if metadata.known("keyPrefix") and not _PREFIX.match(prefix):
+            problems.append((
+                "keyPrefix",
+                f"metadata property 'keyPrefix' may hold only letters, digits and '-' (Key Vault's rule for "
+                f"names) and be at most 126 characters; got {show_name(prefix)}",
+            ))
+        if problems:
+            raise MetadataErrors(problems)
+        return vault, prefix
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def open(self) -> None:
         """Build the HTTP session, the credential and the vault client on the server's loop."""
+        from secretbridge.azure.vault import HttpSession, VaultReader
+
         # BulkGet's readers and its listing beside every Get the cache lets through at once.
         connections = self.bulk_concurrency + int(self.metadata.get("maxConcurrentRequests") or 32) + 2
         self._http = await HttpSession.create(

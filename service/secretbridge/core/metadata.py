@@ -144,6 +144,18 @@ class Property:
         return str(self.default)
 
 
+class MetadataErrors(InvalidArgument):
+    """Several problems with one Component's metadata, each as (property, text).
+
+    The message joins them, so Init reports every rule a Component breaks at once;
+    `secretbridge check` prints one line per problem.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(text for _, text in self.problems))
+
+
 @dataclass(frozen=True)
 class ParsedMetadata:
     """The typed values, keyed by canonical property name, plus what was not understood."""
@@ -152,6 +164,10 @@ class ParsedMetadata:
     defaulted: frozenset[str]
     unknown: tuple[str, ...]
     suggestions: dict[str, str]
+    #: Properties given with a value only daprd knows (a `secretKeyRef`): present, value unknown.
+    unresolved: frozenset[str] = frozenset()
+    #: (property, text) of every problem found, in `collect` mode (else the first one is raised).
+    errors: tuple[tuple[str, str], ...] = ()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -161,23 +177,46 @@ class ParsedMetadata:
 
     def given(self, name: str) -> bool:
         """Whether the Component set this property (rather than it taking its default)."""
-        return name in self.values and name not in self.defaulted
+        return name in self.unresolved or (name in self.values and name not in self.defaulted)
+
+    def known(self, name: str) -> bool:
+        """Whether this property's value can be judged here: not one daprd resolves later, and
+        not one that already failed its own check (a rule over it would only repeat that)."""
+        return name not in self.unresolved and all(prop != name for prop, _ in self.errors)
 
 
-def parse_metadata(properties: Sequence[Property], raw: Mapping[str, str]) -> ParsedMetadata:
+def parse_metadata(
+    properties: Sequence[Property],
+    raw: Mapping[str, str],
+    *,
+    collect: bool = False,
+    unresolved: Iterable[str] = (),
+) -> ParsedMetadata:
     """Validate a flat metadata map against `properties`.
 
-    Raises `InvalidArgument` naming the first property that is missing or malformed.
+    Raises `InvalidArgument` naming the first property that is missing or malformed; with
+    `collect`, records every such problem in `errors` instead (a malformed property then takes
+    its default, so later rules can still run). Keys in `unresolved` are given but their values
+    are unknown (daprd resolves a `secretKeyRef` before Init): their text is not parsed.
     Unknown names are returned (with a close match where there is one) for the
     caller to log: daprd's own metadata may grow, so they are not fatal.
     """
+    problems: list[tuple[str, str]] = []
+
+    def problem(prop: str, err: InvalidArgument) -> None:
+        if not collect:
+            raise err
+        problems.append((prop, err.message))
+
     by_name: dict[str, Property] = {}
     for prop in properties:
         for spelling in (prop.name, *prop.aliases):
             by_name[spelling.lower()] = prop
+    later = {key.lower() for key in unresolved}
     values: dict[str, Any] = {}
     seen_from: dict[str, str] = {}
     unknown: list[str] = []
+    referenced: set[str] = set()
     for key, text in raw.items():
         found = by_name.get(key.lower())
         if found is None:
@@ -185,19 +224,26 @@ def parse_metadata(properties: Sequence[Property], raw: Mapping[str, str]) -> Pa
             continue
         prop = found
         if prop.name in seen_from:
-            raise InvalidArgument(
+            problem(prop.name, InvalidArgument(
                 f"metadata property '{prop.name}' is given twice (as '{seen_from[prop.name]}' and '{key}')"
-            )
+            ))
+            continue
         seen_from[prop.name] = key
+        if key.lower() in later:
+            referenced.add(prop.name)
+            continue
         if text.strip() == "":
             continue  # an empty value means "not set", as in daprd
-        values[prop.name] = prop.parse(text)
+        try:
+            values[prop.name] = prop.parse(text)
+        except InvalidArgument as err:
+            problem(prop.name, err)
     defaulted = []
     for prop in properties:
         if prop.name in values:
             continue
-        if prop.required:
-            raise InvalidArgument(f"metadata property '{prop.name}' is required: {prop.description}")
+        if prop.required and prop.name not in referenced:
+            problem(prop.name, InvalidArgument(f"metadata property '{prop.name}' is required: {prop.description}"))
         values[prop.name] = prop.default
         defaulted.append(prop.name)
     suggestions = {}
@@ -207,7 +253,12 @@ def parse_metadata(properties: Sequence[Property], raw: Mapping[str, str]) -> Pa
         if close:
             suggestions[key] = close[0]
     return ParsedMetadata(
-        values=values, defaulted=frozenset(defaulted), unknown=tuple(unknown), suggestions=suggestions
+        values=values,
+        defaulted=frozenset(defaulted),
+        unknown=tuple(unknown),
+        suggestions=suggestions,
+        unresolved=frozenset(referenced),
+        errors=tuple(problems),
     )
 
 

@@ -57,6 +57,14 @@ STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
 }
 
 
+def status_of(err: errors.SecretStoreError) -> grpc.StatusCode:
+    """The code for an error: its class's, or its nearest base class's (INTERNAL: a bug)."""
+    for cls in type(err).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.INTERNAL
+
+
 def _instance_of(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == INSTANCE_HEADER:
@@ -79,7 +87,7 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         try:
             return work(instance)
         except errors.SecretStoreError as err:
-            code = STATUS_BY_ERROR.get(type(err), grpc.StatusCode.INTERNAL)
+            code = status_of(err)
             message = self._message(method, instance, err.message)
             log.info(
                 "call failed",

@@ -1,12 +1,16 @@
 """`secretbridge check`: validate Component YAMLs offline, before daprd loads them.
 
-The same declarations that validate `Init` check the files, so a typo in a property name, a
-malformed duration or a missing `secretsFile` is found in CI rather than at a pod's start-up.
+It refuses what Init refuses: the same declarations and the same backend `validate` (through
+`backends.validate_component`) judge the metadata, every problem of a Component is reported (not
+only the first), and so is what daprd itself would refuse or silently skip: two Components with one
+name, a misspelled `kind` or `type`. A property given as a `secretKeyRef` (or `envRef`) is one
+daprd resolves before Init: it counts as given, and its value is not judged.
 Nothing is opened or contacted: a file the YAML names, or a vault, is Init's business.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +18,20 @@ from typing import Any
 
 import yaml
 
-from secretbridge import backends as stores
+from secretbridge import backends
 from secretbridge.core.errors import SecretStoreError
 
-#: The stand-in value of a property daprd fills from a secret or an environment variable.
-FROM_REFERENCE = "from-a-reference"
+COMPONENT_KIND = "Component"
+#: How close a `kind` or `type` must be to the expected one to be taken for a misspelling of it.
+_CLOSE = 0.85
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error or warning: the property it is about ("" for the Component as a whole) and the text."""
+
+    prop: str
+    text: str
 
 
 @dataclass
@@ -27,38 +40,46 @@ class Finding:
 
     source: str
     component: str
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The report: one line for the Component, then one per problem with the file and the property."""
+        status = "FAIL" if self.errors else "ok"
+        out = [f"{status:<4}  {self.source}: {self.component}"]
+        for kind, problems in (("error", self.errors), ("warning", self.warnings)):
+            for problem in problems:
+                where = f" [{problem.prop}]" if problem.prop else ""
+                out.append(f"      {kind}: {self.source}: {self.component}{where}: {problem.text}")
+        return out
 
 
 def yaml_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """The YAML files named, and those inside folders named (not recursing, as daprd does not)."""
+    """The YAML files named, and those anywhere under folders named (sorted, each once)."""
+    seen: set[Path] = set()
     for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml"))
-        else:
-            yield path
+        found = (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in (".yaml", ".yml") and p.is_file())
+            if path.is_dir()
+            else [path]
+        )
+        for item in found:
+            if item.resolve() not in seen:
+                seen.add(item.resolve())
+                yield item
 
 
-def raw_metadata(document: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """A Component document's `spec.metadata` as the flat map Init receives, and what is wrong with
-    its shape. A `secretKeyRef` / `envRef` entry gets a placeholder: daprd resolves it."""
-    errors: list[str] = []
-    spec = document.get("spec") or {}
-    version = str(spec.get("version", ""))
-    if version not in ("", "v0", "v1"):
-        errors.append(f"spec.version is {version!r}; daprd registers pluggable stores as v1")
-    raw: dict[str, str] = {}
-    for item in spec.get("metadata") or []:
-        if not isinstance(item, dict) or "name" not in item:
-            errors.append("a spec.metadata entry has no name")
-            continue
-        if "secretKeyRef" in item or "envRef" in item:
-            raw[str(item["name"])] = FROM_REFERENCE  # daprd resolves it; only the name is checked here
-            continue
-        value = item.get("value", "")
-        raw[str(item["name"])] = "true" if value is True else "false" if value is False else str(value)
-    return raw, errors
+def _text(value: Any) -> str:
+    """A YAML value as the string daprd hands Init."""
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)
+
+
+#: The stand-in value of a property daprd fills from a secret or an environment variable.
+FROM_REFERENCE = "from-a-reference"
 
 
 def component_name(document: dict[str, Any]) -> str:
@@ -66,45 +87,136 @@ def component_name(document: dict[str, Any]) -> str:
     return str((document.get("metadata") or {}).get("name") or "(unnamed)")
 
 
+def _spec_metadata(document: dict[str, Any]) -> tuple[dict[str, str], list[str], list[Problem]]:
+    """`spec.metadata` as the flat map Init receives (a `secretKeyRef` / `envRef` entry holds
+    FROM_REFERENCE), the keys daprd resolves, and what is wrong with the document's shape."""
+    problems: list[Problem] = []
+    spec = document.get("spec") or {}
+    version = str(spec.get("version", ""))
+    if version not in ("", "v0", "v1"):
+        problems.append(
+            Problem("spec.version", f"spec.version is {version!r}; daprd registers pluggable stores as v1")
+        )
+    raw: dict[str, str] = {}
+    referenced: list[str] = []
+    for item in spec.get("metadata") or []:
+        if not isinstance(item, dict) or "name" not in item:
+            problems.append(Problem("spec.metadata", "a spec.metadata entry has no name"))
+            continue
+        key = str(item["name"])
+        if "secretKeyRef" in item or "envRef" in item:
+            referenced.append(key)  # daprd resolves it before Init: given, value unknown here
+            raw[key] = FROM_REFERENCE
+            continue
+        raw[key] = _text(item.get("value"))
+    return raw, referenced, problems
+
+
+def raw_metadata(document: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """A Component document's `spec.metadata` as the flat map Init receives, and what is wrong with
+    its shape. A `secretKeyRef` / `envRef` entry gets the placeholder FROM_REFERENCE."""
+    raw, _, problems = _spec_metadata(document)
+    return raw, [p.text for p in problems]
+
+
 def check_component(document: dict[str, Any], source: str) -> Finding:
-    """Validate one Component document's metadata against its backend's declarations."""
+    """Validate one Component document's metadata against its backend's declarations and rules."""
     finding = Finding(source, component_name(document))
-    raw, finding.errors = raw_metadata(document)
+    raw, referenced, finding.errors = _spec_metadata(document)
     try:
-        valid = stores.validate_component(raw)
+        valid = backends.validate_component(raw, collect=True, unresolved=referenced)
     except SecretStoreError as err:
-        finding.errors.append(err.message)
+        finding.errors.append(Problem("backend", err.message))
         return finding
-    finding.warnings.extend(text for _, text in valid.warnings)
+    finding.errors.extend(Problem(prop, text) for prop, text in valid.errors)
+    finding.warnings.extend(Problem(prop, text) for prop, text in valid.warnings)
     return finding
+
+
+def _documents(path: Path) -> list[Any] | str:
+    """The YAML documents of one file, or why it cannot be read."""
+    try:
+        return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        return f"cannot read it as YAML: {type(err).__name__}"
 
 
 def component_documents(
     paths: Iterable[Path], socket_name: str = "secretbridge"
 ) -> Iterator[tuple[str, dict[str, Any] | str]]:
-    """(source, document) for every Component of type `secretstores.<socket_name>` in these files;
-    (source, why) for a file that cannot be read as YAML."""
+    """(source, document) for every Component of type `secretstores.<socket_name>` in these files
+    (folders recursed); (source, why) for a file that cannot be read as YAML."""
     wanted = f"secretstores.{socket_name}".lower()
     for path in yaml_files(paths):
-        try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            yield str(path), f"cannot read it as YAML: {type(err).__name__}"
+        documents = _documents(path)
+        if isinstance(documents, str):
+            yield str(path), documents
             continue
         for document in documents:
-            if not isinstance(document, dict) or document.get("kind") != "Component":
+            if not isinstance(document, dict) or document.get("kind") != COMPONENT_KIND:
                 continue
             if str((document.get("spec") or {}).get("type", "")).lower() != wanted:
                 continue
             yield str(path), document
 
 
+def _close_to(text: str, wanted: str) -> bool:
+    return difflib.SequenceMatcher(None, text.lower(), wanted.lower()).ratio() >= _CLOSE
+
+
 def check_paths(paths: Iterable[Path], socket_name: str = "secretbridge") -> list[Finding]:
-    """Every Component of type `secretstores.<socket_name>` in these files, checked."""
+    """Every Component of type `secretstores.<socket_name>` in these files (folders recursed), checked;
+    plus findings for near misses of that kind or type and for names given to two Components."""
+    wanted = f"secretstores.{socket_name}"
     findings: list[Finding] = []
-    for source, document in component_documents(paths, socket_name):
-        if isinstance(document, str):
-            findings.append(Finding(source, "-", errors=[document]))
-        else:
-            findings.append(check_component(document, source))
+    # daprd keys Components by namespace and name; a second one with the same name stops it.
+    first_seen: dict[tuple[str, str], str] = {}
+    for path in yaml_files(paths):
+        documents = _documents(path)
+        if isinstance(documents, str):
+            findings.append(Finding(str(path), "-", errors=[Problem("", documents)]))
+            continue
+        for document in documents:
+            if not isinstance(document, dict):
+                continue
+            finding = _check_document(document, str(path), wanted, first_seen)
+            if finding is not None:
+                findings.append(finding)
     return findings
+
+
+def _check_document(
+    document: dict[str, Any], source: str, wanted: str, first_seen: dict[tuple[str, str], str]
+) -> Finding | None:
+    kind = str(document.get("kind") or "")
+    kind_type = str((document.get("spec") or {}).get("type") or "")
+    meta = document.get("metadata") or {}
+    name = str(meta.get("name") or "(unnamed)")
+    ours = kind_type.lower() == wanted.lower()
+    if kind != COMPONENT_KIND:
+        if kind and (ours or _close_to(kind, COMPONENT_KIND)):
+            return Finding(source, name, errors=[Problem(
+                "kind", f"kind is {kind!r}, which daprd skips; did you mean {COMPONENT_KIND!r}?"
+            )])
+        return None
+    duplicate: Problem | None = None
+    key = (str(meta.get("namespace") or ""), name)
+    if key in first_seen:
+        duplicate = Problem(
+            "metadata.name",
+            f"another Component is named {name!r} (in {first_seen[key]}); daprd refuses to start with two",
+        )
+    else:
+        first_seen[key] = source
+    if not ours:
+        if _close_to(kind_type, wanted):
+            return Finding(source, name, errors=[Problem(
+                "spec.type", f"spec.type is {kind_type!r}, which no component serves; did you mean {wanted!r}?"
+            )])
+        if duplicate is not None:
+            return Finding(source, name, errors=[duplicate])
+        return None
+    finding = check_component(document, source)
+    if duplicate is not None:
+        finding.errors.insert(0, duplicate)
+    return finding
