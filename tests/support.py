@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,3 +79,29 @@ def serve_bridge(name: str = "secretbridge", **options: object) -> Iterator[Brid
         bridge.close()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class MovedClock:
+    """The monotonic clock plus an offset the test moves forward: TTLs are crossed, not slept through."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def move_time(bridge: Bridge, instance: str = "default", *, resolver: bool = False) -> MovedClock:
+    """Give an initialised instance's cache (or its Key Vault reference resolver's) a clock the test
+    moves; the server runs in this process."""
+    assert bridge.server is not None
+    found = bridge.server.instances.find(instance)
+    assert found is not None
+    cache = found.resolver if resolver else found.cached
+    assert cache is not None
+    clock = MovedClock()
+    cache.clock = clock
+    return clock

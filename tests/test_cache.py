@@ -347,3 +347,29 @@ async def test_during_an_outage_bulk_reads_are_answered_from_the_last_listing_wi
     store.values["b"] = "B2"
     assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B2"}}
     assert store.calls["*bulk*"] == 3
+
+
+async def test_bulk_reads_past_max_stale_fail_instead_of_serving_the_old_listing() -> None:
+    cached, store, clock = await make(instance="bulk-max-stale", cacheTTL="10s", maxStale="1m")
+    store.values.update({"a": "A", "b": "B"})
+    assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}}
+    store.failure = Unavailable("connection refused")
+    clock.now += 10 + 61  # past the TTL and past maxStale: the backend is asked and fails
+    with pytest.raises(Unavailable, match="connection refused"):
+        await cached.bulk_get()
+    # Now the outage is known; the last listing is still past maxStale.
+    with pytest.raises(Unavailable):
+        await cached.bulk_get()
+    assert store.calls["*bulk*"] == 3
+
+
+async def test_a_limited_bulk_read_does_not_answer_a_later_unlimited_one() -> None:
+    cached, store, _ = await make(cacheTTL="10m")
+    store.values.update({"a": "A", "b": "B", "c": "C"})
+    assert await cached.bulk_get(1) == {"a": {"a": "A"}}
+    assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}, "c": {"c": "C"}}
+    assert await cached.bulk_get(2) == {"a": {"a": "A"}, "b": {"b": "B"}}
+    # The unlimited listing answers any later limit.
+    assert await cached.bulk_get(1) == {"a": {"a": "A"}}
+    assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}, "c": {"c": "C"}}
+    assert store.calls["*bulk*"] == 2

@@ -423,3 +423,22 @@ def test_a_volume_that_disappears_after_init_is_a_precondition_failure(bridge: B
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "secretsPath" in message
     code, message = code_of(lambda: bridge.bulk_get())
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "secretsPath" in message
+
+
+def test_a_symlink_into_a_sibling_folder_sharing_the_volumes_name_prefix_is_refused(
+    bridge: Bridge, volume: AtomicVolume, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `<x>/secrets-other` starts with the text `<x>/secrets` but is outside the volume `<x>/secrets`.
+    caplog.set_level(logging.DEBUG)
+    sibling = volume.root.parent / (volume.root.name + "-other")
+    sibling.mkdir()
+    (sibling / "private").write_text("sibling-value-never-served")
+    os.symlink(sibling / "private", volume.root / "sibling-absolute")
+    os.symlink(f"../{sibling.name}/private", volume.root / "sibling-relative")
+    init(bridge, volume.root)
+    for name in ("sibling-absolute", "sibling-relative"):
+        code, message = code_of(lambda name=name: bridge.get(name))
+        assert code == grpc.StatusCode.PERMISSION_DENIED, message
+        assert "outside secretsPath" in message and "sibling-value-never-served" not in message
+    assert set(bridge.bulk_get()) == set(SECRETS)
+    assert "sibling-value-never-served" not in logged(caplog)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,7 +22,7 @@ from secretbridge.core.errors import FailedPrecondition, PermissionDenied
 from secretbridge.core.metadata import parse_metadata
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity
-from tests.support import Bridge
+from tests.support import Bridge, move_time
 from tests.test_containerapps import AtomicVolume, code_of, eventually, logged
 
 pytest_plugins = ("tests.fakes.fixtures",)
@@ -92,10 +91,13 @@ def test_versionless_references_pick_up_new_versions_within_cache_ttl(
 ) -> None:
     first = fake_vault.set_secret("rotating", "version-one")
     volume.write({"latest": uri_ref(fake_vault, "rotating"), "pinned": uri_ref(fake_vault, "rotating", first)})
-    init(bridge, volume, fake_vault, cacheTTL="300ms")
+    init(bridge, volume, fake_vault, cacheTTL="30s")
+    clock = move_time(bridge, resolver=True)
     assert bridge.get("latest") == {"latest": "version-one"}
     fake_vault.set_secret("rotating", "version-two")
-    assert eventually(lambda: bridge.get("latest") == {"latest": "version-two"}, within=3.0)
+    assert bridge.get("latest") == {"latest": "version-one"}  # within cacheTTL
+    clock.advance(31)
+    assert bridge.get("latest") == {"latest": "version-two"}
     assert bridge.get("pinned") == {"pinned": "version-one"}
 
 
@@ -167,10 +169,11 @@ def test_the_last_good_value_is_served_while_the_vault_is_down(
 ) -> None:
     fake_vault.set_secret("steady", "steady-value")
     volume.write({"steady": uri_ref(fake_vault, "steady")})
-    init(bridge, volume, fake_vault, cacheTTL="100ms", maxStale="1h")
+    init(bridge, volume, fake_vault, cacheTTL="30s", maxStale="1h")
+    clock = move_time(bridge, resolver=True)
     assert bridge.get("steady") == {"steady": "steady-value"}
     fake_vault.fail(1000, status=501)
-    time.sleep(0.2)  # past cacheTTL: the next reads ask the vault, which fails
+    clock.advance(31)  # past cacheTTL: the next reads ask the vault, which fails
     for _ in range(3):
         assert bridge.get("steady") == {"steady": "steady-value"}
     assert fake_vault.count("failed") > 0

@@ -658,3 +658,50 @@ async def test_service_principal_from_metadata(kv_certs, azure_env: pytest.Monke
         message = await expect(PermissionDenied, bad.get("dev"))
         assert "service principal with client id sp-client" in message
         assert "a-wrong-secret-value" not in message and secret not in message
+
+
+async def test_the_components_client_id_wins_over_azure_client_id_for_workload_identity(
+    kv_certs, azure_env: pytest.MonkeyPatch, open_store: OpenStore, tmp_path  # type: ignore[no-untyped-def]
+) -> None:
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    http_challenge_cache.clear()
+    with FakeManagedIdentity(certificates=kv_certs) as entra, \
+            FakeKeyVault(kv_certs, identity=entra, tenant=TENANT) as vault:
+        token_file = tmp_path / "azure-identity-token"
+        token_file.write_text(entra.federated_token)
+        # The webhook's AZURE_CLIENT_ID names the service account's identity; the Component names another.
+        for name, value in {**entra.env("entra"), "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+                            "AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": "webhook-client"}.items():
+            azure_env.setenv(name, value)
+        vault.set_secret("from-aks", "yes")
+        store = await open_store(vault_metadata(vault, azureClientId="component-client"))
+        assert store.identity == "the workload identity with client id component-client"
+        assert await store.get("from-aks") == {"from-aks": "yes"}
+        (request,) = entra.requests
+        assert request.client_id == "component-client"
+
+
+async def test_a_configured_client_secret_echoed_by_the_token_endpoint_is_scrubbed(
+    kv_certs, azure_env: pytest.MonkeyPatch, open_store: OpenStore,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    http_challenge_cache.clear()
+    configured = "configured-SP-secret-4e7a"
+    with FakeManagedIdentity(certificates=kv_certs, client_secrets={"sp-client": "the-right-one"}) as entra, \
+            FakeKeyVault(kv_certs, identity=entra, tenant=TENANT) as vault:
+        entra.echo_credentials = True
+        for name, value in entra.env("entra").items():
+            azure_env.setenv(name, value)
+        vault.set_secret("dev", "ok")
+        with caplog.at_level(logging.DEBUG):
+            store = await open_store(vault_metadata(vault, azureTenantId=TENANT, azureClientId="sp-client",
+                                                    azureClientSecret=configured))
+            message = await expect(PermissionDenied, store.get("dev"))
+    # The endpoint's reason is shown (so the scrubbing is what keeps the secret out) ...
+    assert "AADSTS7000215" in message and "[redacted]" in message
+    # ... and the secret it quoted is not.
+    assert configured not in message
+    assert configured not in caplog.text + "\n".join(str(r.__dict__) for r in caplog.records)

@@ -1,6 +1,7 @@
 """Cache and resilience end to end: the real keyvault backend, the Key Vault test double, counted vault calls.
 
-Behaviour, not timing: waits are bounded polls; nothing asserts how long a call took.
+Behaviour, not timing: TTLs are crossed by moving the instance's cache clock (`move_time`), never by
+sleeping; other waits are bounded polls; nothing asserts how long a call took.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from secretbridge.runtime.metrics import STALE_SERVED
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
-from tests.support import Bridge
+from tests.support import Bridge, move_time
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -66,10 +67,13 @@ def test_a_thousand_reads_of_a_hundred_hot_secrets_cost_a_hundred_vault_calls(
 def test_rotation_is_seen_within_the_ttl(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
     fake_vault.set_secret("rotating", "old")
     bridge.init(keyvault(fake_vault, cacheTTL="3s"))
+    clock = move_time(bridge)
     assert bridge.get("rotating") == {"rotating": "old"}
     fake_vault.set_secret("rotating", "new")
+    clock.advance(2.9)
     assert bridge.get("rotating") == {"rotating": "old"}  # still within the TTL
-    assert eventually(lambda: bridge.get("rotating") == {"rotating": "new"}, within=8.0)
+    clock.advance(0.2)
+    assert bridge.get("rotating") == {"rotating": "new"}
 
 
 def test_a_missing_secret_asked_for_in_a_loop_costs_one_vault_call(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
@@ -97,27 +101,23 @@ def test_stale_values_are_served_through_an_outage_then_surface_past_max_stale(
     bridge: Bridge, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake_vault.set_secret("db-password", "last-good-value")
-    bridge.init(keyvault(fake_vault, cacheTTL="300ms", maxStale="4s", requestTimeout="2s"), instance="outage")
+    bridge.init(keyvault(fake_vault, cacheTTL="30s", maxStale="1m", requestTimeout="10s"), instance="outage")
+    clock = move_time(bridge, "outage")
     assert bridge.get("db-password", instance="outage") == {"db-password": "last-good-value"}
     served = STALE_SERVED.labels("outage", "keyvault")._value.get()
     fake_vault.go_down()
-    time.sleep(0.4)  # past the TTL
+    clock.advance(31)  # past the TTL
     with caplog.at_level(logging.WARNING):
         assert bridge.get("db-password", instance="outage") == {"db-password": "last-good-value"}
     assert STALE_SERVED.labels("outage", "keyvault")._value.get() == served + 1
     assert any(getattr(r, "instance", None) == "outage" and r.getMessage().startswith("backend failing")
                for r in caplog.records)
 
-    def surfaced() -> bool:
-        try:
-            bridge.get("db-password", instance="outage")
-        except grpc.RpcError as err:
-            assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
-            assert "maxStale" in err.details() and "db-password" in err.details()
-            return True
-        return False
-
-    assert eventually(surfaced, within=12.0)
+    clock.advance(60)  # 91 s past the TTL: past maxStale
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.get("db-password", instance="outage")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert "maxStale" in err.value.details() and "db-password" in err.value.details()
     assert "last-good-value" not in caplog.text
     fake_vault.come_up()
     assert eventually(lambda: _answers(bridge, "outage"), within=8.0)
@@ -134,11 +134,12 @@ def test_the_token_endpoint_down_is_survived_on_stale_values(
     bridge: Bridge, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity
 ) -> None:
     fake_vault.set_secret("db-password", "v")
-    bridge.init(keyvault(fake_vault, cacheTTL="200ms", requestTimeout="2s"))
+    bridge.init(keyvault(fake_vault, cacheTTL="30s", requestTimeout="10s"))
+    clock = move_time(bridge)
     assert bridge.get("db-password") == {"db-password": "v"}
     fake_identity.go_down()
     fake_vault.go_down()
-    time.sleep(0.3)
+    clock.advance(31)
     assert bridge.get("db-password") == {"db-password": "v"}
 
 
@@ -157,11 +158,12 @@ def test_hot_keys_are_refreshed_in_the_background_before_they_expire(
     bridge: Bridge, fake_vault: FakeKeyVault
 ) -> None:
     fake_vault.set_secret("hot", "v1")
-    bridge.init(keyvault(fake_vault, cacheTTL="5s"))
+    bridge.init(keyvault(fake_vault, cacheTTL="30s"))
+    clock = move_time(bridge)
     assert bridge.get("hot") == {"hot": "v1"}
     fake_vault.reset_counters()
     fake_vault.set_secret("hot", "v2")
-    time.sleep(4.2)  # inside the last fifth of the TTL (4 s to 5 s), with slack for a busy machine
+    clock.advance(27)  # inside the last fifth of the TTL (24 s to 30 s)
     assert bridge.get("hot") == {"hot": "v1"}  # answered from the cache at once ...
     assert eventually(lambda: fake_vault.count("get") == 1, within=5.0)  # ... and refreshed behind it
     assert eventually(lambda: bridge.get("hot") == {"hot": "v2"}, within=5.0)
@@ -172,9 +174,10 @@ def test_fail_fast_makes_init_fail_when_the_vault_is_unreachable(
 ) -> None:
     fake_vault.go_down()
     with pytest.raises(grpc.RpcError) as err:
-        bridge.init(keyvault(fake_vault, failFast="true", requestTimeout="2s", maxRetries="0"))
-    assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-    assert "Init" in err.value.details()
+        bridge.init(keyvault(fake_vault, failFast="true", requestTimeout="20s", maxRetries="0"))
+    # Refused connections: UNAVAILABLE (a slow vault is DEADLINE_EXCEEDED, see test_error_codes.py).
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+    assert "Init" in err.value.details() and "cannot reach" in err.value.details()
     # Without failFast the instance starts, and readiness says the backend is not there yet.
     bridge.init(keyvault(fake_vault, requestTimeout="2s", maxRetries="0"))
     assert bridge.server is not None

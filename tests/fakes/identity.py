@@ -152,6 +152,9 @@ class FakeManagedIdentity(BackgroundServer):
     ) -> None:
         super().__init__(ssl_context=certificates.server_context() if certificates is not None else None)
         self.client_secrets = dict(client_secrets or {})
+        # When True, refusals quote the credential received, as a verbose endpoint or a proxy's
+        # error page might: what reaches a message or a log must still be scrubbed.
+        self.echo_credentials = False
         self.federated_token = federated_token
         self.identity_header = "fake-identity-header-" + secrets.token_urlsafe(16)
         # object_id: tokens are JWTs naming that principal (`oid`), as real ones are.
@@ -314,7 +317,8 @@ class FakeManagedIdentity(BackgroundServer):
                 return refuse("invalid_client", "AADSTS700211: No matching federated identity record found")
         elif secret is not None:
             if self.client_secrets.get(client_id) != secret:
-                return refuse("invalid_client", "AADSTS7000215: Invalid client secret provided")
+                quoted = f" (the secret sent was {secret})" if self.echo_credentials else ""
+                return refuse("invalid_client", f"AADSTS7000215: Invalid client secret provided{quoted}")
         else:
             return refuse("invalid_client", "AADSTS7000216: client_assertion or client_secret is required")
         with self.lock:

@@ -35,7 +35,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError
 
 from secretbridge.azure.causes import CauseAwareRetryPolicy, describe_cause
 from secretbridge.azure.hosts import AUTHORITY_HOSTS, AzureEnvironment, check_environment, parse_environment
-from secretbridge.azure.redaction import safe_cause
+from secretbridge.azure.redaction import remember, safe_cause, scrub_azure_logs
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument
 from secretbridge.core.metadata import ParsedMetadata, Property
 
@@ -182,6 +182,8 @@ def build_credential(
     )
 
     env = os.environ if environ is None else environ
+    remember(metadata)
+    scrub_azure_logs()
     method = select_auth_method(metadata, env)
     environment = environment_of(metadata)
     # A token endpoint that does not resolve or refuses: fail now, naming it (IMDS keeps its own).
