@@ -592,9 +592,14 @@ async def test_nothing_secret_reaches_messages_or_logs(
     for i, value in enumerate(values):
         fake_vault.set_secret(f"s{i}", value)
     fake_vault.set_secret("gone", "top-secret-disabled", enabled=False)
+    # Both doubles quote what they received in their error answers: the token, the identity
+    # header, a broken secret's value. Every path below carries one of them into an error.
+    fake_vault.echo_requests = True
+    fake_identity.echo_credentials = True
     messages: list[str] = []
     with caplog.at_level(logging.DEBUG):
-        store = await open_store(vault_metadata(fake_vault, bulkSkipErrors="true", azureClientId="cid"))
+        store = await open_store(vault_metadata(fake_vault, bulkSkipErrors="true", azureClientId="cid",
+                                                maxRetries="0"))
         await store.bulk_get()
         for name in ("gone", "missing", "bad_name"):
             messages.append(str(await _error_of(store.get(name))))
@@ -603,12 +608,19 @@ async def test_nothing_secret_reaches_messages_or_logs(
         fake_vault.forbid(False)
         fake_vault.break_secret("s2", 500)
         await store.bulk_get()
+        messages.append(str(await _error_of(store.get("s2"))))
+        fake_vault.fail(1, 503)
+        messages.append(str(await _error_of(store.get("s4"))))
+        fake_vault.throttle(1)
+        messages.append(str(await _error_of(store.get("s4"))))
         fake_identity.tokens.revoke_all()
+        fake_identity.fail(5, 500)
         messages.append(str(await _error_of(store.get("s1"))))
         fake_vault.go_down()
         messages.append(str(await _error_of(store.get("s3"))))
     forbidden = [*values, "top-secret-disabled", fake_identity.identity_header, *fake_identity.issued()]
     text = caplog.text + "\n".join(messages) + "\n".join(str(r.__dict__) for r in caplog.records)
+    assert "[redacted]" in text  # a quoted header or token reached an error, and was scrubbed
     for item in forbidden:
         assert item not in text
 

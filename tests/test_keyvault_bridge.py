@@ -194,6 +194,9 @@ def test_no_secret_token_or_header_in_errors_or_logs(
     for name, value in values.items():
         fake_vault.set_secret(name, value)
     fake_vault.set_secret("off", "very-secret-disabled", enabled=False)
+    # The doubles quote the token, the identity header and a broken secret's value in their errors.
+    fake_vault.echo_requests = True
+    fake_identity.echo_credentials = True
     details: list[str] = []
     with caplog.at_level(logging.DEBUG):
         bridge.init(keyvault(fake_vault, azureClientId="cid", bulkSkipErrors="true"))
@@ -202,15 +205,23 @@ def test_no_secret_token_or_header_in_errors_or_logs(
             details.append(rpc_error(bridge.get, name).details())
         fake_vault.break_secret("k2", 500)
         assert len(bridge.bulk_get()) == 5
+        bridge.init(keyvault(fake_vault, azureClientId="cid", cacheTTL="0", maxRetries="0"))
+        details.append(rpc_error(bridge.get, "k2").details())
+        fake_vault.fail(1, 503)
+        details.append(rpc_error(bridge.get, "k5").details())
         fake_vault.forbid()
         details.append(rpc_error(bridge.get, "k1").details())
         fake_vault.forbid(False)
         fake_identity.tokens.revoke_all()
         details.append(rpc_error(bridge.get, "k3").details())
+        fake_identity.fail(5, 500)
+        bridge.init(keyvault(fake_vault, azureClientId="cid3", maxRetries="0"))
+        details.append(rpc_error(bridge.get, "k0").details())
         fake_identity.go_down()
         bridge.init(keyvault(fake_vault, azureClientId="cid2"))
         details.append(rpc_error(bridge.get, "k4").details())
     text = "\n".join(details) + caplog.text + "\n".join(str(r.__dict__) for r in caplog.records)
+    assert "[redacted]" in text  # a quoted header reached an error message, and was scrubbed
     for secret in [*values.values(), "very-secret-disabled", fake_identity.identity_header,
                    *fake_identity.issued()]:
         assert secret not in text

@@ -223,7 +223,9 @@ class FakeManagedIdentity(BackgroundServer):
         with self.lock:
             if self._fail_left > 0:
                 self._fail_left -= 1
-                return self._fail_status, "the token service failed (injected by the test)"
+                header = request.headers.get("X-IDENTITY-HEADER") if self.echo_credentials else None
+                quoted = f" (request header X-IDENTITY-HEADER: {header})" if header else ""
+                return self._fail_status, "the token service failed (injected by the test)" + quoted
         if not request.query.get("resource"):
             return 400, "resource is required"
         client_id = request.query.get("client_id")
@@ -308,7 +310,11 @@ class FakeManagedIdentity(BackgroundServer):
                 self._fail_left -= 1
                 status = self._fail_status
                 self._requests.append(replace(entry, status=status))
-                return web.json_response({"error": "temporarily_unavailable"}, status=status)
+                body = {"error": "temporarily_unavailable"}
+                if self.echo_credentials:
+                    sent = form.get("client_secret") or form.get("client_assertion")
+                    body["error_description"] = f"AADSTS50001: the service failed; the request carried {sent}"
+                return web.json_response(body, status=status)
         if form.get("grant_type") != "client_credentials" or not client_id or not scope:
             return refuse("invalid_request", "AADSTS900144: grant_type, client_id and scope are required")
         assertion, secret = form.get("client_assertion"), form.get("client_secret")

@@ -132,6 +132,9 @@ class FakeKeyVault(BackgroundServer):
         self._forbidden = False
         self._access_policy = False
         self._broken: dict[str, int] = {}
+        # When True, error answers quote the request's Authorization header (and a broken secret's
+        # value), as a verbose proxy might: the bridge must keep them out of messages and logs.
+        self.echo_requests = False
         self._in_flight = 0
         self._max_in_flight = 0
         self._reads_in_flight = 0
@@ -323,8 +326,9 @@ class FakeKeyVault(BackgroundServer):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
+        quoted = f" (the request carried Authorization: {scheme} {token})" if self.echo_requests else ""
         if self._tokens is not None and token not in self._tokens:
-            return self._challenge("AKV10022: Invalid audience or token.")
+            return self._challenge("AKV10022: Invalid audience or token." + quoted)
         with self.lock:
             if self._throttle_left > 0:
                 self._throttle_left -= 1
@@ -344,10 +348,10 @@ class FakeKeyVault(BackgroundServer):
             headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
             return _error(429, "Throttled",
                           "Request was not processed because too many requests were received. "
-                          "Reason: VaultRequestTypeLimitReached", headers=headers)
+                          "Reason: VaultRequestTypeLimitReached" + quoted, headers=headers)
         if fail_status is not None:
             code = "ServiceUnavailable" if fail_status == 503 else "InternalServerError"
-            return _error(fail_status, code, "The service is temporarily unavailable (injected by the test).")
+            return _error(fail_status, code, "The service is temporarily unavailable (injected by the test)." + quoted)
         if forbidden and access_policy:
             return _error(403, "Forbidden",
                           "The user, group or application 'appid=00000000-0000-0000-0000-00000000000a;"
@@ -357,7 +361,7 @@ class FakeKeyVault(BackgroundServer):
         if forbidden:
             return _error(403, "Forbidden",
                           "Caller is not authorized to perform action on resource. "
-                          "Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'",
+                          "Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'" + quoted,
                           inner="ForbiddenByRbac")
         return await handler(request)
 
@@ -410,9 +414,14 @@ class FakeKeyVault(BackgroundServer):
             return self._not_found(f"{name}/{version}")
         with self.lock:
             broken = self._broken.get(name.lower())
+            stored = self._secrets.get(name.lower())
         if broken is not None:
+            quoted = ""
+            if self.echo_requests:
+                value = stored.latest.value if stored is not None else ""
+                quoted = f" (its value is {value}; the request carried {request.headers.get('Authorization')})"
             return _error(broken, "InternalServerError" if broken >= 500 else "BadParameter",
-                          f"This secret is broken (injected by the test): {broken}")
+                          f"This secret is broken (injected by the test): {broken}{quoted}")
         with self.lock:
             secret = self._secrets.get(name.lower())
             found = None
