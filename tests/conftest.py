@@ -1,4 +1,5 @@
-"""Shared fixtures. `bridge` is a real secretbridge server on a real Unix socket."""
+"""Shared fixtures. `bridge` is a real secretbridge server on a real Unix socket; `e2e_stack`
+(tests/stack.py) starts `secretbridge serve` behind a runtime (the gateway, later daprd) as processes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.stack import e2e_stack  # noqa: F401 - the end-to-end stack fixture, for every test file
 from tests.support import Bridge, serve_bridge
 
 

@@ -14,7 +14,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from tests.gateway_support import REPO, child_env, free_port
+from tests.stack import REPO, child_env, free_port
 
 
 def _reader(stream, lines: queue.Queue[str | None]) -> None:

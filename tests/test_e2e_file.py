@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_support import Stack, http_get, run_stack, temp_folder
+from tests.stack import Stack, http_get, run_stack, temp_folder, write_resources
 
 SECRETS = {
     "db-password": "e2e-db-VALUE-1",
@@ -103,11 +103,8 @@ def stack() -> Iterator[Stack]:
     with temp_folder() as folder:
         (folder / "secrets.json").write_text(json.dumps({**SECRETS, "app-secrets-path": str(folder / "app.json")}))
         (folder / "app.json").write_text(json.dumps(APP_SECRETS))
-        resources = folder / "resources"
-        resources.mkdir()
-        (resources / "components.yaml").write_text(COMPONENTS.replace("{folder}", str(folder)))
-        (folder / "config.yaml").write_text(CONFIG)
-        with run_stack(folder, resources, folder / "config.yaml") as running:
+        resources, config = write_resources(folder, COMPONENTS.replace("{folder}", str(folder)), CONFIG)
+        with run_stack(folder, resources, config) as running:
             yield running
 
 

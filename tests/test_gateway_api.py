@@ -15,7 +15,8 @@ import pytest
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, secret_pb2, state_pb2
 from secretbridge.gateway.runtime import Gateway, GatewayError, GatewayOptions
 
-from tests.gateway_support import ScriptedStore, scripted_store, temp_folder
+from tests.gateway_support import ScriptedStore, scripted_store
+from tests.stack import temp_folder
 
 VAULT_SECRETS = {
     "db": {"pw": "pw-VALUE-1", "user": "user-VALUE-2"},

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from secretbridge.gateway.discovery import DiscoveryError, PluggableStore, discover, match
 
-from tests.gateway_support import scripted_store, temp_folder
+from tests.gateway_support import scripted_store
+from tests.stack import temp_folder
 
 
 async def test_registers_secretstores_by_socket_name_lower_cased() -> None:
