@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock daprd clean
+.PHONY: setup run test lint bench proto docs lock daprd clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Plants the bugs listed in tests/mutants.py one at a time in a copy of the tree and reports which the
+# tests catch; every one must be caught (not part of `make test`: it runs tests once per bug).
+mutants: setup
+	$(PY) -m tests.mutants
 
 docs: setup
 	$(PY) -m secretbridge backends --markdown > docs/metadata.md
