@@ -161,7 +161,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "multi-valued-members-as-python", "backends/contract.py",
         "str(key): member if isinstance(member, str) else json.dumps(member, separators=(\",\", \":\"))",
         "str(key): str(member)",
-        ("tests/test_keyvault.py::test_multi_valued", "tests/test_containerapps.py::test_multi_valued_files_holding_json_objects"),
+        ("tests/test_keyvault.py::test_multi_valued",
+         "tests/test_containerapps.py::test_multi_valued_files_holding_json_objects"),
         "a multi-valued secret's non-string members are served as Python text",
     ),
     Mutant(
