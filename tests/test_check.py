@@ -192,3 +192,12 @@ def test_check_loads_no_server_or_http_code(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                          check=False)
     assert run.stdout.strip().splitlines()[-1] == "0 []", run.stdout + run.stderr
+
+
+def test_a_misspelled_type_and_a_duplicate_name_are_both_reported(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        component("vault", {"backend": "env"}) + "---\n"
+        + component("vault", {"backend": "env"}, kind_type="secretstore.secretbridge")
+    )
+    findings = check_paths([tmp_path])
+    assert [[p.prop for p in f.errors] for f in findings] == [[], ["metadata.name", "spec.type"]]

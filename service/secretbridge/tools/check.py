@@ -209,13 +209,12 @@ def _check_document(
     else:
         first_seen[key] = source
     if not ours:
+        problems = [duplicate] if duplicate is not None else []
         if _close_to(kind_type, wanted):
-            return Finding(source, name, errors=[Problem(
+            problems.append(Problem(
                 "spec.type", f"spec.type is {kind_type!r}, which no component serves; did you mean {wanted!r}?"
-            )])
-        if duplicate is not None:
-            return Finding(source, name, errors=[duplicate])
-        return None
+            ))
+        return Finding(source, name, errors=problems) if problems else None
     finding = check_component(document, source)
     if duplicate is not None:
         finding.errors.insert(0, duplicate)
