@@ -103,8 +103,10 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- more places users depend on ----------------------------------------------------------------
     Mutant(
         "forbidden-as-unavailable", "azure/vault.py",
-        "                return PermissionDenied(\n                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it the \"",
-        "                return Unavailable(\n                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it the \"",
+        "                return PermissionDenied(\n"
+        "                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it the \"",
+        "                return Unavailable(\n"
+        "                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it the \"",
         ("tests/test_keyvault.py::test_forbidden_names_identity_and_role",),
         "a missing role assignment (403) is reported as the vault being unreachable",
     ),
