@@ -1,18 +1,22 @@
 """The end-to-end stack, in one place: `secretbridge serve` on a socket folder, a runtime in front of it
-(the development gateway today; the real daprd can be added as another `Runtime`), and the example app
-(the real dapr SDK plus plain HTTP) reading secrets through the runtime. All real processes.
+(the real daprd, or the development gateway), and the example app (the real dapr SDK plus plain HTTP)
+reading secrets through the runtime. All real processes, on free loopback ports and Unix sockets.
 
 - `start_serve(folder)` starts `secretbridge serve` and waits for its socket.
 - A `Runtime` starts what daprd's place is taken by, on free HTTP and gRPC ports, and says when it is ready.
 - `run_stack(...)` (a context manager) and the `e2e_stack` fixture (a factory that stops every stack it
   started) put both together and hand back a `Stack`: ports, URLs, logs, the app runner.
 
-The runtime is picked by name (`runtime="gateway"`), or by `SECRETBRIDGE_E2E_RUNTIME` for a whole run.
+The runtime is picked by name (`runtime="daprd"`), or by `SECRETBRIDGE_E2E_RUNTIME` for a whole run.
+daprd comes from tools/daprd/get_daprd.py (what `make daprd` runs); when it cannot be had, a daprd
+case skips with one line saying how to get it, except under CI (`CI=true`), where that fails the run:
+a suite that silently stopped testing against the real runtime would prove nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -158,9 +163,11 @@ class Runtime(Protocol):
     name: str
 
     def start(
-        self, *, folder: Path, resources: Path, config: Path | None, env: dict[str, str] | None, ports: Ports
+        self, *, folder: Path, resources: Path, config: Path | None, env: dict[str, str] | None, ports: Ports,
+        api_token: str | None = None,
     ) -> Proc:
-        """Start it (Components from `resources`, its socket folder `folder`); return once ready."""
+        """Start it (Components from `resources`, its socket folder `folder`; `api_token` as
+        DAPR_API_TOKEN); return once ready."""
         ...
 
 
@@ -170,15 +177,20 @@ class GatewayRuntime:
     name = "gateway"
 
     def start(
-        self, *, folder: Path, resources: Path, config: Path | None, env: dict[str, str] | None, ports: Ports
+        self, *, folder: Path, resources: Path, config: Path | None, env: dict[str, str] | None, ports: Ports,
+        api_token: str | None = None,
     ) -> Proc:
         args = [
             "gateway", "--resources-path", str(resources), "--socket-folder", str(folder),
-            "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
+            "--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--app-id", APP_ID,
         ]
         if config is not None:
             args += ["--config", str(config)]
-        gateway = start(args, folder / "gateway.log", env=env)
+        child = dict(env or child_env())
+        child.pop("DAPR_API_TOKEN", None)
+        if api_token is not None:
+            child["DAPR_API_TOKEN"] = api_token
+        gateway = start(args, folder / "gateway.log", env=child)
         health = f"http://127.0.0.1:{ports.http}/v1.0/healthz/outbound"
         try:
             wait_until(lambda: http_get(health, timeout=2)[0] == 204, "gateway health", gateway.popen)
@@ -188,8 +200,85 @@ class GatewayRuntime:
         return gateway
 
 
-#: Runtimes by name; the real daprd registers here as another entry.
-RUNTIMES: dict[str, Runtime] = {"gateway": GatewayRuntime()}
+GET_DAPRD = REPO / "tools" / "daprd" / "get_daprd.py"
+HOW_TO_GET_DAPRD = "run `make daprd` (builds it with Go from the module proxy) or set DAPRD=/path/to/daprd"
+#: The app id both runtimes run with (Component scopes and `{appID}` see it).
+APP_ID = "app"
+
+
+@cache
+def _daprd_or_reason() -> tuple[Path | None, str]:
+    spec = importlib.util.spec_from_file_location("get_daprd", GET_DAPRD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    try:
+        return module.find_daprd(progress=True), ""
+    except module.DaprdError as err:
+        return None, str(err)
+
+
+def daprd_binary() -> Path:
+    """The daprd to test against; skips (or, under CI, fails) with the reason when there is none."""
+    path, reason = _daprd_or_reason()
+    if path is None:
+        message = f"no daprd: {reason}; {HOW_TO_GET_DAPRD}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def daprd_env(folder: Path, env: dict[str, str] | None) -> dict[str, str]:
+    """daprd's environment: the socket folder it scans, and nothing that reaches for a control plane."""
+    child = dict(env or child_env())
+    child["DAPR_COMPONENTS_SOCKETS_FOLDER"] = str(folder)
+    for name in ("DAPR_SCHEDULER_HOST_ADDRESS_DNS_A", "NAMESPACE", "DAPR_PLACEMENT_HOST_ADDRESS", "DAPR_API_TOKEN"):
+        child.pop(name, None)
+    return child
+
+
+def daprd_command(binary: Path, *, resources: Path, http: int, grpc: int, config: Path | None) -> list[str]:
+    """daprd standalone (no placement, scheduler or sentry) listening on loopback only."""
+    command = [
+        str(binary), "--app-id", APP_ID, "--mode", "standalone", "--resources-path", str(resources),
+        "--dapr-listen-addresses", "127.0.0.1", "--dapr-http-port", str(http), "--dapr-grpc-port", str(grpc),
+        "--dapr-internal-grpc-port", str(free_port()), "--dapr-internal-grpc-listen-address", "127.0.0.1",
+        "--dapr-public-port", str(free_port()), "--dapr-public-listen-address", "127.0.0.1",
+        "--metrics-port", str(free_port()), "--metrics-listen-address", "127.0.0.1",
+        "--dapr-graceful-shutdown-seconds", "1", "--log-level", "info",
+    ]
+    if config is not None:
+        command += ["--config", str(config)]
+    return command
+
+
+class DaprdRuntime:
+    """The real daprd (the lean build of tools/daprd), standalone."""
+
+    name = "daprd"
+
+    def start(
+        self, *, folder: Path, resources: Path, config: Path | None, env: dict[str, str] | None, ports: Ports,
+        api_token: str | None = None,
+    ) -> Proc:
+        child = daprd_env(folder, env)
+        if api_token is not None:
+            child["DAPR_API_TOKEN"] = api_token
+        command = daprd_command(daprd_binary(), resources=resources, http=ports.http, grpc=ports.grpc, config=config)
+        daprd = start_command(command, folder / "daprd.log", env=child)
+        health = f"http://127.0.0.1:{ports.http}/v1.0/healthz"
+        try:
+            wait_until(lambda: http_get(health, timeout=2)[0] == 204, "daprd health", daprd.popen, timeout=60)
+        except AssertionError:
+            daprd.stop()
+            raise AssertionError(f"daprd did not become healthy; its log:\n{daprd.log()[-4000:]}") from None
+        return daprd
+
+
+#: Runtimes by name.
+RUNTIMES: dict[str, Runtime] = {"daprd": DaprdRuntime(), "gateway": GatewayRuntime()}
 
 
 def runtime_named(name: str | None = None) -> Runtime:
@@ -208,10 +297,11 @@ class Stack:
     """`secretbridge serve` and a runtime as real processes on one socket folder."""
 
     folder: Path
-    serve: Proc
+    serve: Proc | None
     runtime: Proc
     runtime_name: str
     ports: Ports
+    api_token: str | None = None
 
     @property
     def gateway(self) -> Proc:
@@ -235,25 +325,36 @@ class Stack:
     def socket_path(self) -> Path:
         return self.folder / f"{SOCKET_NAME}.sock"
 
-    def app(self, store: str, *keys: str, metadata: dict[str, str] | None = None) -> dict:  # type: ignore[type-arg]
+    def app_env(self) -> dict[str, str]:
+        """What an app beside this runtime has in its environment (the dapr SDK reads these)."""
+        env = child_env(
+            DAPR_HTTP_PORT=str(self.ports.http), DAPR_GRPC_PORT=str(self.ports.grpc), DAPR_HEALTH_TIMEOUT="30"
+        )
+        env.pop("DAPR_API_TOKEN", None)
+        if self.api_token is not None:
+            env["DAPR_API_TOKEN"] = self.api_token
+        return env
+
+    def app(
+        self, store: str, *keys: str, metadata: dict[str, str] | None = None, env: dict[str, str] | None = None
+    ) -> dict:  # type: ignore[type-arg]
         """Run examples/read_secrets.py (the real dapr SDK plus urllib) against the runtime."""
         args = [sys.executable, str(REPO / "examples" / "read_secrets.py"), "--json", store, *keys]
         for name, value in (metadata or {}).items():
             args += ["--metadata", f"{name}={value}"]
-        env = child_env(
-            DAPR_HTTP_PORT=str(self.ports.http), DAPR_GRPC_PORT=str(self.ports.grpc), DAPR_HEALTH_TIMEOUT="20"
+        done = subprocess.run(
+            args, env=env or self.app_env(), cwd=REPO, capture_output=True, timeout=90, check=False
         )
-        done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
     def logs(self) -> str:
         """Both processes' output so far."""
-        return self.runtime.log() + self.serve.log()
+        return self.runtime.log() + (self.serve.log() if self.serve is not None else "")
 
     def stop(self) -> tuple[int, int]:
-        """Stop the runtime, then the store; both exit codes."""
-        return self.runtime.stop(), self.serve.stop()
+        """Stop the runtime, then the store (when this stack started it); both exit codes."""
+        return self.runtime.stop(), self.serve.stop() if self.serve is not None else 0
 
 
 def write_resources(folder: Path, components: str, config: str | None = None) -> tuple[Path, Path | None]:
@@ -268,6 +369,23 @@ def write_resources(folder: Path, components: str, config: str | None = None) ->
     return resources, config_path
 
 
+def start_runtime(
+    runtime: str | Runtime | None,
+    folder: Path,
+    resources: Path,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    api_token: str | None = None,
+    serve: Proc | None = None,
+) -> Stack:
+    """A runtime on free ports in front of the `serve` already on `folder` (the caller stops both)."""
+    chosen = runtime if runtime is not None and not isinstance(runtime, str) else runtime_named(runtime)
+    ports = Ports(free_port(), free_port())
+    proc = chosen.start(folder=folder, resources=resources, config=config, env=env, ports=ports, api_token=api_token)
+    return Stack(folder, serve, proc, chosen.name, ports, api_token)
+
+
 @contextlib.contextmanager
 def run_stack(
     folder: Path,
@@ -275,18 +393,19 @@ def run_stack(
     config: Path | None = None,
     env: dict[str, str] | None = None,
     runtime: str | Runtime | None = None,
+    *,
+    api_token: str | None = None,
 ) -> Iterator[Stack]:
-    """Start serve (socket `folder/secretbridge.sock`) and a runtime on free ports; stop both after."""
-    chosen = runtime if runtime is not None and not isinstance(runtime, str) else runtime_named(runtime)
+    """Start serve (socket `folder/secretbridge.sock`) first, since daprd scans the folder once at start,
+    then a runtime on free ports; stop both after."""
     serve = start_serve(folder, env)
-    proc: Proc | None = None
+    stack: Stack | None = None
     try:
-        ports = Ports(free_port(), free_port())
-        proc = chosen.start(folder=folder, resources=resources, config=config, env=env, ports=ports)
-        yield Stack(folder, serve, proc, chosen.name, ports)
+        stack = start_runtime(runtime, folder, resources, config, env, api_token=api_token, serve=serve)
+        yield stack
     finally:
-        if proc is not None:
-            proc.stop()
+        if stack is not None:
+            stack.runtime.stop()
         serve.stop()
 
 

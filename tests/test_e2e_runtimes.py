@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
-from tests.gateway_support import Proc, child_env, http_get, temp_folder
-from tests.runtimes import RUNTIMES, Runtime, run_app, serving, start_runtime
+from tests.stack import RUNTIMES, Stack, child_env, http_get, run_stack, temp_folder
 from tests.test_containerapps import AtomicVolume
 
 pytest_plugins = ("tests.fakes.fixtures",)
@@ -56,13 +55,12 @@ spec:
 class Local:
     """serve + a runtime over file, multi-valued file, env and containerapps Components."""
 
-    runtime: Runtime
-    serve: Proc
+    stack: Stack
     folder: Path
     volume: AtomicVolume
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
+@pytest.fixture(scope="module", params=list(RUNTIMES))
 def local(request: pytest.FixtureRequest) -> Iterator[Local]:
     """One stack per runtime, shared by the module's read-only cases."""
     with temp_folder(f"sb{request.param[:2]}-") as folder:
@@ -83,16 +81,12 @@ def local(request: pytest.FixtureRequest) -> Iterator[Local]:
         ]))
         (folder / "config.yaml").write_text(SCOPES)
         env = child_env(SBAPP_TOKEN="env-VALUE-1")
-        with serving(folder, env) as serve:
-            runtime = start_runtime(request.param, resources, folder, config=folder / "config.yaml", env=env)
-            try:
-                yield Local(runtime, serve, folder, volume)
-            finally:
-                runtime.stop()
+        with run_stack(folder, resources, folder / "config.yaml", env, runtime=request.param) as stack:
+            yield Local(stack, folder, volume)
 
 
 def test_file_store_answers_as_daprd_shapes_them(local: Local) -> None:
-    out = run_app(local.runtime, "local", "db-password", "nested:inner", "nope")
+    out = local.stack.app("local", "db-password", "nested:inner", "nope")
     grpc, http = out["grpc"], out["http"]
     assert grpc["get"]["db-password"] == {"data": {"db-password": "file-VALUE-1"}}
     assert http["get"]["db-password"] == {"status": 200, "body": {"db-password": "file-VALUE-1"}}
@@ -111,43 +105,43 @@ def test_file_store_answers_as_daprd_shapes_them(local: Local) -> None:
 
 
 def test_scopes_are_enforced_by_the_runtime(local: Local) -> None:
-    out = run_app(local.runtime, "local", "internal")
+    out = local.stack.app("local", "internal")
     assert out["http"]["get"]["internal"]["status"] == 403
     assert out["http"]["get"]["internal"]["body"]["errorCode"] == "ERR_PERMISSION_DENIED"
     assert out["grpc"]["get"]["internal"]["code"] == "PERMISSION_DENIED"
-    out = run_app(local.runtime, "volume", "db-password", "api-key")
+    out = local.stack.app("volume", "db-password", "api-key")
     assert out["http"]["get"]["db-password"] == {"status": 200, "body": {"db-password": "vol-VALUE-1\n"}}
     assert out["http"]["get"]["api-key"]["status"] == 403  # defaultAccess: deny, not in allowedSecrets
     assert out["http"]["bulk"] == {"status": 200, "body": {"db-password": {"db-password": "vol-VALUE-1\n"}}}
 
 
 def test_maxresults_reaches_the_store_from_query_metadata(local: Local) -> None:
-    out = run_app(local.runtime, "local", "db-password", metadata={"maxresults": "1"})
+    out = local.stack.app("local", "db-password", metadata={"maxresults": "1"})
     assert out["http"]["bulk"] == {"status": 200, "body": {"db-password": {"db-password": "file-VALUE-1"}}}
     assert out["grpc"]["bulk"] == {"data": {"db-password": {"db-password": "file-VALUE-1"}}}
-    out = run_app(local.runtime, "local", "db-password", metadata={"maxresults": "many"})
+    out = local.stack.app("local", "db-password", metadata={"maxresults": "many"})
     assert out["http"]["bulk"]["status"] == 500
     assert "InvalidArgument" in out["http"]["bulk"]["body"]["message"]
     assert "maxresults" in out["http"]["bulk"]["body"]["message"]
 
 
 def test_multi_valued_env_and_volume_on_one_socket(local: Local) -> None:
-    out = run_app(local.runtime, "multi", "conn")
+    out = local.stack.app("multi", "conn")
     assert out["http"]["get"]["conn"] == {"status": 200, "body": {"host": "db.local", "port": "5432"}}
     assert out["http"]["bulk"]["body"] == {"conn": {"host": "db.local", "port": "5432"}}
-    out = run_app(local.runtime, "environ", "TOKEN", "MISSING")
+    out = local.stack.app("environ", "TOKEN", "MISSING")
     assert out["http"]["get"]["TOKEN"] == {"status": 200, "body": {"TOKEN": "env-VALUE-1"}}
     assert "code = NotFound" in out["http"]["get"]["MISSING"]["body"]["message"]
     # A kubelet-style swap of the volume is seen on the next read.
     local.volume.write({"db-password": "vol-VALUE-3", "api-key": "vol-VALUE-2"})
-    out = run_app(local.runtime, "volume", "db-password")
+    out = local.stack.app("volume", "db-password")
     assert out["http"]["get"]["db-password"] == {"status": 200, "body": {"db-password": "vol-VALUE-3"}}
 
 
 def test_unknown_store_and_metadata(local: Local) -> None:
-    status, body, _ = http_get(f"{local.runtime.base}/secrets/nostore/x")
+    status, body, _ = http_get(f"{local.stack.base}/secrets/nostore/x")
     assert status == 401 and json.loads(body)["errorCode"] == "ERR_SECRET_STORE_NOT_FOUND"
-    status, body, _ = http_get(f"{local.runtime.base}/metadata")
+    status, body, _ = http_get(f"{local.stack.base}/metadata")
     assert status == 200
     components = {c["name"]: c for c in json.loads(body)["components"]}
     assert components["local"]["type"] == "secretstores.secretbridge"
@@ -155,7 +149,7 @@ def test_unknown_store_and_metadata(local: Local) -> None:
     assert set(components) >= {"local", "multi", "environ", "volume"}
 
 
-@pytest.mark.parametrize("kind", RUNTIMES)
+@pytest.mark.parametrize("kind", list(RUNTIMES))
 def test_api_token_is_enforced(kind: str) -> None:
     with temp_folder("sbtk-") as folder:
         (folder / "s.json").write_text('{"k": "tok-VALUE-1"}')
@@ -163,24 +157,20 @@ def test_api_token_is_enforced(kind: str) -> None:
         resources.mkdir()
         secrets_file = str(folder / "s.json")
         (resources / "c.yaml").write_text(component("local", {"backend": "file", "secretsFile": secrets_file}))
-        with serving(folder):
-            runtime = start_runtime(kind, resources, folder, api_token="t0ken-for-tests")
-            try:
-                status, body, _ = http_get(f"{runtime.base}/secrets/local/k")
-                assert (status, body.strip()) == (401, b"invalid api token")
-                assert http_get(f"{runtime.base}/healthz")[0] == 204
-                out = run_app(runtime, "local", "k")  # the SDK sends DAPR_API_TOKEN itself
-                assert out["grpc"]["get"]["k"] == {"data": {"k": "tok-VALUE-1"}}
-                assert out["http"]["get"]["k"] == {"status": 200, "body": {"k": "tok-VALUE-1"}}
-                wrong = runtime.app_env() | {"DAPR_API_TOKEN": "wrong"}
-                out = run_app(runtime, "local", "k", env=wrong)
-                assert out["grpc"]["get"]["k"]["code"] == "UNAUTHENTICATED"
-                assert out["http"]["get"]["k"]["status"] == 401
-            finally:
-                runtime.stop()
+        with run_stack(folder, resources, runtime=kind, api_token="t0ken-for-tests") as stack:
+            status, body, _ = http_get(f"{stack.base}/secrets/local/k")
+            assert (status, body.strip()) == (401, b"invalid api token")
+            assert http_get(f"{stack.base}/healthz")[0] == 204
+            out = stack.app("local", "k")  # the SDK sends DAPR_API_TOKEN itself
+            assert out["grpc"]["get"]["k"] == {"data": {"k": "tok-VALUE-1"}}
+            assert out["http"]["get"]["k"] == {"status": 200, "body": {"k": "tok-VALUE-1"}}
+            wrong = stack.app_env() | {"DAPR_API_TOKEN": "wrong"}
+            out = stack.app("local", "k", env=wrong)
+            assert out["grpc"]["get"]["k"]["code"] == "UNAUTHENTICATED"
+            assert out["http"]["get"]["k"]["status"] == 401
 
 
-@pytest.mark.parametrize("kind", RUNTIMES)
+@pytest.mark.parametrize("kind", list(RUNTIMES))
 @pytest.mark.parametrize("assigned", ["system", "user"])
 def test_keyvault_with_managed_identity_and_a_secret_key_ref(
     kind: str, assigned: str, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity
@@ -202,26 +192,23 @@ def test_keyvault_with_managed_identity_and_a_secret_key_ref(
                       secret_store="vault"),
         ]))
         env = child_env()
-        with serving(folder, env) as serve:
-            runtime = start_runtime(kind, resources, folder, env=env)
-            try:
-                out = run_app(runtime, "vault", "db-password", "retired", "missing")
-                http = out["http"]
-                assert http["get"]["db-password"] == {"status": 200, "body": {"db-password": "kv-VALUE-1"}}
-                assert http["get"]["retired"]["status"] == 500
-                assert "FailedPrecondition" in http["get"]["retired"]["body"]["message"]
-                assert "disabled" in http["get"]["retired"]["body"]["message"]
-                assert "code = NotFound" in http["get"]["missing"]["body"]["message"]
-                assert set(http["bulk"]["body"]) == {"db-password", "rotated", "app-secrets-path"}
-                out = run_app(runtime, "vault", "rotated", metadata={"version_id": first})
-                assert out["http"]["get"]["rotated"] == {"status": 200, "body": {"rotated": "kv-VALUE-2"}}
-                assert out["grpc"]["get"]["rotated"] == {"data": {"rotated": "kv-VALUE-2"}}
-                out = run_app(runtime, "appsecrets", "flag")
-                assert out["http"]["get"]["flag"] == {"status": 200, "body": {"flag": "file-VALUE-9"}}
-                requested = {r.client_id for r in fake_identity.requests}
-                assert requested == ({extra["azureClientId"]} if extra else {None})
-            finally:
-                runtime.stop()
-            logs = runtime.log() + serve.log()
+        with run_stack(folder, resources, None, env, runtime=kind) as stack:
+            out = stack.app("vault", "db-password", "retired", "missing")
+            http = out["http"]
+            assert http["get"]["db-password"] == {"status": 200, "body": {"db-password": "kv-VALUE-1"}}
+            assert http["get"]["retired"]["status"] == 500
+            assert "FailedPrecondition" in http["get"]["retired"]["body"]["message"]
+            assert "disabled" in http["get"]["retired"]["body"]["message"]
+            assert "code = NotFound" in http["get"]["missing"]["body"]["message"]
+            assert set(http["bulk"]["body"]) == {"db-password", "rotated", "app-secrets-path"}
+            out = stack.app("vault", "rotated", metadata={"version_id": first})
+            assert out["http"]["get"]["rotated"] == {"status": 200, "body": {"rotated": "kv-VALUE-2"}}
+            assert out["grpc"]["get"]["rotated"] == {"data": {"rotated": "kv-VALUE-2"}}
+            out = stack.app("appsecrets", "flag")
+            assert out["http"]["get"]["flag"] == {"status": 200, "body": {"flag": "file-VALUE-9"}}
+            requested = {r.client_id for r in fake_identity.requests}
+            assert requested == ({extra["azureClientId"]} if extra else {None})
+            stack.stop()
+            logs = stack.logs()
     for secret in ("kv-VALUE-1", "kv-VALUE-2", "kv-VALUE-3", "file-VALUE-9", fake_identity.identity_header):
         assert secret not in logs

@@ -8,6 +8,7 @@ docs/gateway.md explains.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -17,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_support import REPO, child_env, temp_folder
-from tests.runtimes import Runtime, run_app, serving, start_runtime
+from tests.stack import REPO, Stack, child_env, start_runtime, start_serve, temp_folder
 from tests.test_e2e_runtimes import SCOPES, component
 
 #: Requests whose answers differ on purpose, with the reason docs/gateway.md gives.
@@ -51,12 +51,12 @@ REQUESTS = [
 
 @dataclass
 class Pair:
-    daprd: Runtime
-    gateway: Runtime
+    daprd: Stack
+    gateway: Stack
     folder: Path
 
 
-def fetch(runtime: Runtime, method: str, path: str) -> tuple[int, str, bytes]:
+def fetch(runtime: Stack, method: str, path: str) -> tuple[int, str, bytes]:
     """(status, media type, body) of one raw request."""
     request = urllib.request.Request(f"http://127.0.0.1:{runtime.http_port}{path}", method=method)
     try:
@@ -89,16 +89,14 @@ def pair() -> Iterator[Pair]:
         scopes = SCOPES.replace("allowedSecrets: [db-password]", "allowedSecrets: [api-key]")
         (folder / "config.yaml").write_text(scopes)
         env = child_env()
-        with serving(folder, env):
-            daprd = start_runtime("daprd", resources, folder, config=folder / "config.yaml", env=env)
-            try:
-                gateway = start_runtime("gateway", resources, folder, config=folder / "config.yaml", env=env)
-                try:
-                    yield Pair(daprd, gateway, folder)
-                finally:
-                    gateway.stop()
-            finally:
-                daprd.stop()
+        serve = start_serve(folder, env)
+        with contextlib.ExitStack() as running:
+            running.callback(serve.stop)
+            daprd = start_runtime("daprd", folder, resources, folder / "config.yaml", env)
+            running.callback(daprd.runtime.stop)
+            gateway = start_runtime("gateway", folder, resources, folder / "config.yaml", env)
+            running.callback(gateway.runtime.stop)
+            yield Pair(daprd, gateway, folder)
 
 
 @pytest.mark.parametrize(("method", "path"), REQUESTS, ids=[p for _, p in REQUESTS])
@@ -112,17 +110,16 @@ def test_http_answers_match_daprd(pair: Pair, method: str, path: str) -> None:
 
 def test_sdk_answers_match_daprd(pair: Pair) -> None:
     keys = ("db-password", "nested:inner", "nope", "internal", "a/b", "html", "")
-    want = run_app(pair.daprd, "local", *keys)
-    got = run_app(pair.gateway, "local", *keys)
+    want = pair.daprd.app("local", *keys)
+    got = pair.gateway.app("local", *keys)
     assert got == want
-    assert run_app(pair.gateway, "nostore", "x") == run_app(pair.daprd, "nostore", "x")
-    assert run_app(pair.gateway, "multi", "conn", metadata={"maxresults": "1"}) == run_app(
-        pair.daprd, "multi", "conn", metadata={"maxresults": "1"}
-    )
+    assert pair.gateway.app("nostore", "x") == pair.daprd.app("nostore", "x")
+    limited = {"maxresults": "1"}
+    assert pair.gateway.app("multi", "conn", metadata=limited) == pair.daprd.app("multi", "conn", metadata=limited)
 
 
 def test_metadata_lists_the_same_components(pair: Pair) -> None:
-    def components(runtime: Runtime) -> list[dict[str, object]]:
+    def components(runtime: Stack) -> list[dict[str, object]]:
         status, _, body = fetch(runtime, "GET", "/v1.0/metadata")
         assert status == 200
         listed = json.loads(body)["components"]
@@ -175,10 +172,10 @@ def _init_or_exit(kind: str, documents: list[str], env: dict[str, str]) -> tuple
         for index, document in enumerate(documents):
             (resources / f"{index}.yaml").write_text(document)
         try:
-            runtime = start_runtime(kind, resources, folder, env=env)
+            started = start_runtime(kind, folder, resources, env=env)
         except AssertionError:
             return "exit", "refused to start"
-        runtime.stop()
+        started.runtime.stop()
         return "init", store.inits
 
 
