@@ -1,10 +1,12 @@
-"""Shared fixtures. `bridge` is a real secretbridge server on a real Unix socket."""
+"""Shared fixtures. `bridge` is a real secretbridge server on a real Unix socket (its operator
+allows the fakes' host, 127.0.0.1); `strict_bridge` is one whose operator allowed nothing more."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from secretbridge.core.policy import STRICT
 
 from tests.support import Bridge, serve_bridge
 
@@ -13,4 +15,11 @@ from tests.support import Bridge, serve_bridge
 def bridge() -> Iterator[Bridge]:
     """An in-process secretbridge on its own socket; `bridge.init(...)`, `bridge.get(...)`, ..."""
     with serve_bridge() as b:
+        yield b
+
+
+@pytest.fixture
+def strict_bridge() -> Iterator[Bridge]:
+    """A secretbridge whose operator allowed nothing beyond Azure (no `--allow-vault-host`)."""
+    with serve_bridge(policy=STRICT) as b:
         yield b

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from secretbridge.backends.contract import CACHE_PROPERTIES, SecretStore
 from secretbridge.core.errors import InvalidArgument
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property, parse_metadata
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 _BACKENDS: dict[str, str] = {
     "file": "secretbridge.backends.file:FileStore",
@@ -78,10 +79,11 @@ class Validated:
     warnings: tuple[tuple[str, str], ...]
 
 
-def validate_component(raw: Mapping[str, str]) -> Validated:
+def validate_component(raw: Mapping[str, str], policy: OperatorPolicy = STRICT) -> Validated:
     """Pick the backend, decode the metadata and run the backend's `validate`: what Init and
     `secretbridge check` both do before anything is opened. Raises `InvalidArgument` naming the
-    property; unknown properties come back as warnings (daprd's own metadata may grow)."""
+    property; unknown properties come back as warnings (daprd's own metadata may grow). `policy` is
+    what the operator allowed `serve` (the strict default when not said)."""
     backend = next((v for k, v in raw.items() if k.lower() == "backend"), None)
     if backend is None or not backend.strip():
         raise InvalidArgument("metadata property 'backend' is required: one of " + ", ".join(backend_names()))
@@ -95,5 +97,5 @@ def validate_component(raw: Mapping[str, str]) -> Validated:
         )
         for key in metadata.unknown
     ]
-    warnings += [("", text) for text in cls.validate(metadata)]
+    warnings += [("", text) for text in cls.validate(metadata, policy)]
     return Validated(cls, metadata, tuple(warnings))

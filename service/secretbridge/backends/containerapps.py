@@ -10,9 +10,10 @@ A value that is a Key Vault reference, `@Microsoft.KeyVault(SecretUri=...)` or
 `@Microsoft.KeyVault(VaultName=...;SecretName=...[;SecretVersion=...])`, is resolved through the
 resolver the runtime hands this store (this instance's identity behind the instance's cache:
 cacheTTL, single flight, stale-on-error), so versionless references pick up new versions within
-cacheTTL. References may name only real Azure Key Vault hosts, plus hosts listed in
-`keyVaultReferenceHosts` (emulators), so a tampered file cannot send the identity's token to a
-server of its choosing.
+cacheTTL. References may name only real Azure Key Vault hosts, plus hosts the operator listed with
+`serve --allow-vault-host` (emulators), so a tampered file cannot send the identity's token to a
+server of its choosing. The old `keyVaultReferenceHosts` metadata grants nothing by itself: it is
+accepted, with a deprecation warning, only for hosts the operator listed too.
 
 The store is not `remote`: the runtime would otherwise cache file reads for cacheTTL and a volume
 update would take that long to show. The cache properties are declared here and apply to reference
@@ -26,6 +27,7 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
+from secretbridge.azure.hosts import operator_listed, parse_vault_host, show_host
 from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
 from secretbridge.azure.references import is_reference, vet_reference
 from secretbridge.backends.contract import (
@@ -36,9 +38,10 @@ from secretbridge.backends.contract import (
     json_members,
 )
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
-from secretbridge.core.errors import FailedPrecondition, SecretStoreError
+from secretbridge.core.errors import FailedPrecondition, InvalidArgument, SecretStoreError
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import ALLOW_VAULT_HOSTS_SETTING, STRICT, OperatorPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,10 @@ DEFAULT_SECRETS_PATH = "/mnt/secrets"
 
 def _check_hosts(hosts: tuple[str, ...]) -> str | None:
     for host in hosts:
-        if "/" in host or "@" in host or not host.strip(":"):
-            return f"must list hosts as host or host:port (no scheme, path or user), got {host!r}"
+        try:
+            parse_vault_host(host)
+        except ValueError as err:
+            return f"must list hosts as host or host:port: {err}"
     return None
 
 
@@ -69,9 +74,8 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "keyVaultReferenceHosts",
-        "Comma-separated `host:port` entries a Key Vault reference may name besides real Azure "
-        "Key Vault hosts; for emulators and test doubles only (the challenge's resource is not "
-        "verified for them).",
+        "Deprecated: hosts outside Azure are the operator's to allow (`serve --allow-vault-host`). "
+        "Accepted with a warning only when every entry is a host the operator listed too.",
         Kind.LIST,
         default=(),
         check=_check_hosts,
@@ -108,13 +112,36 @@ class ContainerAppsStore(SecretStore):
     def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
         return bool(metadata["resolveKeyVaultReferences"])
 
+    @classmethod
+    def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
+        warnings = super().validate(metadata, policy)
+        if metadata["keyVaultReferenceHosts"]:
+            warnings.append(
+                "metadata property 'keyVaultReferenceHosts' is deprecated and grants nothing: hosts outside "
+                f"Azure are allowed by the operator ({ALLOW_VAULT_HOSTS_SETTING}); remove it"
+            )
+        return warnings
+
     def __init__(
-        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+        self,
+        metadata: ParsedMetadata,
+        *,
+        instance: str,
+        resolver: ReferenceResolver | None = None,
+        policy: OperatorPolicy = STRICT,
     ) -> None:
-        super().__init__(metadata, instance=instance, resolver=resolver)
+        super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
         self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser())
         self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
-        self.allowed_hosts = frozenset(h.strip().lower() for h in metadata["keyVaultReferenceHosts"])
+        for entry in metadata["keyVaultReferenceHosts"]:
+            host, port = parse_vault_host(entry)
+            if not operator_listed(policy.vault_hosts, host, port):
+                raise InvalidArgument(
+                    f"metadata property 'keyVaultReferenceHosts' lists {show_host(host, port)}, which the operator "
+                    f"has not allowed; a Component cannot allow a vault host outside Azure itself: start serve "
+                    f"with --allow-vault-host {show_host(host, port)} (or list it in SECRETBRIDGE_ALLOW_VAULT_HOSTS)"
+                )
+        self.allowed_hosts = policy.vault_hosts
 
     async def open(self) -> None:
         """Check secretsPath (nothing is contacted: references are resolved when first read)."""

@@ -15,6 +15,7 @@ import json
 from typing import Any, ClassVar, Protocol
 
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
@@ -131,20 +132,28 @@ class SecretStore(abc.ABC):
     remote: ClassVar[bool] = False
 
     def __init__(
-        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+        self,
+        metadata: ParsedMetadata,
+        *,
+        instance: str,
+        resolver: ReferenceResolver | None = None,
+        policy: OperatorPolicy = STRICT,
     ) -> None:
         self.metadata = metadata
         self.instance = instance
         self.resolver = resolver
+        #: What the operator allowed (vault hosts outside Azure, size caps); never from metadata.
+        self.policy = policy
 
     @classmethod
-    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+    def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
         """Every rule that needs no I/O, cross-field ones included; returns warnings.
 
         Raises `InvalidArgument` naming the property. Init and `secretbridge check` both call it,
-        so a Component `check` passes is one Init accepts (as far as can be known offline).
+        so a Component `check` passes is one Init accepts (as far as can be known offline, and
+        under the same operator `policy`).
         """
-        cls(metadata, instance="(validate)")
+        cls(metadata, instance="(validate)", policy=policy)
         return []
 
     @classmethod

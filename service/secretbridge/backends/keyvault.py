@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 
-from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, is_azure_vault_host
+from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, vault_host_problem
 from secretbridge.azure.identity import (
     AZURE_PROPERTIES,
     build_credential,
@@ -33,6 +33,7 @@ from secretbridge.core.errors import (
 )
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -120,18 +121,27 @@ class KeyVaultStore(SecretStore):
     remote: ClassVar[bool] = True
 
     def __init__(
-        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+        self,
+        metadata: ParsedMetadata,
+        *,
+        instance: str,
+        resolver: ReferenceResolver | None = None,
+        policy: OperatorPolicy = STRICT,
     ) -> None:
-        super().__init__(metadata, instance=instance, resolver=resolver)
+        super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
         self.vault_url, self.environment, self.vault_label = self._resolve_vault(metadata)
         self.verify_challenge_resource = not metadata.get("disableChallengeResourceVerification", False)
-        host = urlsplit(self.vault_url).hostname or ""
-        if not self.verify_challenge_resource and is_azure_vault_host(host):
-            raise InvalidArgument(
-                f"metadata property 'disableChallengeResourceVerification' must not be true for {host}: "
-                "it is a real Azure Key Vault host, where the challenge must be verified (the option "
-                "exists for emulators and test doubles)"
-            )
+        # Before any client exists: a refused host gets no request and no token request.
+        parts = urlsplit(self.vault_url)
+        problem = vault_host_problem(parts.hostname or "", parts.port, policy.vault_hosts)
+        if problem is not None:
+            raise InvalidArgument(f"metadata property 'vaultUri' names {problem}")
+        if not self.verify_challenge_resource:
+            problem = vault_host_problem(parts.hostname or "", parts.port, policy.vault_hosts, relaxed=True)
+            if problem is not None:
+                raise InvalidArgument(
+                    f"metadata property 'disableChallengeResourceVerification' is true, but {problem}"
+                )
         prefix = metadata.get("keyPrefix") or ""
         if not _PREFIX.match(prefix):
             raise InvalidArgument(

@@ -16,6 +16,7 @@ import yaml
 
 from secretbridge import backends as stores
 from secretbridge.core.errors import SecretStoreError
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 #: The stand-in value of a property daprd fills from a secret or an environment variable.
 FROM_REFERENCE = "from-a-reference"
@@ -66,12 +67,13 @@ def component_name(document: dict[str, Any]) -> str:
     return str((document.get("metadata") or {}).get("name") or "(unnamed)")
 
 
-def check_component(document: dict[str, Any], source: str) -> Finding:
-    """Validate one Component document's metadata against its backend's declarations."""
+def check_component(document: dict[str, Any], source: str, policy: OperatorPolicy = STRICT) -> Finding:
+    """Validate one Component document's metadata against its backend's declarations, under the
+    operator `policy` `serve` would run with."""
     finding = Finding(source, component_name(document))
     raw, finding.errors = raw_metadata(document)
     try:
-        valid = stores.validate_component(raw)
+        valid = stores.validate_component(raw, policy)
     except SecretStoreError as err:
         finding.errors.append(err.message)
         return finding
@@ -99,12 +101,14 @@ def component_documents(
             yield str(path), document
 
 
-def check_paths(paths: Iterable[Path], socket_name: str = "secretbridge") -> list[Finding]:
+def check_paths(
+    paths: Iterable[Path], socket_name: str = "secretbridge", policy: OperatorPolicy = STRICT
+) -> list[Finding]:
     """Every Component of type `secretstores.<socket_name>` in these files, checked."""
     findings: list[Finding] = []
     for source, document in component_documents(paths, socket_name):
         if isinstance(document, str):
             findings.append(Finding(source, "-", errors=[document]))
         else:
-            findings.append(check_component(document, source))
+            findings.append(check_component(document, source, policy))
     return findings
