@@ -309,7 +309,8 @@ def hot_reads(ctx: Context, settings: Settings) -> dict[str, object]:
     # Every hot secret read equally often, in an order an app might produce; fixed seed: repeatable.
     order = [names[i % len(names)] for i in range(settings.reads)]
     random.Random(5).shuffle(order)
-    with _running(ctx, [_production(ctx, "bridge-hot")]) as (server,):
+    # The default worker count: with 16, one instance's share (14) is below 16 cold misses in flight.
+    with _running(ctx, [_production(ctx, "bridge-hot", workers=64)]) as (server,):
         bridge = Bridge(server.socket)
         try:
             bridge.init(rig.metadata(), instance=INSTANCE)

@@ -131,7 +131,7 @@ class ContainerAppsStore(SecretStore):
         policy: OperatorPolicy = STRICT,
     ) -> None:
         super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
-        self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser())
+        self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser(), policy.max_file_bytes)
         self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
         for entry in metadata["keyVaultReferenceHosts"]:
             host, port = parse_vault_host(entry)
@@ -160,8 +160,9 @@ class ContainerAppsStore(SecretStore):
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:
         check_secret_name(name)
         try:
-            # One small file on tmpfs: cheaper inline than a hop to a worker thread.
-            raw = self.volume.read(name)
+            # On a worker thread: secretsPath may be any mount, and a stuck one must not stall
+            # the loop every other instance shares.
+            raw = await asyncio.to_thread(self.volume.read, name)
         except Skip as skip:
             raise skip.error from None
         return await self._value(name, decode(name, raw))
@@ -180,8 +181,13 @@ class ContainerAppsStore(SecretStore):
         return result
 
     def _scan(self) -> dict[str, str]:
-        """Every servable secret's text, on a worker thread; what is not servable is left out."""
+        """Every servable secret's text, on a worker thread; what is not servable is left out.
+
+        The whole scan stops at the operator's volume cap: a volume is a small set of secrets, and
+        the answer must fit in memory and on the wire."""
         texts: dict[str, str] = {}
+        total = 0
+        cap = self.policy.max_volume_bytes
         for name in self.volume.names():
             if not valid_name(name):
                 log.warning(
@@ -190,13 +196,22 @@ class ContainerAppsStore(SecretStore):
                 )
                 continue
             try:
-                texts[name] = decode(name, self.volume.read(name))
+                raw = self.volume.read(name)
             except Skip as skip:
                 if not skip.quiet:
                     log.warning(
                         "left out of BulkGet",
                         extra={"instance": self.instance, "secret": name, "reason": skip.error.message},
                     )
+                continue
+            total += len(raw)
+            if total > cap:
+                raise FailedPrecondition(
+                    f"metadata property 'secretsPath' names {str(self.volume.path)!r}, which holds more than "
+                    f"the {cap}-byte cap for one volume (the operator's --max-volume-bytes)"
+                )
+            try:
+                texts[name] = decode(name, raw)
             except FailedPrecondition as err:
                 log.warning(
                     "left out of BulkGet",

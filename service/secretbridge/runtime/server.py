@@ -113,6 +113,15 @@ class Admission:
                     del self._held[instance]
 
 
+def _status_of(err: errors.SecretStoreError) -> grpc.StatusCode:
+    # The nearest mapped class: a backend may refine an error (a file that is too big is a
+    # FailedPrecondition) without the server having to know the refinement.
+    for cls in type(err).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.INTERNAL
+
+
 def _instance_of(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
         if key == INSTANCE_HEADER:
@@ -136,7 +145,7 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         try:
             return work(instance)
         except errors.SecretStoreError as err:
-            code = STATUS_BY_ERROR.get(type(err), grpc.StatusCode.INTERNAL)
+            code = _status_of(err)
             message = redact(self._message(method, instance, err.message))
             log.info(
                 "call failed",
