@@ -139,6 +139,9 @@ def _serve(args: argparse.Namespace) -> int:
     except SecretStoreError as err:
         log.error("cannot start", extra={"cause": err.message})
         return 1
+    except OSError as err:  # one the start-up checks did not foresee: still one line, not a traceback
+        log.error("cannot start", extra={"cause": f"{type(err).__name__}: {err}"})
+        return 1
     while not stopping.wait(1.0):
         pass
     server.stop()

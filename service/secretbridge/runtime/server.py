@@ -385,8 +385,11 @@ class SecretBridgeServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        with _umask(0o177):
-            bound = server.add_insecure_port(f"unix:{path}")
+        try:
+            with _umask(0o177):
+                bound = server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:  # newer grpcio raises where older ones returned 0
+            bound = 0
         if bound == 0:
             raise errors.FailedPrecondition(f"could not listen on {path} (--socket-folder, --name)")
         info = path.lstat()
@@ -401,7 +404,10 @@ class SecretBridgeServer:
                 f"cannot give the socket to group {group} ({err.strerror}): this process must be root or a member "
                 "of that group (--socket-group)"
             ) from None
-        os.chmod(path, mode)
+        try:
+            os.chmod(path, mode)
+        except OSError as err:
+            raise errors.FailedPrecondition(f"cannot set the socket's mode ({err.strerror}) (--socket-mode)") from None
         if mode & 0o007:
             log.warning(
                 "the socket is open to every local user (--socket-mode): anyone on this host can initialise "
