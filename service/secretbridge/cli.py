@@ -15,7 +15,6 @@ from secretbridge import __version__
 from secretbridge.core.errors import SecretStoreError
 from secretbridge.core.logs import configure
 from secretbridge.core.policy import (
-    ALLOW_VAULT_HOSTS_ENV,
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_VOLUME_BYTES,
     OperatorPolicy,
@@ -84,16 +83,13 @@ def _vault_host(text: str) -> str:
 
 
 def operator_policy(args: argparse.Namespace) -> OperatorPolicy:
-    """The operator's policy from `serve`'s flags and `SECRETBRIDGE_ALLOW_VAULT_HOSTS` (both add hosts)."""
-    import os
+    """The operator's policy from the flags and `SECRETBRIDGE_ALLOW_VAULT_HOSTS` (both add hosts)."""
+    from secretbridge.azure.hosts import operator_vault_hosts
 
-    from secretbridge.azure.hosts import parse_vault_hosts
-
-    from_env = os.environ.get(ALLOW_VAULT_HOSTS_ENV, "")
     try:
-        hosts = parse_vault_hosts([*args.allow_vault_host, from_env])
+        hosts = operator_vault_hosts(args.allow_vault_host)
     except ValueError as err:
-        raise SecretStoreError(f"{ALLOW_VAULT_HOSTS_ENV}: {err}") from None
+        raise SecretStoreError(str(err)) from None
     return OperatorPolicy(
         vault_hosts=hosts,
         max_file_bytes=getattr(args, "max_file_bytes", DEFAULT_MAX_FILE_BYTES),
@@ -184,7 +180,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
     from secretbridge.tools.doctor import DoctorOptions, run
 
+    try:
+        policy = operator_policy(args)
+    except SecretStoreError as err:
+        print(f"secretbridge doctor: {err.message}", file=sys.stderr)
+        return 2
     options = DoctorOptions(
+        policy=policy,
         resources=[Path(p) for p in args.resources_path or []],
         socket=Path(args.socket) if args.socket else None,
         secret=args.secret,
@@ -272,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each network step (default 5)")
     doctor.add_argument("--json", action="store_true", help="print the steps as JSON, for automation")
+    doctor.add_argument(
+        "--allow-vault-host", action="append", default=[], type=_vault_host, metavar="HOST[:PORT]",
+        help="diagnose as a serve started with this --allow-vault-host would (also $SECRETBRIDGE_ALLOW_VAULT_HOSTS)",
+    )
     doctor.set_defaults(func=_doctor)
 
     backends = sub.add_parser("backends", help="list the backends and the metadata each understands")

@@ -7,8 +7,9 @@ verified, and where the sidecar's token may go without the operator saying so).
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -128,6 +129,20 @@ def parse_vault_hosts(entries: Iterable[str]) -> frozenset[HostPort]:
     return frozenset(found)
 
 
+def operator_vault_hosts(
+    flags: Iterable[str] = (), environ: Mapping[str, str] | None = None
+) -> frozenset[HostPort]:
+    """The hosts the operator allowed: `--allow-vault-host` entries plus `SECRETBRIDGE_ALLOW_VAULT_HOSTS`.
+
+    `serve`, `check` and `doctor` all read it this way. Raises `ValueError` naming the bad entry."""
+    env = os.environ if environ is None else environ
+    try:
+        from_env = parse_vault_hosts([env.get(ALLOW_VAULT_HOSTS_ENV, "")])
+    except ValueError as err:
+        raise ValueError(f"{ALLOW_VAULT_HOSTS_ENV}: {err}") from None
+    return parse_vault_hosts(flags) | from_env
+
+
 def operator_listed(allowed: frozenset[HostPort], host: str, port: int | None) -> bool:
     """Whether the operator listed this host (with this port, or with none)."""
     host = _canonical(host)
@@ -150,6 +165,7 @@ def vault_host_problem(
 
     Real Azure Key Vault hosts (on 443) may always be used, with the challenge verified; any other
     host, and relaxed challenge verification (`relaxed`), only when the operator listed the host.
+    The text starts with the host, to follow "names " or "to host ".
     Relaxed verification is never allowed for a real Azure host: a spoofed challenge there would
     redirect the token.
     """
@@ -169,6 +185,6 @@ def vault_host_problem(
         return f"relaxed challenge verification for {shown} sends the identity's token unchecked; " \
                + _how_to_allow(host, port)
     return (
-        f"{shown} is not an Azure Key Vault host (*.{', *.'.join(VAULT_SUFFIXES.values())}), and the "
-        f"identity's token would be sent there; {_how_to_allow(host, port)}"
+        f"{shown}, which is not a Key Vault host (*.{', *.'.join(VAULT_SUFFIXES.values())} on port 443), and "
+        f"the identity's token would be sent there; {_how_to_allow(host, port)}"
     )
