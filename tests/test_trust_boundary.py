@@ -235,3 +235,25 @@ def test_junk_instance_headers_share_one_metric_label() -> None:
     text = metrics_text().decode()
     assert "junk-" not in text
     assert 'instance="(unknown)"' in text
+
+
+@needs_root
+def test_the_socket_group_may_be_named(open_folder: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "secretbridge", "serve", "--socket-folder", str(open_folder), "--http-port", "-1",
+         "--socket-group", "nogroup"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    path = open_folder / "secretbridge.sock"
+    try:
+        bridge = Bridge(path)
+        try:
+            grpc.channel_ready_future(bridge.channel).result(timeout=30)
+        finally:
+            bridge.close()
+        info = path.stat()
+        assert info.st_gid == NOBODY and stat.S_IMODE(info.st_mode) == 0o660
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0
+    assert not path.exists()
