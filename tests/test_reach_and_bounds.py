@@ -304,3 +304,29 @@ def test_an_invalid_tenant_is_invalid_argument(strict_bridge: Bridge) -> None:
     }))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "azureTenantId" in message
     assert "s3cr3t-value" not in message
+
+
+def test_a_background_task_that_fails_logs_a_redacted_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import gc
+
+    from secretbridge.runtime.loop import LoopThread
+
+    io = LoopThread().start()
+
+    async def refresh() -> None:
+        raise RuntimeError("refresh failed: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln")
+
+    async def start_and_forget() -> None:
+        task = asyncio.get_running_loop().create_task(refresh())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert task.done()
+
+    with caplog.at_level(logging.ERROR):
+        io.run(start_and_forget(), 10)
+        gc.collect()  # asyncio reports a failed task nobody awaited when it is collected
+        io.stop()
+    (record,) = [r for r in caplog.records if "I/O loop" in r.getMessage()]
+    assert "RuntimeError: refresh failed" in record.__dict__["traceback"]
+    assert "eyJ" not in f"{record.getMessage()} {record.__dict__}"
