@@ -304,6 +304,12 @@ class SecretBridgeServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.io = LoopThread()
+        # File reads run on the loop's executor (asyncio.to_thread); asyncio's default of a few threads
+        # would let one instance's stuck mount hold them all. As many as the workers, plus a margin: the
+        # admission share then bounds what one instance can hold here too.
+        self.io.loop.set_default_executor(
+            futures.ThreadPoolExecutor(max_workers=options.workers + 8, thread_name_prefix="secretbridge-files")
+        )
         self.instances = Instances(policy=options.policy)
         self.admission = Admission(options.workers)
         self.health = health.HealthServicer()
