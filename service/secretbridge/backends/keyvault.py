@@ -51,13 +51,13 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "vaultUri",
-        "The vault's https URL, for emulators and test doubles (`https://127.0.0.1:8443`). "
-        "Exactly one of vaultName and vaultUri.",
+        "The vault's https URL, for emulators and test doubles (`https://127.0.0.1:8443`); a host outside "
+        "Azure only when the operator lists it (`serve --allow-vault-host`). Exactly one of vaultName and vaultUri.",
     ),
     Property(
         "disableChallengeResourceVerification",
         "Accept an authentication challenge whose resource does not match the vault's host. "
-        "For emulators only; refused for a real Key Vault host.",
+        "For emulators the operator lists (`serve --allow-vault-host`) only; refused for a real Key Vault host.",
         Kind.BOOL,
         default=False,
     ),
