@@ -12,6 +12,7 @@ These functions block on the filesystem: call them off the I/O loop (`asyncio.to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -106,6 +107,9 @@ def read_regular_file(path: str | os.PathLike[str], cap: int, what: str) -> byte
     refuse_kernel_paths(path, what)
     fd = open_nonblocking(path)
     try:
+        # The file actually opened, from the kernel: a link swapped in after the check is caught here.
+        with contextlib.suppress(OSError):  # no /proc here: the check above is all there is
+            refuse_kernel_paths(os.readlink(f"/proc/self/fd/{fd}"), what)
         return read_fd(fd, cap, what)
     finally:
         os.close(fd)
