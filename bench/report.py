@@ -32,6 +32,7 @@ SECTION_TITLES = {
     "bulk_get": "(b) BulkGet",
     "hot_reads": "(c) vault reads per hot secret",
     "memory": "(d) memory",
+    "bulkhead": "(e) bulkhead",
 }
 
 
@@ -231,11 +232,28 @@ def render_memory(section: Mapping[str, Any]) -> list[str]:
     return [*lines, "", *_table(header, rows)]
 
 
+def render_bulkhead(section: Mapping[str, Any]) -> list[str]:
+    alone, loaded = section["alone"], section["loaded"]
+    slow = ", ".join(f"{code} {n}" for code, n in sorted(section["slow_outcomes"].items())) or "none finished"
+    return [
+        f"(e) bulkhead: Gets on a file instance while a keyvault instance has {section['slow_misses']} misses "
+        f"waiting on a {section['slow_latency_s']:g} s vault ({section['workers']} workers)",
+        "",
+        *_table(
+            ["fast instance", "calls", "p50 ms", "p99 ms", "errors"],
+            [[r["label"], f"{r['calls']:,}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(sum(r["errors"].values()))]
+             for r in (alone, loaded)],
+        ),
+        f"    p99 loaded / alone: {section['p99_ratio']:.2f}; the slow instance's calls: {slow}",
+    ]
+
+
 RENDERERS = {
     "cached_get": render_cached_get,
     "bulk_get": render_bulk_get,
     "hot_reads": render_hot_reads,
     "memory": render_memory,
+    "bulkhead": render_bulkhead,
 }
 
 

@@ -7,6 +7,8 @@
     takes 20 ms per request, as a speed-up over reading them one by one.
 (c) `hot_reads`: how many vault reads 1,000 app reads of 100 hot secrets cost.
 (d) `memory`: the RSS of `secretbridge serve` idle, and holding 10,000 secrets.
+(e) `bulkhead`: the p99 of Gets on a file instance while a keyvault instance's vault takes 3 s
+    and 48 misses wait on it, against the same p99 with nothing else going on.
 
 Each returns a JSON-able dict; `report` turns them into the table and verdicts.
 """
@@ -16,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
 
 from bench import procs
@@ -57,12 +62,14 @@ class Settings:
     reads_inflight: int = 16
     rss_secrets: int = 10_000
     rss_prime_inflight: int = 64
+    slow_latency: float = 3.0
+    slow_misses: int = 48
 
 
 FULL = Settings("full")
 SMOKE = Settings(
     "smoke", seconds=0.5, rounds=1, max_calls=100, warmup_seconds=0.2, warmup_calls=20, hot=5, latency=0.0,
-    bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50,
+    bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
 )
 
 
@@ -309,7 +316,8 @@ def hot_reads(ctx: Context, settings: Settings) -> dict[str, object]:
     # Every hot secret read equally often, in an order an app might produce; fixed seed: repeatable.
     order = [names[i % len(names)] for i in range(settings.reads)]
     random.Random(5).shuffle(order)
-    with _running(ctx, [_production(ctx, "bridge-hot")]) as (server,):
+    # The default worker count: with 16, one instance's share (14) is below 16 cold misses in flight.
+    with _running(ctx, [_production(ctx, "bridge-hot", workers=64)]) as (server,):
         bridge = Bridge(server.socket)
         try:
             bridge.init(rig.metadata(), instance=INSTANCE)
@@ -411,9 +419,78 @@ def _memory_once(ctx: Context, settings: Settings, names: list[str], how: str) -
     }
 
 
+# ---- (e) bulkhead -------------------------------------------------------------------------------
+
+
+def bulkhead(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Gets on a file instance, alone and while a keyvault instance has `slow_misses` calls waiting
+    on a vault that takes `slow_latency` s: the p99s and their ratio (1.0: no interference)."""
+    rig = ctx.rig
+    rig.clear()
+    rig.fake.set_latency(0.0)
+    secrets = ctx.folder / "bulkhead-secrets.json"
+    secrets.write_text('{"db-password": "fast"}')
+    with _running(ctx, [_production(ctx, "bridge-bulkhead", workers=64)]) as (server,):
+        bridge = Bridge(server.socket)
+        try:
+            bridge.init(rig.metadata(requestTimeout="60s", negativeCacheTTL="0"), instance="slow")
+            bridge.init({"backend": "file", "secretsFile": str(secrets)}, instance="fast")
+        finally:
+            bridge.close()
+
+        def fast_job(label: str) -> LoadJob:
+            return LoadJob(
+                label=label, socket=str(server.socket), inflight=4, keys=["db-password"],
+                max_calls=settings.max_calls, max_seconds=settings.seconds,
+                warmup_calls=settings.warmup_calls, warmup_seconds=settings.warmup_seconds, instance="fast",
+            )
+
+        (alone,) = run_in_subprocess([fast_job("fast instance alone")], ctx.env)
+        rig.fake.set_latency(settings.slow_latency)
+        stop = threading.Event()
+        outcomes: Counter[str] = Counter()
+
+        def keep_missing(worker: int) -> None:
+            # Always a name never read before: every call is a miss that waits the whole latency.
+            client = Bridge(server.socket)
+            n = 0
+            try:
+                while not stop.is_set():
+                    n += 1
+                    try:
+                        client.get(f"cold-{worker}-{n}", instance="slow", timeout=120)
+                        outcomes["OK"] += 1
+                    except grpc.RpcError as err:
+                        outcomes[err.code().name] += 1
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=keep_missing, args=(w,), daemon=True) for w in range(settings.slow_misses)]
+        for thread in threads:
+            thread.start()
+        time.sleep(min(1.0, settings.slow_latency / 2))  # every miss is out and waiting
+        try:
+            (loaded,) = run_in_subprocess([fast_job("fast instance, slow one saturated")], ctx.env)
+        finally:
+            stop.set()
+            rig.fake.set_latency(0.0)
+            for thread in threads:
+                thread.join(settings.slow_latency + 30)
+    return {
+        "slow_latency_s": settings.slow_latency,
+        "slow_misses": settings.slow_misses,
+        "workers": 64,
+        "alone": asdict(alone),
+        "loaded": asdict(loaded),
+        "p99_ratio": loaded.p99_ms / alone.p99_ms if alone.p99_ms else 0.0,
+        "slow_outcomes": dict(outcomes),
+    }
+
+
 SECTIONS = {
     "cached_get": cached_get,
     "bulk_get": bulk_get,
     "hot_reads": hot_reads,
     "memory": memory,
+    "bulkhead": bulkhead,
 }

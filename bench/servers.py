@@ -30,6 +30,7 @@ import grpc
 from secretbridge.core import errors
 from secretbridge.core.logs import configure
 from secretbridge.core.names import bulk_options
+from secretbridge.core.policy import OperatorPolicy
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS
@@ -172,7 +173,8 @@ def serve_threaded(socket_path: str, workers: int) -> None:
 async def serve_aio(socket_path: str, kind: str) -> None:
     """The aio echo or the aio bridge, until SIGTERM/SIGINT."""
     server = grpc.aio.server(options=_OPTIONS)
-    instances = Instances()
+    # The bench's fake vault is on 127.0.0.1: allowed as `serve --allow-vault-host` would.
+    instances = Instances(policy=OperatorPolicy(vault_hosts=frozenset({("127.0.0.1", None)})))
     servicer: secretstore_pb2_grpc.SecretStoreServicer = AioEcho() if kind == "echo-aio" else AioBridge(instances)
     secretstore_pb2_grpc.add_SecretStoreServicer_to_server(servicer, server)
     if server.add_insecure_port(f"unix:{socket_path}") == 0:

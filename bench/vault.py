@@ -58,6 +58,7 @@ class VaultRig:
         env = {k: v for k, v in os.environ.items() if k not in IDENTITY_ENV_VARS}
         env.update(self.identity.env())
         env["SSL_CERT_FILE"] = str(self.certs.ca_path)
+        env["SECRETBRIDGE_ALLOW_VAULT_HOSTS"] = "127.0.0.1"  # the fake vault, allowed by the operator
         # Children import `bench` (servers, load) and `tests.fakes`; make the root importable.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         # Proxies would send 127.0.0.1 traffic elsewhere.

@@ -83,8 +83,10 @@ def socket_accepts(path: Path) -> bool:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment for child processes: this interpreter's, plus `extra`."""
+    """The environment for child processes: this interpreter's, the operator allowing the fakes'
+    host (127.0.0.1), plus `extra`."""
     env = dict(os.environ)
+    env["SECRETBRIDGE_ALLOW_VAULT_HOSTS"] = "127.0.0.1"
     env.update(extra)
     env.pop("DAPR_COMPONENTS_SOCKETS_FOLDER", None)
     return env

@@ -10,8 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+from secretbridge.core.policy import OperatorPolicy
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
+
+#: What the tests' operator allows: the HTTPS fakes in tests/fakes listen on 127.0.0.1.
+TEST_POLICY = OperatorPolicy(vault_hosts=frozenset({("127.0.0.1", None)}))
+#: The same, for a `secretbridge serve` child process.
+TEST_ALLOW_ENV = {"SECRETBRIDGE_ALLOW_VAULT_HOSTS": "127.0.0.1"}
 
 
 def short_tempdir(prefix: str = "sb-") -> Path:
@@ -68,7 +74,9 @@ class Bridge:
 
 @contextmanager
 def serve_bridge(name: str = "secretbridge", **options: object) -> Iterator[Bridge]:
-    """An in-process server on a fresh socket folder, and a client for it."""
+    """An in-process server on a fresh socket folder, and a client for it (allowing the fakes' host
+    unless `policy=` says otherwise)."""
+    options.setdefault("policy", TEST_POLICY)
     folder = short_tempdir()
     server = SecretBridgeServer(ServerOptions(socket_folder=folder, name=name, http_port=None, **options))  # type: ignore[arg-type]
     server.start()

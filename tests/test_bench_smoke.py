@@ -27,7 +27,7 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["errors"] == {}
-    assert set(report["sections"]) == {"cached_get", "bulk_get", "hot_reads", "memory"}
+    assert set(report["sections"]) == {"cached_get", "bulk_get", "hot_reads", "memory", "bulkhead"}
 
     cached = report["sections"]["cached_get"]
     assert [level["inflight"] for level in cached["levels"]] == [1, 16, 64]
@@ -45,10 +45,13 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     assert hot["app_reads_ok"] == hot["reads"]
     memory = report["sections"]["memory"]
     assert {run["primed_by"] for run in memory["runs"]} == {"get", "bulk"}
+    bulkhead = report["sections"]["bulkhead"]
+    assert bulkhead["alone"]["calls"] > 0 and bulkhead["loaded"]["calls"] > 0
+    assert not bulkhead["alone"]["errors"] and not bulkhead["loaded"]["errors"]
 
     # One verdict per target: three in-flight levels, BulkGet, hot reads, RSS.
     assert len(report["targets"]) == 6
     text = done.stdout
-    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "serving model", "Targets"):
+    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "serving model", "Targets"):
         assert heading in text
     assert text.count("PASS") + text.count("FAIL") == 6

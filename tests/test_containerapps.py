@@ -389,8 +389,9 @@ def test_references_are_served_literally_when_resolution_is_off(bridge: Bridge, 
     ],
 )
 def test_unusable_references_are_refused_and_never_served_literally(
-    bridge: Bridge, tmp_path: Path, literal: str, code: str, why: str
+    strict_bridge: Bridge, tmp_path: Path, literal: str, code: str, why: str
 ) -> None:
+    bridge = strict_bridge
     volume = AtomicVolume(tmp_path / "r")
     volume.write({"ref": literal, "ok": "fine"})
     init(bridge, volume.root)

@@ -180,15 +180,39 @@ def test_the_last_good_value_is_served_while_the_vault_is_down(
 
 
 def test_hosts_outside_azure_are_refused_before_any_request(
-    bridge: Bridge, volume: AtomicVolume, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity
+    strict_bridge: Bridge, volume: AtomicVolume, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity
 ) -> None:
     fake_vault.set_secret("db", "never-sent")
     volume.write({"db": uri_ref(fake_vault, "db")})
-    bridge.init({"backend": "containerapps", "secretsPath": str(volume.root)})  # no keyVaultReferenceHosts
-    code, message = code_of(lambda: bridge.get("db"))
+    strict_bridge.init({"backend": "containerapps", "secretsPath": str(volume.root)})
+    code, message = code_of(lambda: strict_bridge.get("db"))
     assert code == grpc.StatusCode.PERMISSION_DENIED
-    assert host_of(fake_vault) in message and "keyVaultReferenceHosts" in message
+    assert host_of(fake_vault) in message and "--allow-vault-host" in message
+    # The recording fakes saw nothing: no vault request, and no token left for that host.
     assert fake_vault.count("total") == 0 and not fake_identity.requests
+
+
+def test_component_metadata_cannot_allow_a_vault_host_itself(
+    strict_bridge: Bridge, volume: AtomicVolume, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity
+) -> None:
+    volume.write({"db": uri_ref(fake_vault, "db")})
+    code, message = code_of(lambda: strict_bridge.init(
+        {"backend": "containerapps", "secretsPath": str(volume.root), "keyVaultReferenceHosts": host_of(fake_vault)}
+    ))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "keyVaultReferenceHosts" in message and host_of(fake_vault) in message and "--allow-vault-host" in message
+    assert fake_vault.count("total") == 0 and not fake_identity.requests
+
+
+def test_deprecated_reference_hosts_still_work_where_the_operator_listed_the_host(
+    bridge: Bridge, volume: AtomicVolume, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_vault.set_secret("db", "from-the-vault")
+    volume.write({"db": uri_ref(fake_vault, "db")})
+    with caplog.at_level(logging.WARNING):
+        init(bridge, volume, fake_vault)  # keyVaultReferenceHosts names the fake; the operator allowed 127.0.0.1
+    assert bridge.get("db") == {"db": "from-the-vault"}
+    assert any("keyVaultReferenceHosts" in r.getMessage() and "deprecated" in r.getMessage() for r in caplog.records)
 
 
 def test_resolution_can_be_turned_off(bridge: Bridge, volume: AtomicVolume, fake_vault: FakeKeyVault) -> None:

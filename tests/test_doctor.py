@@ -67,6 +67,8 @@ def doctor(tmp_path: Path, azure_env: pytest.MonkeyPatch) -> Iterator[Doctor]:
     """Runs the doctor in-process on tmp_path/components, in text and in JSON, and checks that
     neither output holds a secret value, a token or the identity header of any double."""
     doubles: list[FakeManagedIdentity] = []
+    # The operator's allow list, as `serve` would have it: the fakes' host and the hosts these tests name.
+    azure_env.setenv("SECRETBRIDGE_ALLOW_VAULT_HOSTS", "127.0.0.1,kv-both.invalid,kv-doctor.invalid")
 
     def run_doctor(*identities: FakeManagedIdentity, **options: object) -> tuple[int, list[Step]]:
         doubles.extend(identities)
@@ -368,7 +370,8 @@ def test_bad_metadata_fails_before_anything_is_contacted(tmp_path: Path, doctor:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Bridge]:
-    with serve_bridge() as bridge:
+    # As deployed: the socket (0660) belongs to daprd's group (giving it away needs root).
+    with serve_bridge(socket_group=65532 if os.geteuid() == 0 else None) as bridge:
         bridge.socket_path.parent.chmod(0o755)
         yield bridge
 
@@ -438,7 +441,7 @@ def test_the_command_line_prints_json(tmp_path: Path, vault: FakeKeyVault, ident
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     done = subprocess.run(
         [sys.executable, "-m", "secretbridge", "doctor", "--resources-path", str(tmp_path / "components"),
-         "--json", "--secret", "db-password"],
+         "--json", "--secret", "db-password", "--allow-vault-host", "127.0.0.1"],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr

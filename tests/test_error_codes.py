@@ -115,7 +115,7 @@ def test_a_bugs_error_text_reaches_neither_the_message_nor_the_log(
     init_file(bridge, tmp_path)
 
     async def breaks(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
-        data = self._current()[name]
+        data = (await self._current())[name]
         raise KeyError(f"lost track of {data}")  # a bug whose text holds the value
 
     monkeypatch.setattr(FileStore, "get", breaks)

@@ -26,6 +26,7 @@ from secretbridge.core.errors import (
 from secretbridge.core.metadata import parse_metadata
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
+from tests.support import TEST_POLICY
 
 # The fakes' fixtures (kv_certs, azure_env, fake_identity, fake_vault).
 pytest_plugins = ("tests.fakes.fixtures",)
@@ -38,7 +39,7 @@ def parse(raw: Mapping[str, str]):  # type: ignore[no-untyped-def]
 
 
 def make(raw: Mapping[str, str]) -> KeyVaultStore:
-    return KeyVaultStore(parse(raw), instance="test")
+    return KeyVaultStore(parse(raw), instance="test", policy=TEST_POLICY)
 
 
 @pytest.fixture

@@ -66,7 +66,8 @@ def _serve(tmp_path: Path) -> Iterator[Served]:
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "secretbridge", "--log-format", "json", "serve",
-             "--socket-folder", str(folder), "--http-port", "0", "--http-host", "127.0.0.1"],
+             "--socket-folder", str(folder), "--http-port", "0", "--http-host", "127.0.0.1",
+             "--allow-vault-host", "127.0.0.1"],
             stderr=sink, stdout=subprocess.DEVNULL,
         )
     try:

@@ -87,10 +87,11 @@ def test_health_service_reports_serving(bridge: Bridge) -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_socket_is_connectable_by_group_and_others(bridge: Bridge) -> None:
-    mode = bridge.socket_path.stat().st_mode
-    assert stat.S_ISSOCK(mode)
-    assert mode & stat.S_IWGRP and mode & stat.S_IWOTH, oct(mode)
+def test_socket_is_for_its_owner_and_group_only_by_default(bridge: Bridge) -> None:
+    info = bridge.socket_path.stat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o660, oct(info.st_mode)
+    assert info.st_gid == os.getegid()
 
 
 def test_socket_folder_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

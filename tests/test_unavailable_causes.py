@@ -11,9 +11,10 @@ import pytest
 from azure.keyvault.secrets._shared import http_challenge_cache
 from secretbridge.azure.causes import Cause, cause_of_message, classify_cause, describe_cause, health_verdict
 from secretbridge.core.errors import PermissionDenied, Unavailable
+from secretbridge.core.policy import OperatorPolicy
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, TestCertificates, vault_metadata
-from tests.support import Bridge
+from tests.support import Bridge, serve_bridge
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -42,8 +43,9 @@ def unavailable(bridge: Bridge, metadata: dict[str, str], instance: str) -> str:
     return details
 
 
-def test_a_vault_host_that_does_not_resolve(bridge: Bridge, fake_identity: FakeManagedIdentity) -> None:
-    details = unavailable(bridge, {"vaultUri": "https://kv-runtime.invalid"}, "dns")
+def test_a_vault_host_that_does_not_resolve(fake_identity: FakeManagedIdentity) -> None:
+    with serve_bridge(policy=OperatorPolicy(vault_hosts=frozenset({("kv-runtime.invalid", None)}))) as bridge:
+        details = unavailable(bridge, {"vaultUri": "https://kv-runtime.invalid"}, "dns")
     assert "cannot resolve host kv-runtime.invalid" in details
     assert cause_of_message(details) is Cause.DNS
 

@@ -9,34 +9,118 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from secretbridge import __version__
 from secretbridge.core.errors import SecretStoreError
 from secretbridge.core.logs import configure
+from secretbridge.core.policy import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_VOLUME_BYTES,
+    OperatorPolicy,
+)
 from secretbridge.core.sockets import FOLDER_HELP
 
 log = logging.getLogger("secretbridge")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (the cause and the flag), not usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _octal(text: str) -> int:
     try:
-        return int(text, 8)
+        mode = int(text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 0666") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode from 0000 to 0777")
+    return mode
+
+
+def _group(text: str) -> int:
+    import grp
+
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {text!r} on this host (give a name or a gid)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -2
+    if not -1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535, 0 picks one, -1 turns it off)")
+    return value
+
+
+def _vault_host(text: str) -> str:
+    from secretbridge.azure.hosts import parse_vault_hosts
+
+    try:
+        parse_vault_hosts([text])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def operator_policy(args: argparse.Namespace) -> OperatorPolicy:
+    """The operator's policy from the flags and `SECRETBRIDGE_ALLOW_VAULT_HOSTS` (both add hosts)."""
+    from secretbridge.azure.hosts import operator_vault_hosts
+
+    try:
+        hosts = operator_vault_hosts(args.allow_vault_host)
+    except ValueError as err:
+        raise SecretStoreError(str(err)) from None
+    return OperatorPolicy(
+        vault_hosts=hosts,
+        max_file_bytes=getattr(args, "max_file_bytes", DEFAULT_MAX_FILE_BYTES),
+        max_volume_bytes=getattr(args, "max_volume_bytes", DEFAULT_MAX_VOLUME_BYTES),
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     from secretbridge.core.sockets import socket_folder
     from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
 
+    try:
+        policy = operator_policy(args)
+    except SecretStoreError as err:
+        log.error("cannot start", extra={"cause": err.message})
+        return 2
     options = ServerOptions(
         socket_folder=socket_folder(args.socket_folder),
         name=args.name,
         socket_mode=args.socket_mode,
+        socket_group=args.socket_group,
         workers=args.workers,
         http_host=args.http_host,
         http_port=None if args.http_port < 0 else args.http_port,
+        policy=policy,
     )
+    for host, port in sorted(policy.vault_hosts, key=str):
+        log.warning(
+            "the operator allows a vault host outside Azure: the identity's token may be sent there",
+            extra={"host": host, "port": port if port is not None else "any"},
+        )
     server = SecretBridgeServer(options)
     stopping = threading.Event()
 
@@ -50,7 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
         server.start()
     except SecretStoreError as err:
         log.error("cannot start", extra={"cause": err.message})
-        server.stop()
+        return 1
+    except OSError as err:  # one the start-up checks did not foresee: still one line, not a traceback
+        log.error("cannot start", extra={"cause": f"{type(err).__name__}: {err}"})
         return 1
     while not stopping.wait(1.0):
         pass
@@ -70,7 +156,12 @@ def _check(args: argparse.Namespace) -> int:
 
     from secretbridge.tools.check import check_paths
 
-    findings = check_paths([Path(p) for p in args.paths], args.name)
+    try:
+        policy = operator_policy(args)
+    except SecretStoreError as err:
+        print(f"secretbridge check: {err.message}", file=sys.stderr)
+        return 2
+    findings = check_paths([Path(p) for p in args.paths], args.name, policy)
     if not findings:
         print(f"no Component of type secretstores.{args.name} found in {', '.join(args.paths)}")
         return 1
@@ -84,7 +175,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
     from secretbridge.tools.doctor import DoctorOptions, run
 
+    try:
+        policy = operator_policy(args)
+    except SecretStoreError as err:
+        print(f"secretbridge doctor: {err.message}", file=sys.stderr)
+        return 2
     options = DoctorOptions(
+        policy=policy,
         resources=[Path(p) for p in args.resources_path or []],
         socket=Path(args.socket) if args.socket else None,
         secret=args.secret,
@@ -95,7 +192,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="secretbridge",
         description="A Dapr pluggable secret store: Azure Key Vault, the Container Apps secret set, or local files.",
     )
@@ -105,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", default="auto", choices=["auto", "json", "text"],
         help="JSON lines, or text; auto picks text on a terminal",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="serve the secret store to daprd on a Unix socket")
     serve.add_argument(
@@ -117,13 +214,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="socket name; the Component type is secretstores.<name> (default secretbridge)",
     )
     serve.add_argument(
-        "--socket-mode", type=_octal, default=0o666,
-        help="file mode of the socket; daprd runs as another user, so the default lets others connect (0666)",
+        "--socket-mode", type=_octal, default=0o660,
+        help="file mode of the socket (default 0660: this user and the socket's group; whoever connects can "
+             "initialise instances and read their secrets; 0666 opens it to every local user and is logged)",
     )
-    serve.add_argument("--workers", type=int, default=16, help="gRPC worker threads (default 16)")
+    serve.add_argument(
+        "--socket-group", type=_group, default=None, metavar="NAME|GID",
+        help="group of the socket, shared with daprd (default: this process's group)",
+    )
+    serve.add_argument(
+        "--allow-vault-host", action="append", default=[], type=_vault_host, metavar="HOST[:PORT]",
+        help="a vault host outside Azure (an emulator) that vaultUri, Key Vault references and "
+             "disableChallengeResourceVerification may name; repeatable; a bare HOST allows every port. "
+             "Also read from $SECRETBRIDGE_ALLOW_VAULT_HOSTS (comma-separated)",
+    )
+    serve.add_argument(
+        "--max-file-bytes", type=_positive, default=DEFAULT_MAX_FILE_BYTES, metavar="BYTES",
+        help=f"largest secrets file or volume file read (default {DEFAULT_MAX_FILE_BYTES})",
+    )
+    serve.add_argument(
+        "--max-volume-bytes", type=_positive, default=DEFAULT_MAX_VOLUME_BYTES, metavar="BYTES",
+        help=f"most bytes one scan of a secret volume reads (default {DEFAULT_MAX_VOLUME_BYTES})",
+    )
+    serve.add_argument(
+        "--workers", type=_positive, default=64,
+        help="gRPC worker threads (default 64); one instance may hold at most seven eighths of them",
+    )
     serve.add_argument("--http-host", default="0.0.0.0", help="address for /metrics, /healthz, /readyz")
     serve.add_argument(
-        "--http-port", type=int, default=8081,
+        "--http-port", type=_port, default=8081,
         help="port for /metrics, /healthz, /readyz (default 8081; 0 picks a free one; -1 turns it off)",
     )
     serve.set_defaults(func=_serve)
@@ -133,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("paths", nargs="+", help="YAML files, or folders of them")
     check.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")
+    check.add_argument(
+        "--allow-vault-host", action="append", default=[], type=_vault_host, metavar="HOST[:PORT]",
+        help="check as a serve started with this --allow-vault-host would (also $SECRETBRIDGE_ALLOW_VAULT_HOSTS)",
+    )
     check.set_defaults(func=_check)
 
     doctor = sub.add_parser(
@@ -146,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--name", default="secretbridge", help="the socket name: checks type secretstores.<name>")
     doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each network step (default 5)")
     doctor.add_argument("--json", action="store_true", help="print the steps as JSON, for automation")
+    doctor.add_argument(
+        "--allow-vault-host", action="append", default=[], type=_vault_host, metavar="HOST[:PORT]",
+        help="diagnose as a serve started with this --allow-vault-host would (also $SECRETBRIDGE_ALLOW_VAULT_HOSTS)",
+    )
     doctor.set_defaults(func=_doctor)
 
     backends = sub.add_parser("backends", help="list the backends and the metadata each understands")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from types import TracebackType
@@ -63,6 +64,7 @@ AZURE_PROPERTIES: tuple[Property, ...] = (
         "The Microsoft Entra tenant of the service principal or workload identity (managed identities "
         "do not need it).",
         aliases=("spnTenantId", "tenantId"),
+        check=lambda v: tenant_id_problem(v),
     ),
     Property(
         "azureClientSecret",
@@ -149,6 +151,19 @@ def describe_identity(metadata: ParsedMetadata, environ: Mapping[str, str] | Non
     return f"the service principal from the environment (AZURE_CLIENT_ID {env.get('AZURE_CLIENT_ID', '(unset)')})"
 
 
+def tenant_id_problem(value: str) -> str | None:
+    """Why `value` cannot be a tenant (a GUID or a domain such as contoso.onmicrosoft.com), or None.
+
+    The Azure SDK refuses other characters with a bare ValueError; saying so here makes it an
+    INVALID_ARGUMENT naming the property instead of an internal error."""
+    if value and _TENANT_ID.fullmatch(value):
+        return None
+    return "must be a tenant id (a GUID) or a tenant domain name: letters, digits, '-' and '.' only"
+
+
+_TENANT_ID = re.compile(r"[A-Za-z0-9.-]+")
+
+
 def _need(metadata: ParsedMetadata, name: str, env: Mapping[str, str], env_name: str, method: AuthMethod) -> str:
     value = metadata.get(name) or env.get(env_name)
     if not value:
@@ -156,6 +171,9 @@ def _need(metadata: ParsedMetadata, name: str, env: Mapping[str, str], env_name:
             f"metadata property '{name}' is required with azureAuthMethod '{method.value}' "
             f"(or set {env_name} in the environment)"
         )
+    if name == "azureTenantId" and (problem := tenant_id_problem(str(value))) is not None:
+        source = f"metadata property '{name}'" if metadata.get(name) else f"the environment's {env_name}"
+        raise InvalidArgument(f"{source} {problem}")
     return str(value)
 
 

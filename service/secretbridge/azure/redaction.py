@@ -25,6 +25,13 @@ _TOKEN_FIELD = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(Bearer\s+)[\w.~+/=-]+", re.IGNORECASE)
+# `scheme://user:password@host` (or a token as the user): the userinfo is a credential.
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@'\"]+@")
+# Query parameters that carry credentials: SAS signatures, passwords, keys, codes.
+_URL_SECRET_PARAM = re.compile(
+    r"([?&](?:sig|signature|password|passwd|pwd|secret|token|access_token|api[-_]?key|key|code)=)[^&#\s'\"]+",
+    re.IGNORECASE,
+)
 _MAX_CAUSE = 300
 _SECRET_PROPERTIES = ("azureClientSecret", "azureCertificatePassword")
 #: Secrets of the credentials built in this process, scrubbed from the Azure SDK's log records.
@@ -34,7 +41,8 @@ _installed = False
 
 
 def redact(text: str, metadata: ParsedMetadata | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """`text` with tokens, the identity header and configured secrets replaced by `[redacted]`."""
+    """`text` with tokens, the identity header, configured secrets and the credentials in URLs
+    (`https://user:pw@host`, `?sig=...`) replaced by `[redacted]`."""
     env = os.environ if environ is None else environ
     secrets = [env.get("IDENTITY_HEADER"), env.get("MSI_SECRET"), env.get("AZURE_CLIENT_SECRET"),
                env.get("AZURE_CLIENT_CERTIFICATE_PASSWORD")]
@@ -45,6 +53,8 @@ def redact(text: str, metadata: ParsedMetadata | None = None, environ: Mapping[s
             text = text.replace(secret, "[redacted]")
     text = _JWT.sub("[redacted]", text)
     text = _BEARER.sub(r"\1[redacted]", text)
+    text = _URL_USERINFO.sub(r"\1[redacted]@", text)
+    text = _URL_SECRET_PARAM.sub(r"\1[redacted]", text)
     return _TOKEN_FIELD.sub(r"\1[redacted]", text)
 
 

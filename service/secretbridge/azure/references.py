@@ -7,9 +7,18 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, is_azure_vault_host
+from secretbridge.azure.hosts import (
+    SECRET_NAME,
+    VAULT_NAME,
+    VAULT_SUFFIXES,
+    AzureEnvironment,
+    is_azure_vault_host,
+    show_host,
+    vault_host_problem,
+)
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import HostPort
 
 
 @dataclass(frozen=True)
@@ -102,13 +111,14 @@ class ReferenceTarget:
 
 
 def vet_reference(
-    name: str, text: str, environment: AzureEnvironment, allowed_hosts: frozenset[str]
+    name: str, text: str, environment: AzureEnvironment, allowed_hosts: frozenset[HostPort]
 ) -> ReferenceTarget:
     """Parse the reference held by secret `name` and refuse one that names a host outside Azure.
 
     A tampered value must not be able to send the identity's token to a server of its choosing, so
-    only real Key Vault hosts, and hosts in `allowed_hosts` (`host` or `host:port`), pass. The literal
-    is never echoed: it is the secret's value. Raises FailedPrecondition or PermissionDenied.
+    only real Key Vault hosts, and hosts the operator listed (`allowed_hosts`, from
+    `--allow-vault-host`), pass. The literal is never echoed: it is the secret's value. Raises
+    FailedPrecondition or PermissionDenied.
     """
     bad = f"secret {show_name(name)} holds a malformed Key Vault reference"
     try:
@@ -126,16 +136,13 @@ def vet_reference(
         port = parts.port
     except ValueError:
         port = -1
-    netloc = host if port is None else f"{host}:{port}"
     if parts.username is not None or parts.password is not None or port == -1:
         raise FailedPrecondition(f"{bad}: its vault address is not a plain host[:port]")
+    netloc = show_host(host, port)
     on_azure = is_azure_vault_host(host) and port in (None, 443)
-    if not on_azure and netloc not in allowed_hosts:
-        raise PermissionDenied(
-            f"secret {show_name(name)} is a Key Vault reference to host {netloc!r}, which is not a Key Vault "
-            "host (*.vault.azure.net, *.vault.azure.cn, *.vault.usgovcloudapi.net); list it in "
-            "keyVaultReferenceHosts if it is an emulator you trust with this identity's token"
-        )
+    problem = vault_host_problem(host, port, allowed_hosts)
+    if problem is not None:
+        raise PermissionDenied(f"secret {show_name(name)} is a Key Vault reference to host {problem}")
     if ref.version is not None and not _VERSION.fullmatch(ref.version):
         raise FailedPrecondition(f"{bad}: its version is not a Key Vault version id")
     vault = host.split(".")[0] if on_azure else netloc

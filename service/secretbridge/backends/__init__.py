@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from secretbridge.backends.contract import CACHE_PROPERTIES, SecretStore
 from secretbridge.core.errors import InvalidArgument
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property, parse_metadata
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 _BACKENDS: dict[str, str] = {
     "file": "secretbridge.backends.file:FileStore",
@@ -81,11 +82,16 @@ class Validated:
 
 
 def validate_component(
-    raw: Mapping[str, str], *, collect: bool = False, unresolved: Iterable[str] = ()
+    raw: Mapping[str, str],
+    policy: OperatorPolicy = STRICT,
+    *,
+    collect: bool = False,
+    unresolved: Iterable[str] = (),
 ) -> Validated:
     """Pick the backend, decode the metadata and run the backend's `validate`: what Init and
     `secretbridge check` both do before anything is opened. Raises `InvalidArgument` naming the
-    property; unknown properties come back as warnings (daprd's own metadata may grow).
+    property; unknown properties come back as warnings (daprd's own metadata may grow). `policy` is
+    what the operator allowed `serve` (the strict default when not said).
 
     `collect` (for `check`): every problem is returned in `errors` instead of the first being
     raised. `unresolved`: keys daprd resolves before Init (`secretKeyRef`); given, value unknown.
@@ -109,7 +115,7 @@ def validate_component(
     ]
     errors = list(metadata.errors)
     try:
-        warnings += [("", text) for text in cls.validate(metadata)]
+        warnings += [("", text) for text in cls.validate(metadata, policy)]
     except InvalidArgument as err:
         if not collect:
             raise

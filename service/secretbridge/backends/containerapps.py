@@ -10,9 +10,10 @@ A value that is a Key Vault reference, `@Microsoft.KeyVault(SecretUri=...)` or
 `@Microsoft.KeyVault(VaultName=...;SecretName=...[;SecretVersion=...])`, is resolved through the
 resolver the runtime hands this store (this instance's identity behind the instance's cache:
 cacheTTL, single flight, stale-on-error), so versionless references pick up new versions within
-cacheTTL. References may name only real Azure Key Vault hosts, plus hosts listed in
-`keyVaultReferenceHosts` (emulators), so a tampered file cannot send the identity's token to a
-server of its choosing.
+cacheTTL. References may name only real Azure Key Vault hosts, plus hosts the operator listed with
+`serve --allow-vault-host` (emulators), so a tampered file cannot send the identity's token to a
+server of its choosing. The old `keyVaultReferenceHosts` metadata grants nothing by itself: it is
+accepted, with a deprecation warning, only for hosts the operator listed too.
 
 The store is not `remote`: the runtime would otherwise cache file reads for cacheTTL and a volume
 update would take that long to show. The cache properties are declared here and apply to reference
@@ -26,6 +27,7 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
+from secretbridge.azure.hosts import operator_listed, parse_vault_host, show_host
 from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
 from secretbridge.azure.references import is_reference, vet_reference
 from secretbridge.backends.contract import (
@@ -37,8 +39,9 @@ from secretbridge.backends.contract import (
 )
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
 from secretbridge.core.errors import FailedPrecondition, SecretStoreError
-from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import ALLOW_VAULT_HOSTS_SETTING, STRICT, OperatorPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,10 @@ DEFAULT_SECRETS_PATH = "/mnt/secrets"
 
 def _check_hosts(hosts: tuple[str, ...]) -> str | None:
     for host in hosts:
-        if "/" in host or "@" in host or not host.strip(":"):
-            return f"must list hosts as host or host:port (no scheme, path or user), got {host!r}"
+        try:
+            parse_vault_host(host)
+        except ValueError as err:
+            return f"must list hosts as host or host:port: {err}"
     return None
 
 
@@ -69,9 +74,8 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "keyVaultReferenceHosts",
-        "Comma-separated `host:port` entries a Key Vault reference may name besides real Azure "
-        "Key Vault hosts; for emulators and test doubles only (the challenge's resource is not "
-        "verified for them).",
+        "Deprecated: hosts outside Azure are the operator's to allow (`serve --allow-vault-host`). "
+        "Accepted with a warning only when every entry is a host the operator listed too.",
         Kind.LIST,
         default=(),
         check=_check_hosts,
@@ -105,26 +109,49 @@ class ContainerAppsStore(SecretStore):
     )
 
     @classmethod
-    def validate(cls, metadata: ParsedMetadata) -> list[str]:
-        """Warns when keyVaultReferenceHosts is set but references are served as literal text."""
-        if (
-            metadata.given("keyVaultReferenceHosts") and metadata.known("resolveKeyVaultReferences")
-            and not metadata["resolveKeyVaultReferences"]
-        ):
-            return ["metadata property 'keyVaultReferenceHosts' has no effect: resolveKeyVaultReferences is false"]
-        return []
-
-    @classmethod
     def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
         return bool(metadata["resolveKeyVaultReferences"])
 
+    @classmethod
+    def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
+        """`keyVaultReferenceHosts` (deprecated) may name only hosts the operator listed; warns when
+        it is set at all, and when references are served as literal text anyway."""
+        warnings = super().validate(metadata, policy)
+        hosts = metadata["keyVaultReferenceHosts"] if metadata.known("keyVaultReferenceHosts") else ()
+        problems: list[tuple[str, str]] = []
+        for entry in hosts:
+            host, port = parse_vault_host(entry)
+            if not operator_listed(policy.vault_hosts, host, port):
+                problems.append(("keyVaultReferenceHosts", (
+                    f"metadata property 'keyVaultReferenceHosts' lists {show_host(host, port)}, which the operator "
+                    f"has not allowed; a Component cannot allow a vault host outside Azure itself: start serve "
+                    f"with --allow-vault-host {show_host(host, port)} (or list it in SECRETBRIDGE_ALLOW_VAULT_HOSTS)"
+                )))
+        if problems:
+            raise MetadataErrors(problems)
+        if hosts:
+            warnings.append(
+                "metadata property 'keyVaultReferenceHosts' is deprecated and grants nothing: hosts outside "
+                f"Azure are allowed by the operator ({ALLOW_VAULT_HOSTS_SETTING}); remove it"
+            )
+            if metadata.known("resolveKeyVaultReferences") and not metadata["resolveKeyVaultReferences"]:
+                warnings.append(
+                    "metadata property 'keyVaultReferenceHosts' has no effect: resolveKeyVaultReferences is false"
+                )
+        return warnings
+
     def __init__(
-        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+        self,
+        metadata: ParsedMetadata,
+        *,
+        instance: str,
+        resolver: ReferenceResolver | None = None,
+        policy: OperatorPolicy = STRICT,
     ) -> None:
-        super().__init__(metadata, instance=instance, resolver=resolver)
-        self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser())
+        super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
+        self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser(), policy.max_file_bytes)
         self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
-        self.allowed_hosts = frozenset(h.strip().lower() for h in metadata["keyVaultReferenceHosts"])
+        self.allowed_hosts = policy.vault_hosts
 
     async def open(self) -> None:
         """Check secretsPath (nothing is contacted: references are resolved when first read)."""
@@ -143,8 +170,9 @@ class ContainerAppsStore(SecretStore):
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:
         check_secret_name(name)
         try:
-            # One small file on tmpfs: cheaper inline than a hop to a worker thread.
-            raw = self.volume.read(name)
+            # On a worker thread: secretsPath may be any mount, and a stuck one must not stall
+            # the loop every other instance shares.
+            raw = await asyncio.to_thread(self.volume.read, name)
         except Skip as skip:
             raise skip.error from None
         return await self._value(name, decode(name, raw))
@@ -163,8 +191,13 @@ class ContainerAppsStore(SecretStore):
         return result
 
     def _scan(self) -> dict[str, str]:
-        """Every servable secret's text, on a worker thread; what is not servable is left out."""
+        """Every servable secret's text, on a worker thread; what is not servable is left out.
+
+        The whole scan stops at the operator's volume cap: a volume is a small set of secrets, and
+        the answer must fit in memory and on the wire."""
         texts: dict[str, str] = {}
+        total = 0
+        cap = self.policy.max_volume_bytes
         for name in self.volume.names():
             if not valid_name(name):
                 log.warning(
@@ -173,13 +206,22 @@ class ContainerAppsStore(SecretStore):
                 )
                 continue
             try:
-                texts[name] = decode(name, self.volume.read(name))
+                raw = self.volume.read(name)
             except Skip as skip:
                 if not skip.quiet:
                     log.warning(
                         "left out of BulkGet",
                         extra={"instance": self.instance, "secret": name, "reason": skip.error.message},
                     )
+                continue
+            total += len(raw)
+            if total > cap:
+                raise FailedPrecondition(
+                    f"metadata property 'secretsPath' names {str(self.volume.path)!r}, which holds more than "
+                    f"the {cap}-byte cap for one volume (the operator's --max-volume-bytes)"
+                )
+            try:
+                texts[name] = decode(name, raw)
             except FailedPrecondition as err:
                 log.warning(
                     "left out of BulkGet",

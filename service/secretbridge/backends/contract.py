@@ -15,6 +15,7 @@ import json
 from typing import Any, ClassVar, Protocol
 
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
@@ -131,21 +132,29 @@ class SecretStore(abc.ABC):
     remote: ClassVar[bool] = False
 
     def __init__(
-        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+        self,
+        metadata: ParsedMetadata,
+        *,
+        instance: str,
+        resolver: ReferenceResolver | None = None,
+        policy: OperatorPolicy = STRICT,
     ) -> None:
         self.metadata = metadata
         self.instance = instance
         self.resolver = resolver
+        #: What the operator allowed (vault hosts outside Azure, size caps); never from metadata.
+        self.policy = policy
 
     @classmethod
-    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+    def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
         """Every rule beyond one property's own that needs no I/O (cross-field ones); returns warnings.
 
         Raises `MetadataErrors` naming each property and rule broken. Init and `secretbridge
         check` both call it (through `backends.validate_component`), so a Component `check`
-        passes is one Init accepts, as far as can be known offline. A property daprd resolves
-        later (`metadata.known(name)` is false) has no value yet: rules over it are skipped.
-        The per-property rules (kinds, bounds, choices) live in the `Property` declarations.
+        passes is one Init accepts, as far as can be known offline and under the same operator
+        `policy`. A property daprd resolves later (`metadata.known(name)` is false) has no value
+        yet: rules over it are skipped. The per-property rules (kinds, bounds, choices) live in the
+        `Property` declarations.
         """
         return []
 

@@ -16,6 +16,7 @@ from secretbridge.backends.contract import SecretStore
 from secretbridge.core.errors import NotFound, PermissionDenied
 from secretbridge.core.metadata import ParsedMetadata, Property
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 #: Variables that hold this process's own credentials or Dapr's, never app secrets.
 FORBIDDEN = frozenset(
@@ -54,7 +55,7 @@ class EnvStore(SecretStore):
     )
 
     @classmethod
-    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+    def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
         """Warns when `prefix` selects only variables this store never serves."""
         prefix = str(metadata.get("prefix") or "")
         if metadata.known("prefix") and prefix.upper().startswith("DAPR_"):

@@ -9,11 +9,15 @@ Numbers and booleans are served as their JSON text (`5`, `true`), not the
 
 The file is read at Init (a missing, unreadable or malformed file fails Init)
 and read again when it changes; a change that does not parse (a half-written
-save) is logged and the last good content keeps being served.
+save) is logged and the last good content keeps being served. Reads follow
+`backends.files` (no /proc, /sys or /dev, regular files only, within the
+operator's size cap) and run on a worker thread, never on the I/O loop. YAML
+aliases are refused: a few lines of them expand into gigabytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -25,6 +29,7 @@ from typing import Any, ClassVar
 import yaml
 
 from secretbridge.backends.contract import SecretStore
+from secretbridge.backends.files import read_regular_file
 from secretbridge.core.errors import FailedPrecondition, NotFound
 from secretbridge.core.metadata import Kind, Property
 from secretbridge.core.names import show_name
@@ -34,6 +39,26 @@ log = logging.getLogger(__name__)
 
 class _Unparsable(Exception):
     """The file's text is neither JSON nor YAML, or not a mapping at the top."""
+
+
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, line: int) -> None:
+        super().__init__(f"a YAML alias at line {line}")
+        self.line = line
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (`*name`): an alias bomb of a few lines expands into
+    gigabytes, and a secrets file has no need of them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(self.peek_event().start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=NoAliasLoader)
 
 
 def render(value: Any) -> str:
@@ -61,11 +86,13 @@ def parse_document(text: str, path: Path) -> Mapping[str, Any]:
     """JSON first (the common case), YAML for .yaml/.yml or when JSON fails."""
     document: Any
     yaml_only = path.suffix.lower() in (".yaml", ".yml")
-    loaders: tuple[Any, ...] = (yaml.safe_load,) if yaml_only else (json.loads, yaml.safe_load)
+    loaders: tuple[Any, ...] = (_load_yaml,) if yaml_only else (json.loads, _load_yaml)
     problem = "it is empty"
     for load in loaders:
         try:
             document = load(text)
+        except _AliasRefused as err:
+            raise _Unparsable(f"it uses a YAML alias (*name) at line {err.line}; aliases are not allowed") from None
         except (ValueError, yaml.YAMLError) as err:
             # Report where, not what: the text around the error may be a secret.
             mark = getattr(err, "problem_mark", None)
@@ -125,7 +152,9 @@ class FileStore(SecretStore):
         where = f"metadata property 'secretsFile' names {str(self.path)!r}"
         try:
             signature = self._stat()
-            text = self.path.read_text(encoding="utf-8")
+            text = read_regular_file(self.path, self.policy.max_file_bytes, where).decode("utf-8")
+        except FailedPrecondition:
+            raise  # a kernel path, not a regular file, too big: the message says which
         except FileNotFoundError:
             raise FailedPrecondition(f"{where}, which does not exist") from None
         except IsADirectoryError:
@@ -160,14 +189,14 @@ class FileStore(SecretStore):
         return secrets
 
     async def open(self) -> None:
-        self._snapshot = self._load()
+        self._snapshot = await asyncio.to_thread(self._load)
         log.info(
             "secrets file loaded",
             extra={"instance": self.instance, "path": str(self.path), "secrets": len(self._snapshot.secrets)},
         )
 
-    def _current(self) -> dict[str, dict[str, str]]:
-        """The latest good content, re-reading the file when its signature changed."""
+    async def _current(self) -> dict[str, dict[str, str]]:
+        """The latest good content, re-reading the file (on a worker thread) when its signature changed."""
         snapshot = self._snapshot
         assert snapshot is not None, "open() was not called"
         try:
@@ -176,7 +205,7 @@ class FileStore(SecretStore):
             signature = None
         if signature is not None and signature != snapshot.signature and signature != self._bad_signature:
             try:
-                self._snapshot = snapshot = self._load()
+                self._snapshot = snapshot = await asyncio.to_thread(self._load)
                 self._bad_signature = None
                 log.info(
                     "secrets file changed; reloaded",
@@ -191,12 +220,12 @@ class FileStore(SecretStore):
         return snapshot.secrets
 
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:
-        data = self._current().get(name)
+        data = (await self._current()).get(name)
         if data is None:
             raise NotFound(f"secret {show_name(name)} not found in {str(self.path)!r}")
         return dict(data)
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
-        secrets = self._current()
+        secrets = await self._current()
         names = list(secrets)[:limit] if limit is not None else list(secrets)
         return {name: dict(secrets[name]) for name in names}

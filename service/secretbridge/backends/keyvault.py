@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 
-from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, is_azure_vault_host
+from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, vault_host_problem
 from secretbridge.azure.identity import (
     AZURE_PROPERTIES,
     build_credential,
@@ -32,6 +32,7 @@ from secretbridge.core.errors import (
 )
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 if TYPE_CHECKING:  # the vault client pulls in aiohttp: `secretbridge check` must not load it
     from secretbridge.azure.vault import HttpSession, VaultReader
@@ -52,13 +53,13 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "vaultUri",
-        "The vault's https URL, for emulators and test doubles (`https://127.0.0.1:8443`). "
-        "Exactly one of vaultName and vaultUri.",
+        "The vault's https URL, for emulators and test doubles (`https://127.0.0.1:8443`); a host outside "
+        "Azure only when the operator lists it (`serve --allow-vault-host`). Exactly one of vaultName and vaultUri.",
     ),
     Property(
         "disableChallengeResourceVerification",
         "Accept an authentication challenge whose resource does not match the vault's host. "
-        "For emulators only; refused for a real Key Vault host.",
+        "For emulators the operator lists (`serve --allow-vault-host`) only; refused for a real Key Vault host.",
         Kind.BOOL,
         default=False,
     ),
@@ -190,10 +191,15 @@ class KeyVaultStore(SecretStore):
     remote: ClassVar[bool] = True
 
     def __init__(
-        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+        self,
+        metadata: ParsedMetadata,
+        *,
+        instance: str,
+        resolver: ReferenceResolver | None = None,
+        policy: OperatorPolicy = STRICT,
     ) -> None:
-        super().__init__(metadata, instance=instance, resolver=resolver)
-        vault, prefix = self._settings(metadata)
+        super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
+        vault, prefix = self._settings(metadata, policy)
         assert vault is not None, "Init metadata has every value resolved"
         self.vault_url, self.environment, self.vault_label = vault
         self.verify_challenge_resource = not metadata.get("disableChallengeResourceVerification", False)
@@ -211,31 +217,41 @@ class KeyVaultStore(SecretStore):
         self._reader: VaultReader | None = None
 
     @classmethod
-    def validate(cls, metadata: ParsedMetadata) -> list[str]:
+    def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
         """Exactly one of vaultName and vaultUri, each well formed; `azureEnvironment` agreeing
-        with a vault host; `disableChallengeResourceVerification` only off Azure; `keyPrefix`
-        within Key Vault's name rule. Raises `MetadataErrors` listing every rule broken."""
-        cls._settings(metadata)
+        with a vault host; a vault host outside Azure, and `disableChallengeResourceVerification`,
+        only where the operator's `policy` lists the host; `keyPrefix` within Key Vault's name rule.
+        Raises `MetadataErrors` listing every rule broken."""
+        cls._settings(metadata, policy)
         return []
 
     @classmethod
-    def _settings(cls, metadata: ParsedMetadata) -> tuple[_Vault | None, str]:
-        """The vault (None when daprd resolves it later) and keyPrefix, every rule checked."""
+    def _settings(cls, metadata: ParsedMetadata, policy: OperatorPolicy) -> tuple[_Vault | None, str]:
+        """The vault (None when daprd resolves it later) and keyPrefix, every rule checked.
+
+        The host rules run before any client exists, so a refused host gets no request and no
+        token request."""
         problems: list[tuple[str, str]] = []
         vault: _Vault | None = None
         try:
             vault = _resolve_vault(metadata)
         except MetadataErrors as err:
             problems += err.problems
-        if vault is not None and metadata.known("disableChallengeResourceVerification"):
-            host = urlsplit(vault[0]).hostname or ""
-            if metadata.get("disableChallengeResourceVerification") and is_azure_vault_host(host):
-                problems.append((
-                    "disableChallengeResourceVerification",
-                    f"metadata property 'disableChallengeResourceVerification' must not be true for {host}: "
-                    "it is a real Azure Key Vault host, where the challenge must be verified (the option "
-                    "exists for emulators and test doubles)",
-                ))
+        if vault is not None:
+            parts = urlsplit(vault[0])
+            problem = vault_host_problem(parts.hostname or "", parts.port, policy.vault_hosts)
+            if problem is not None:
+                problems.append(("vaultUri", f"metadata property 'vaultUri' names {problem}"))
+            relaxed = metadata.known("disableChallengeResourceVerification") and metadata.get(
+                "disableChallengeResourceVerification"
+            )
+            if relaxed:
+                problem = vault_host_problem(parts.hostname or "", parts.port, policy.vault_hosts, relaxed=True)
+                if problem is not None:
+                    problems.append((
+                        "disableChallengeResourceVerification",
+                        f"metadata property 'disableChallengeResourceVerification' is true, but {problem}",
+                    ))
         prefix = metadata.get("keyPrefix") or ""
         if metadata.known("keyPrefix") and not _PREFIX.match(prefix):
             problems.append((

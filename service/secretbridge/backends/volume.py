@@ -12,7 +12,11 @@ either the old set or the new one, never a mixture. A plain directory of regular
 - Symlinks are followed only while their real path stays inside the volume; the file actually
   opened is checked again through `/proc/self/fd`, so a link swapped between the check and the
   open cannot leak a file from elsewhere.
-- Files are opened without blocking (a FIFO cannot hang a reader) and read within a size cap.
+- Files are opened without blocking (a FIFO cannot hang a reader) and read within the operator's
+  size caps (`backends.files`: one file, and one scan of the whole volume); nothing under /proc,
+  /sys or /dev is read.
+- The atomic writer may remove a link or folder between our resolving and opening it: such a read
+  is retried, and never surfaces as an internal error.
 """
 
 from __future__ import annotations
@@ -24,16 +28,22 @@ import stat
 import unicodedata
 from pathlib import Path
 
+from secretbridge.backends.files import (
+    FILE_CAP_FLAG,
+    NotRegular,
+    TooBig,
+    open_nonblocking,
+    read_fd,
+    refuse_kernel_paths,
+)
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, SecretStoreError
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import DEFAULT_MAX_FILE_BYTES
 
 #: The atomic writer's link to the current timestamped directory.
 DATA_LINK = "..data"
 #: Linux's limit on one path component.
 MAX_FILE_NAME_BYTES = 255
-#: Container Apps values are small (Key Vault caps its own at 25 KB); this only stops a stray
-#: huge file from being loaded into memory and onto the wire.
-MAX_VALUE_BYTES = 8 * 1024 * 1024
 #: Attempts at one read when the atomic writer removes the directory being read from under us.
 _READ_ATTEMPTS = 3
 
@@ -78,6 +88,10 @@ def valid_name(name: str) -> bool:
 # Reading the volume
 
 
+class _Swapped(Exception):
+    """A link appeared where the resolved path had none: the atomic writer swapped `..data`."""
+
+
 class Skip(Exception):
     """An entry that is not a servable secret; `quiet` ones (directories, vanished files) are
     left out of BulkGet without a warning."""
@@ -104,16 +118,22 @@ class Volume:
     """One mounted secret folder. Every method is synchronous and short; call them off the loop
     when a directory has to be scanned."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         self.path = path
+        #: Container Apps values are small (Key Vault caps its own at 25 KB); this only stops a
+        #: stray huge file from being loaded into memory and onto the wire.
+        self.max_file_bytes = max_file_bytes
 
     def root(self) -> str:
         """The mount's real path (resolved on each use, so a re-pointed secretsPath is followed)."""
-        return os.path.realpath(self.path)
+        root = os.path.realpath(self.path)
+        refuse_kernel_paths(root, f"metadata property 'secretsPath' names {str(self.path)!r}")
+        return root
 
     def check(self) -> None:
         """Raise `FailedPrecondition` naming secretsPath unless it is a readable folder."""
         where = f"metadata property 'secretsPath' names {str(self.path)!r}"
+        refuse_kernel_paths(self.path, where)
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
@@ -158,15 +178,18 @@ class Volume:
         PermissionDenied (a link leaving the volume, or an unreadable file) or FailedPrecondition.
         """
         for attempt in range(_READ_ATTEMPTS):
-            root = self.root()
-            real = self._locate(root, name)
             try:
+                root = self.root()
+                real = self._locate(root, name)
                 return self._read_inside(real, root, name)
             except FileNotFoundError:
-                # The atomic writer removed the old timestamped directory between our resolving
-                # and opening: resolve again, the new `..data` is in place by now.
+                # The atomic writer removed a link or the old timestamped directory between our
+                # resolving and opening: resolve again, the new `..data` is in place by now.
                 if attempt + 1 == _READ_ATTEMPTS:
                     raise Skip(self._not_found(name), quiet=True) from None
+            except _Swapped:
+                if attempt + 1 == _READ_ATTEMPTS:  # not a swap after all: a link that never resolves
+                    raise Skip(self._not_found(name, " (a symlink that does not resolve)"), quiet=False) from None
         raise AssertionError("unreachable")
 
     def _not_found(self, name: str, why: str = "") -> NotFound:
@@ -177,6 +200,8 @@ class Volume:
             path = os.path.join(folder, name)
             if not os.path.lexists(path):
                 continue
+            # realpath reads each link after checking it is one: a link the writer removes in
+            # between raises FileNotFoundError, which `read` retries.
             real = os.path.realpath(path)
             if not _inside(real, root):
                 raise Skip(self._outside(name), quiet=False)
@@ -194,9 +219,8 @@ class Volume:
     def _read_inside(self, real: str, root: str, name: str) -> bytes:
         # O_NOFOLLOW: `real` has no links left, so a link here was swapped in after the check.
         # O_NONBLOCK: opening a FIFO must not hang the loop.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(real, flags)
+            fd = open_nonblocking(real, follow=False)
         except FileNotFoundError:
             raise
         except PermissionError:
@@ -209,7 +233,8 @@ class Volume:
             ) from None
         except OSError as err:
             if err.errno == errno.ELOOP:
-                raise Skip(self._not_found(name, " (a symlink that does not resolve)"), quiet=False) from None
+                # `real` had no links left when resolved: one here was swapped in since (mid-swap).
+                raise _Swapped from None
             raise Skip(
                 FailedPrecondition(f"secret {show_name(name)} cannot be opened ({err.strerror})"), quiet=False
             ) from None
@@ -217,24 +242,13 @@ class Volume:
             opened = _opened_path(fd)
             if opened is not None and not _inside(opened, root):
                 raise Skip(self._outside(name), quiet=False)
-            info = os.fstat(fd)
-            if stat.S_ISDIR(info.st_mode):
-                raise Skip(self._not_found(name, " (it is a directory, not a secret)"), quiet=True)
-            if not stat.S_ISREG(info.st_mode):
-                raise Skip(self._not_found(name, " (it is not a regular file)"), quiet=False)
-            if info.st_size > MAX_VALUE_BYTES:
-                raise Skip(self._too_big(name), quiet=False)
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                chunk = os.read(fd, max(info.st_size - total, 0) + 65536)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > MAX_VALUE_BYTES:
-                    raise Skip(self._too_big(name), quiet=False)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return read_fd(fd, self.max_file_bytes, f"secret {show_name(name)}")
+        except NotRegular as err:
+            if err.directory:
+                raise Skip(self._not_found(name, " (it is a directory, not a secret)"), quiet=True) from None
+            raise Skip(self._not_found(name, " (it is not a regular file)"), quiet=False) from None
+        except TooBig:
+            raise Skip(self._too_big(name), quiet=False) from None
         except OSError as err:
             raise Skip(
                 FailedPrecondition(f"secret {show_name(name)} cannot be read ({err.strerror})"), quiet=False
@@ -244,7 +258,8 @@ class Volume:
 
     def _too_big(self, name: str) -> FailedPrecondition:
         return FailedPrecondition(
-            f"secret {show_name(name)} is larger than {MAX_VALUE_BYTES // (1024 * 1024)} MiB and is not served"
+            f"secret {show_name(name)} is larger than the {self.max_file_bytes}-byte cap and is not served "
+            f"(the operator's {FILE_CAP_FLAG})"
         )
 
 

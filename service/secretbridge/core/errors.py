@@ -46,3 +46,7 @@ class Unavailable(SecretStoreError):
 
 class DeadlineExceeded(SecretStoreError):
     """The backend did not answer within `requestTimeout`."""
+
+
+class ResourceExhausted(SecretStoreError):
+    """This instance already holds its share of the server (calls waiting on its backend)."""

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
@@ -57,3 +58,18 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     # The Azure SDK logs request headers at INFO in some versions; keep it to warnings.
     logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def safe_traceback(error: BaseException) -> str:
+    """Where a bug happened, fit for a log line: each exception in the chain with its stack and its
+    class, never its text (a bug's message may quote the very value it mishandled)."""
+    chain: list[traceback.TracebackException] = []
+    current: traceback.TracebackException | None = traceback.TracebackException.from_exception(error)
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    parts = []
+    for link in reversed(chain):
+        name = getattr(link.exc_type, "__qualname__", "Exception")
+        parts.append("Traceback (most recent call last):\n" + "".join(link.stack.format()) + f"{name}\n")
+    return "\nThe above led to:\n\n".join(parts)

@@ -20,6 +20,7 @@ from secretbridge.backends.contract import MULTIPLE_KEY_VALUES_PER_SECRET, Secre
 from secretbridge.core.errors import FailedPrecondition, PermissionDenied
 from secretbridge.core.metadata import ParsedMetadata
 from secretbridge.core.names import check_name, get_options, show_name
+from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.runtime.cache import CachedStore
 
 log = logging.getLogger(__name__)
@@ -113,14 +114,14 @@ class Instance:
             log.exception("closing a store failed", extra={"instance": self.name, "backend": self.backend})
 
 
-async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
+async def build_instance(name: str, raw: Mapping[str, str], policy: OperatorPolicy = STRICT) -> Instance:
     """Validate a Component's metadata and open its store (raises the project's errors)."""
-    valid = stores.validate_component(raw)
+    valid = stores.validate_component(raw, policy)
     cls, metadata = valid.cls, valid.metadata
     for prop, warning in valid.warnings:
         log.warning(warning, extra={"instance": name, "backend": cls.backend, "property": prop})
     resolver = references_resolver(metadata, instance=name) if cls.wants_resolver(metadata) else None
-    store = cls(metadata, instance=name, resolver=resolver)
+    store = cls(metadata, instance=name, resolver=resolver, policy=policy)
     cached = CachedStore(store, metadata, instance=name) if cls.remote else None
     try:
         await store.open()
@@ -156,7 +157,9 @@ def references_resolver(metadata: ParsedMetadata, *, instance: str) -> CachedSto
 class Instances:
     """The instances this process serves. Reads take no lock: a dict read is atomic."""
 
-    def __init__(self, retire_grace: float = RETIRE_GRACE) -> None:
+    def __init__(self, retire_grace: float = RETIRE_GRACE, policy: OperatorPolicy = STRICT) -> None:
+        #: What the operator allowed `serve`; handed to every backend at Init.
+        self.policy = policy
         self._by_name: dict[str, Instance] = {}
         self._write_lock = threading.Lock()
         self._init_locks: dict[str, asyncio.Lock] = {}
@@ -186,7 +189,7 @@ class Instances:
         lock = self._init_locks.setdefault(name, asyncio.Lock())
         async with lock:
             try:
-                instance = await build_instance(name, raw)
+                instance = await build_instance(name, raw, self.policy)
             except BaseException:
                 old = self._swap(name, None)
                 if old is not None:

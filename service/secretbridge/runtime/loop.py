@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from secretbridge.azure.redaction import redact
+from secretbridge.core.logs import safe_traceback
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -22,6 +28,7 @@ class LoopThread:
 
     def __init__(self, name: str = "secretbridge-io") -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_log_unhandled)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> LoopThread:
@@ -66,3 +73,14 @@ class LoopThread:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _log_unhandled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What asyncio would print for a failed background task, as one redacted error record."""
+    error = context.get("exception")
+    trace = safe_traceback(error) if isinstance(error, BaseException) else ""
+    log.error(
+        "unexpected error on the I/O loop (a bug in secretbridge)",
+        extra={"cause": redact(str(context.get("message", ""))), "traceback": redact(trace),
+               "error_type": type(error).__name__ if error is not None else None},
+    )

@@ -8,6 +8,12 @@ components with it) and the standard health service.
 
 Errors are mapped to status codes here and only here; the message names the
 instance, the backend and the secret, because daprd shows callers only text.
+
+Bulkhead: a call that has to wait on the I/O loop (a miss, a bulk read, Init) holds its
+worker thread until the backend answers, so one slow instance could otherwise take every
+worker and stall the others' cache hits. Each instance may hold at most its share of the
+workers (`Admission`); a call beyond that fails at once with RESOURCE_EXHAUSTED naming the
+instance, without taking a worker from anyone else.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +35,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from secretbridge.azure.redaction import redact
 from secretbridge.core import errors
+from secretbridge.core.logs import safe_traceback
 from secretbridge.core.names import bulk_options
-from secretbridge.core.sockets import DEFAULT_SOCKET_NAME
+from secretbridge.core.policy import STRICT, OperatorPolicy
+from secretbridge.core.sockets import DEFAULT_SOCKET_NAME, FOLDER_FLAG, prepare_folder
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instance, Instances, label
 from secretbridge.runtime.loop import LoopThread
@@ -54,7 +63,54 @@ STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+#: The metric label for calls naming an instance that is not initialised (junk headers stay one series).
+UNKNOWN_INSTANCE_LABEL = "(unknown)"
+#: The default number of gRPC worker threads: a waiting thread costs little, and a slow
+#: instance's share (seven eighths, 56) still leaves 8 for everyone else's hits.
+DEFAULT_WORKERS = 64
+
+
+def instance_share(workers: int) -> int:
+    """How many workers one instance may hold waiting on its backend: all but an eighth (at least one
+    kept back for the others)."""
+    return max(1, workers - max(1, workers // 8))
+
+
+class Admission:
+    """Counts, per instance, the calls waiting on the I/O loop, and refuses one past the share."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.limit = instance_share(workers)
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}  # only instances with calls in flight: bounded by the workers
+
+    def held(self, instance: str) -> int:
+        """Calls of `instance` waiting on its backend now."""
+        return self._held.get(instance, 0)
+
+    @contextlib.contextmanager
+    def enter(self, instance: str) -> Iterator[None]:
+        """Hold one of `instance`'s places for the duration, or raise ResourceExhausted at once."""
+        with self._lock:
+            held = self._held.get(instance, 0)
+            if held >= self.limit:
+                raise errors.ResourceExhausted(
+                    f"{held} calls of this instance are already waiting on its backend, its share of the "
+                    f"server's {self.workers} workers (--workers); retry once some have finished"
+                )
+            self._held[instance] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._held[instance] - 1
+                if left:
+                    self._held[instance] = left
+                else:
+                    del self._held[instance]
 
 
 def status_of(err: errors.SecretStoreError) -> grpc.StatusCode:
@@ -75,9 +131,10 @@ def _instance_of(context: grpc.ServicerContext) -> str:
 class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
     """The five RPCs, on the threaded server's workers."""
 
-    def __init__(self, instances: Instances, io: LoopThread) -> None:
+    def __init__(self, instances: Instances, io: LoopThread, admission: Admission | None = None) -> None:
         self.instances = instances
         self.io = io
+        self.admission = admission or Admission(DEFAULT_WORKERS)
 
     # Every handler runs through _serve so that errors are mapped in one place.
     def _serve(self, method: str, context: grpc.ServicerContext, work: Callable[[str], T]) -> T:
@@ -88,28 +145,37 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             return work(instance)
         except errors.SecretStoreError as err:
             code = status_of(err)
-            message = self._message(method, instance, err.message)
+            message = redact(self._message(method, instance, err.message))
             log.info(
                 "call failed",
                 extra={"method": method, "instance": instance or "(default)", "code": code.name, "cause": message},
             )
             context.abort(code, message)
+        except futures.CancelledError:
+            # The I/O loop cancelled the call: the server is stopping, which is no bug.
+            code = grpc.StatusCode.UNAVAILABLE
+            log.info("call cancelled by shutdown", extra={"method": method, "instance": instance or "(default)"})
+            context.abort(code, self._message(method, instance, "secretbridge is shutting down; retry"))
         except TimeoutError:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
             context.abort(code, self._message(method, instance, "the call took too long and was abandoned"))
         except Exception as err:
             code = grpc.StatusCode.INTERNAL
-            # Exception text may come from a library; log its type, not its message.
-            log.exception(
+            # The stack is what makes a bug fixable; the exception's text may hold a value, so it is
+            # left out (classes only), and what remains is scrubbed of tokens and URL credentials.
+            log.error(
                 "unexpected error (a bug in secretbridge)",
-                extra={"method": method, "instance": instance or "(default)", "error_type": type(err).__name__},
+                extra={"method": method, "instance": instance or "(default)", "error_type": type(err).__name__,
+                       "traceback": redact(safe_traceback(err))},
             )
             context.abort(
                 code,
                 self._message(method, instance, f"unexpected {type(err).__name__}; this is a bug in secretbridge"),
             )
         finally:
-            REQUESTS.labels(instance, method, code.name).inc()
+            # Only initialised instances get a series of their own: junk headers cannot grow /metrics.
+            known = self.instances.find(instance) is not None
+            REQUESTS.labels(instance if known else UNKNOWN_INSTANCE_LABEL, method, code.name).inc()
             REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
         raise AssertionError("unreachable")  # context.abort raises
 
@@ -119,13 +185,19 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         return f"{method} on {where}: {cause}"
 
     def _run(self, instance: Instance, coro: Any) -> Any:
-        return self.io.run(coro, instance.call_timeout)
+        try:
+            with self.admission.enter(instance.name):
+                return self.io.run(coro, instance.call_timeout)
+        except errors.ResourceExhausted:
+            coro.close()  # never scheduled
+            raise
 
     def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.ServicerContext) -> Any:
         properties = dict(request.metadata.properties)
 
         def work(instance: str) -> secretstore_pb2.SecretStoreInitResponse:
-            self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
+            with self.admission.enter(instance):
+                self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
             return secretstore_pb2.SecretStoreInitResponse()
 
         return self._serve("Init", context, work)
@@ -165,18 +237,17 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
 
 
 def _prepare_socket(path: Path) -> None:
-    """Make room for the socket: create the folder, remove a stale socket file.
+    """Make room for the socket: remove a stale socket file, refuse a live one.
 
     A socket something still answers on belongs to a live process (another
     secretbridge, perhaps): taking it over would cut daprd off from that one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise errors.FailedPrecondition(f"{path} exists and is not a socket; refusing to replace it")
+        raise errors.FailedPrecondition(f"{path} exists and is not a socket; refusing to replace it (--name)")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
@@ -187,7 +258,21 @@ def _prepare_socket(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise errors.FailedPrecondition(f"another process is serving on {path}; stop it or choose another --name")
+    raise errors.FailedPrecondition(
+        f"another process is serving on {path}; it is left alone: stop it, or choose another --name or "
+        f"{FOLDER_FLAG}"
+    )
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    # The socket file is created by bind(); with this umask it is never open to others, not even
+    # for the moment before chmod.
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @dataclass
@@ -196,11 +281,16 @@ class ServerOptions:
 
     socket_folder: Path
     name: str = DEFAULT_SOCKET_NAME
-    socket_mode: int = 0o666  # daprd runs as another user and must be able to connect
-    workers: int = 16
+    #: Owner and group only: daprd connects through the socket's group (--socket-group).
+    socket_mode: int = 0o660
+    #: The socket's group (a gid); None keeps the process's own group.
+    socket_group: int | None = None
+    workers: int = DEFAULT_WORKERS
     http_host: str = "0.0.0.0"
     http_port: int | None = 8081  # None: no HTTP endpoint
     shutdown_grace: float = 5.0
+    #: What the operator allowed beyond the defaults (vault hosts outside Azure, size caps).
+    policy: OperatorPolicy = STRICT
 
     @property
     def socket_path(self) -> Path:
@@ -213,24 +303,80 @@ class SecretBridgeServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.io = LoopThread()
-        self.instances = Instances()
+        # File reads run on the loop's executor (asyncio.to_thread); asyncio's default of a few threads
+        # would let one instance's stuck mount hold them all. As many as the workers, plus a margin: the
+        # admission share then bounds what one instance can hold here too.
+        self.io.loop.set_default_executor(
+            futures.ThreadPoolExecutor(max_workers=options.workers + 8, thread_name_prefix="secretbridge-files")
+        )
+        self.instances = Instances(policy=options.policy)
+        self.admission = Admission(options.workers)
         self.health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
         self._http: Any = None
         self.http_port: int | None = None
         self._stopped = threading.Event()
+        #: (device, inode) of the socket file this server bound: the only one stop() removes.
+        self._bound: tuple[int, int] | None = None
 
     @property
     def socket_path(self) -> Path:
         return self.options.socket_path
 
+    def _check_options(self) -> None:
+        name, mode, workers = self.options.name, self.options.socket_mode, self.options.workers
+        if not name or "/" in name or name in (".", ".."):
+            raise errors.InvalidArgument(f"--name {name!r} must be a plain file name")
+        if not 0 <= mode <= 0o777:
+            raise errors.InvalidArgument(f"--socket-mode {mode:o} is not a file mode (0000 to 0777)")
+        if workers < 2:
+            raise errors.InvalidArgument(f"--workers {workers} must be at least 2")
+        if len(os.fsencode(self.socket_path)) > 107:
+            raise errors.InvalidArgument(
+                f"the socket path {self.socket_path} is longer than a Unix socket path may be (107 bytes); "
+                f"choose a shorter {FOLDER_FLAG} or --name"
+            )
+
     def start(self) -> SecretBridgeServer:
-        """Bind the socket and start serving; returns once daprd could connect."""
-        path = self.socket_path
-        if not self.options.name or "/" in self.options.name:
-            raise errors.InvalidArgument(f"--name {self.options.name!r} must be a plain file name")
-        _prepare_socket(path)
+        """Bind the HTTP port, then the socket, and start serving; returns once daprd could connect.
+
+        Raises the project's errors with a message naming the flag at fault; on failure nothing
+        is left behind (no socket file, no port, no thread).
+        """
+        self._check_options()
         self.io.start()
+        try:
+            if self.options.http_port is not None:
+                self._start_http()
+            self._bind()
+        except BaseException:
+            self._abandon()
+            raise
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={"socket": str(self.socket_path), "component_type": f"secretstores.{self.options.name}",
+                   "http_port": self.http_port},
+        )
+        return self
+
+    def _start_http(self) -> None:
+        host, port = self.options.http_host, self.options.http_port
+        assert port is not None
+        try:
+            self._http, self.http_port = self.io.run(start_http(host, port, self.readiness), 10)
+        except OSError as err:
+            raise errors.FailedPrecondition(
+                f"cannot listen on {host}:{port} for /metrics, /healthz and /readyz ({err.strerror or err}); "
+                "choose another --http-port (or --http-host), or -1 to turn it off"
+            ) from None
+
+    def _bind(self) -> None:
+        path, mode = self.socket_path, self.options.socket_mode
+        for warning in prepare_folder(self.options.socket_folder):
+            log.warning(warning, extra={"socket": str(path)})
+        _prepare_socket(path)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="secretbridge-grpc"),
             options=[
@@ -238,28 +384,64 @@ class SecretBridgeServer:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        secretstore_pb2_grpc.add_SecretStoreServicer_to_server(SecretStoreServicer(self.instances, self.io), server)
+        servicer = SecretStoreServicer(self.instances, self.io, self.admission)
+        secretstore_pb2_grpc.add_SecretStoreServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        if server.add_insecure_port(f"unix:{path}") == 0:
-            raise errors.FailedPrecondition(f"could not listen on {path}")
-        server.start()
-        os.chmod(path, self.options.socket_mode)
+        try:
+            with _umask(0o177):
+                bound = server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:  # newer grpcio raises where older ones returned 0
+            bound = 0
+        if bound == 0:
+            raise errors.FailedPrecondition(f"could not listen on {path} (--socket-folder, --name)")
+        info = path.lstat()
+        self._bound = (info.st_dev, info.st_ino)
         self._grpc = server
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        if self.options.http_port is not None:
-            self._http, self.http_port = self.io.run(
-                start_http(self.options.http_host, self.options.http_port, self.readiness), 10
+        group = self.options.socket_group
+        try:
+            if group is not None and group != info.st_gid:
+                os.chown(path, -1, group)
+        except OSError as err:
+            raise errors.FailedPrecondition(
+                f"cannot give the socket to group {group} ({err.strerror}): this process must be root or a member "
+                "of that group (--socket-group)"
+            ) from None
+        try:
+            os.chmod(path, mode)
+        except OSError as err:
+            raise errors.FailedPrecondition(f"cannot set the socket's mode ({err.strerror}) (--socket-mode)") from None
+        if mode & 0o007:
+            log.warning(
+                "the socket is open to every local user (--socket-mode): anyone on this host can initialise "
+                "instances, read every secret they serve and use this sidecar's identity",
+                extra={"socket": str(path), "socket_mode": f"{mode:04o}"},
             )
-        log.info(
-            "serving",
-            extra={"socket": str(path), "component_type": f"secretstores.{self.options.name}",
-                   "http_port": self.http_port},
-        )
-        return self
+        server.start()
+
+    def _abandon(self) -> None:
+        """Undo a start that failed half-way."""
+        if self._grpc is not None:
+            self._grpc.stop(0).wait(2)
+            self._grpc = None
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                self.io.run(self._http.cleanup(), 2)
+            self._http = None
+        self.io.stop()
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        # Only the socket this server bound: one found there may belong to another live server.
+        if self._bound is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            info = self.socket_path.lstat()
+            if stat.S_ISSOCK(info.st_mode) and (info.st_dev, info.st_ino) == self._bound:
+                self.socket_path.unlink()
+        self._bound = None
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
         """Ready when every remote instance's latest backend contact succeeded."""
@@ -279,6 +461,9 @@ class SecretBridgeServer:
         """Finish in-flight calls (up to the grace period), close every store, remove the socket."""
         if self._stopped.is_set():
             return
+        if self._grpc is None:  # never started, or a failed start already cleaned up
+            self._stopped.set()
+            return
         self.health.enter_graceful_shutdown()
         if self._grpc is not None:
             self._grpc.stop(self.options.shutdown_grace).wait(self.options.shutdown_grace + 1)
@@ -288,8 +473,6 @@ class SecretBridgeServer:
             with contextlib.suppress(Exception):
                 self.io.run(self._http.cleanup(), 2)
         self.io.stop()
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
-                self.socket_path.unlink()
+        self._remove_socket()
         log.info("stopped", extra={"socket": str(self.socket_path)})
         self._stopped.set()

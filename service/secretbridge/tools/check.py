@@ -20,6 +20,7 @@ import yaml
 
 from secretbridge import backends
 from secretbridge.core.errors import SecretStoreError
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 COMPONENT_KIND = "Component"
 #: How close a `kind` or `type` must be to the expected one to be taken for a misspelling of it.
@@ -119,12 +120,13 @@ def raw_metadata(document: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     return raw, [p.text for p in problems]
 
 
-def check_component(document: dict[str, Any], source: str) -> Finding:
-    """Validate one Component document's metadata against its backend's declarations and rules."""
+def check_component(document: dict[str, Any], source: str, policy: OperatorPolicy = STRICT) -> Finding:
+    """Validate one Component document's metadata against its backend's declarations and rules,
+    under the operator `policy` `serve` would run with."""
     finding = Finding(source, component_name(document))
     raw, referenced, finding.errors = _spec_metadata(document)
     try:
-        valid = backends.validate_component(raw, collect=True, unresolved=referenced)
+        valid = backends.validate_component(raw, policy, collect=True, unresolved=referenced)
     except SecretStoreError as err:
         finding.errors.append(Problem("backend", err.message))
         return finding
@@ -164,7 +166,9 @@ def _close_to(text: str, wanted: str) -> bool:
     return difflib.SequenceMatcher(None, text.lower(), wanted.lower()).ratio() >= _CLOSE
 
 
-def check_paths(paths: Iterable[Path], socket_name: str = "secretbridge") -> list[Finding]:
+def check_paths(
+    paths: Iterable[Path], socket_name: str = "secretbridge", policy: OperatorPolicy = STRICT
+) -> list[Finding]:
     """Every Component of type `secretstores.<socket_name>` in these files (folders recursed), checked;
     plus findings for near misses of that kind or type and for names given to two Components."""
     wanted = f"secretstores.{socket_name}"
@@ -179,14 +183,18 @@ def check_paths(paths: Iterable[Path], socket_name: str = "secretbridge") -> lis
         for document in documents:
             if not isinstance(document, dict):
                 continue
-            finding = _check_document(document, str(path), wanted, first_seen)
+            finding = _check_document(document, str(path), wanted, first_seen, policy)
             if finding is not None:
                 findings.append(finding)
     return findings
 
 
 def _check_document(
-    document: dict[str, Any], source: str, wanted: str, first_seen: dict[tuple[str, str], str]
+    document: dict[str, Any],
+    source: str,
+    wanted: str,
+    first_seen: dict[tuple[str, str], str],
+    policy: OperatorPolicy,
 ) -> Finding | None:
     kind = str(document.get("kind") or "")
     kind_type = str((document.get("spec") or {}).get("type") or "")
@@ -215,7 +223,7 @@ def _check_document(
                 "spec.type", f"spec.type is {kind_type!r}, which no component serves; did you mean {wanted!r}?"
             ))
         return Finding(source, name, errors=problems) if problems else None
-    finding = check_component(document, source)
+    finding = check_component(document, source, policy)
     if duplicate is not None:
         finding.errors.insert(0, duplicate)
     return finding

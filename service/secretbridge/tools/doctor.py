@@ -33,9 +33,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from secretbridge import backends as stores
+from secretbridge.azure.hosts import operator_vault_hosts
 from secretbridge.core.errors import SecretStoreError
 from secretbridge.core.metadata import ParsedMetadata
 from secretbridge.core.names import show_name
+from secretbridge.core.policy import OperatorPolicy
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 #: daprd's user and group in its images (distroless nonroot).
@@ -77,6 +79,8 @@ class DoctorOptions:
     resolver: Resolver | None = None  # default socket.getaddrinfo
     daprd_uid: int = DAPRD_UID
     daprd_gid: int = DAPRD_GID
+    #: What the operator allows `serve` (vault hosts outside Azure); default: $SECRETBRIDGE_ALLOW_VAULT_HOSTS.
+    policy: OperatorPolicy = field(default_factory=lambda: OperatorPolicy(vault_hosts=operator_vault_hosts()))
 
     def imds(self) -> tuple[str, int]:
         text = self.imds_address or os.environ.get(IMDS_ENV) or DEFAULT_IMDS_ADDRESS
@@ -441,7 +445,7 @@ async def _keyvault(report: _Report, validated: stores.Validated, options: Docto
     from secretbridge.azure.vault import VaultReader
 
     metadata = validated.metadata
-    store: Any = validated.cls(metadata, instance=report.component)
+    store: Any = validated.cls(metadata, instance=report.component, policy=options.policy)
     # Credential and host are independent: both are walked, so one run shows every problem.
     identity = await _identity(report, metadata, _vault_scope(metadata), options)
     reachable = _host_steps(report, store.vault_url, options)
@@ -517,7 +521,7 @@ async def _containerapps(report: _Report, validated: stores.Validated, options: 
                    "(resolveKeyVaultReferences is false)",
                    'set resolveKeyVaultReferences: "true" to resolve them with the app\'s identity')
         return
-    allowed = frozenset(h.strip().lower() for h in metadata["keyVaultReferenceHosts"])
+    allowed = options.policy.vault_hosts
     targets = {}
     for name, text in references.items():
         try:
@@ -676,7 +680,7 @@ async def diagnose(options: DoctorOptions) -> list[Step]:
         report = _Report(name)
         raw, problems = raw_metadata(document)
         try:
-            validated = stores.validate_component(raw)
+            validated = stores.validate_component(raw, options.policy)
         except SecretStoreError as err:
             problems.append(err.message)
             validated = None
