@@ -25,7 +25,28 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode such as 0666") from None
 
 
+def _duration(text: str) -> float:
+    from secretbridge.core.metadata import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 5m or 1h") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from secretbridge.core.sockets import socket_folder
     from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
 
@@ -36,6 +57,11 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         http_host=args.http_host,
         http_port=None if args.http_port < 0 else args.http_port,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        keep_state=not args.no_state,
+        max_instances=args.max_instances,
+        ready_grace=args.ready_grace,
+        idle_after=args.idle_after,
     )
     server = SecretBridgeServer(options)
     stopping = threading.Event()
@@ -130,6 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-port", type=int, default=8081,
         help="port for /metrics, /healthz, /readyz (default 8081; 0 picks a free one; -1 turns it off)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        help="folder (owner-only) where each instance's Init metadata is kept so instances survive a restart "
+        "of secretbridge; never holds a secret-bearing property (default: <socket folder>/.secretbridge-state/<name>)",
+    )
+    serve.add_argument(
+        "--no-state", action="store_true",
+        help="keep nothing: after a restart every instance needs a new Init, which daprd sends only when it restarts",
+    )
+    serve.add_argument(
+        "--max-instances", type=_positive, default=256,
+        help="the most instances (Components) served at once; daprd never says when one is removed (default 256)",
+    )
+    serve.add_argument(
+        "--ready-grace", type=_duration, default=60.0,
+        help="how long an instance that cannot serve keeps /readyz at 503 (default 60s; see README)",
+    )
+    serve.add_argument(
+        "--idle-after", type=_duration, default=3600.0,
+        help="an instance not called for this long no longer counts in /readyz (default 1h)",
     )
     serve.set_defaults(func=_serve)
 

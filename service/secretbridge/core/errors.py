@@ -46,3 +46,7 @@ class Unavailable(SecretStoreError):
 
 class DeadlineExceeded(SecretStoreError):
     """The backend did not answer within `requestTimeout`."""
+
+
+class ResourceExhausted(SecretStoreError):
+    """An answer larger than the caller accepts (daprd reads at most 4 MiB)."""

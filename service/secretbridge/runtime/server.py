@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import stat
 import threading
@@ -29,23 +30,36 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from secretbridge.azure.redaction import redact
 from secretbridge.core import errors
 from secretbridge.core.names import bulk_options
 from secretbridge.core.sockets import DEFAULT_SOCKET_NAME
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
-from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instance, Instances, label
+from secretbridge.runtime.instances import DEFAULT_INSTANCE, DEFAULT_MAX_INSTANCES, Instance, Instances, label
 from secretbridge.runtime.loop import LoopThread
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS, start_http
+from secretbridge.runtime.state import StateStore, default_state_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"].full_name
 INSTANCE_HEADER = "x-component-instance"
-#: Large enough for 1 MiB of request metadata or a bulk read of many 25 KB secrets.
+#: What we accept from daprd (Init metadata, request metadata); daprd's own send limit is larger.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-#: Init builds clients and reads files; it contacts a backend only with failFast.
-INIT_TIMEOUT = 30.0
+#: What daprd accepts in one answer: grpc-go's default receive limit, which daprd does not raise.
+#: An answer over it is refused here with a message that says so, instead of failing inside daprd.
+DAPRD_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+#: daprd gives dial + Init + Features 5 s (`initTimeout`) and reports a late answer as a failure;
+#: Init answers within this, whatever the backend does (failFast's check has FAIL_FAST_BUDGET of it).
+INIT_TIMEOUT = 4.0
+#: How long `serve` waits for saved instances to open before binding the socket; the rest open
+#: in the background, and a call for one waits for it.
+RECOVERY_AT_START = 2.0
+#: An instance that cannot serve holds readiness back this long (`--ready-grace`).
+READY_GRACE = 60.0
+#: An instance not called for this long no longer counts in readiness (`--idle-after`).
+IDLE_AFTER = 3600.0
 
 STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -54,7 +68,9 @@ STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+_GUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
 
 def _instance_of(context: grpc.ServicerContext) -> str:
@@ -117,7 +133,13 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         properties = dict(request.metadata.properties)
 
         def work(instance: str) -> secretstore_pb2.SecretStoreInitResponse:
-            self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
+            try:
+                self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
+            except TimeoutError:
+                raise errors.DeadlineExceeded(
+                    f"Init did not finish within {INIT_TIMEOUT:g}s and was abandoned (daprd gives dial, Init "
+                    "and Features 5s); nothing was kept"
+                ) from None
             return secretstore_pb2.SecretStoreInitResponse()
 
         return self._serve("Init", context, work)
@@ -137,6 +159,10 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             data = instance.peek(key, version)
             if data is None:
                 data = self._run(instance, instance.get(key, version))
+                # Checked off the hit path: local stores always come here, Key Vault caps values at 25 KB.
+                response = secretstore_pb2.GetSecretResponse(data=data)
+                check_answer_size(response.ByteSize(), 1, bulk=False)
+                return response
             return secretstore_pb2.GetSecretResponse(data=data)
 
         return self._serve("Get", context, work)
@@ -146,14 +172,42 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             instance = self.instances.get(name)
             options = bulk_options(request.metadata)
             every = self._run(instance, instance.bulk_get(options.limit))
-            return secretstore_pb2.BulkGetSecretResponse(
+            response = secretstore_pb2.BulkGetSecretResponse(
                 data={key: secretstore_pb2.SecretResponse(secrets=value) for key, value in every.items()}
             )
+            check_answer_size(response.ByteSize(), len(every))
+            return response
 
         return self._serve("BulkGet", context, work)
 
     def Ping(self, request: common_pb2.PingRequest, context: grpc.ServicerContext) -> Any:
         return common_pb2.PingResponse()
+
+
+def check_answer_size(size: int, count: int, *, bulk: bool = True) -> None:
+    """Refuse an answer daprd could not read, saying why and (BulkGet) what to ask for instead.
+
+    Sent anyway, it would fail inside daprd as an opaque ResourceExhausted ("received message
+    larger than max") that the app sees as a 500.
+    """
+    if size <= DAPRD_MAX_RECEIVE_BYTES:
+        return
+    over = (
+        f"the answer would be {size / (1 << 20):.1f} MiB ({size} bytes), over the 4 MiB "
+        f"({DAPRD_MAX_RECEIVE_BYTES} bytes) daprd accepts in one answer (grpc-go's default receive limit)"
+    )
+    if not bulk:
+        raise errors.ResourceExhausted(f"{over}; this secret is too large to serve through daprd")
+    fits = max(1, int(count * DAPRD_MAX_RECEIVE_BYTES / size * 0.9))
+    raise errors.ResourceExhausted(
+        f"{over}, with {count} secrets; ask for fewer with the request metadata maxresults (about {fits} "
+        "fit; on daprd's HTTP API ?metadata.maxresults=N), or read the large secrets one by one with Get"
+    )
+
+
+def safe_cause(text: str) -> str:
+    """A cause fit for a readiness answer: no token, identity header, configured secret or client id."""
+    return _GUID.sub("[redacted id]", redact(text))
 
 
 def _prepare_socket(path: Path) -> None:
@@ -193,10 +247,23 @@ class ServerOptions:
     http_host: str = "0.0.0.0"
     http_port: int | None = 8081  # None: no HTTP endpoint
     shutdown_grace: float = 5.0
+    #: Where instances' Init metadata is kept for a restart; None: beside the socket (see runtime/state.py).
+    state_dir: Path | None = None
+    #: False: keep nothing; after a restart every instance waits for an Init that daprd never sends.
+    keep_state: bool = True
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    ready_grace: float = READY_GRACE
+    idle_after: float = IDLE_AFTER
 
     @property
     def socket_path(self) -> Path:
         return self.socket_folder / f"{self.name}.sock"
+
+    @property
+    def state_path(self) -> Path | None:
+        if not self.keep_state:
+            return None
+        return self.state_dir if self.state_dir is not None else default_state_dir(self.socket_folder, self.name)
 
 
 class SecretBridgeServer:
@@ -205,7 +272,10 @@ class SecretBridgeServer:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.io = LoopThread()
-        self.instances = Instances()
+        state = options.state_path
+        self.instances = Instances(
+            max_instances=options.max_instances, state=StateStore(state) if state is not None else None
+        )
         self.health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
         self._http: Any = None
@@ -223,11 +293,13 @@ class SecretBridgeServer:
             raise errors.InvalidArgument(f"--name {self.options.name!r} must be a plain file name")
         _prepare_socket(path)
         self.io.start()
+        self._recover()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="secretbridge-grpc"),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Never send what daprd cannot read; BulkGet says so first (check_answer_size).
+                ("grpc.max_send_message_length", DAPRD_MAX_RECEIVE_BYTES),
             ],
         )
         secretstore_pb2_grpc.add_SecretStoreServicer_to_server(SecretStoreServicer(self.instances, self.io), server)
@@ -253,15 +325,74 @@ class SecretBridgeServer:
         )
         return self
 
-    def readiness(self) -> tuple[bool, dict[str, str]]:
-        """Ready when every remote instance's latest backend contact succeeded."""
-        reasons: dict[str, str] = {}
+    def _recover(self) -> None:
+        """Open again the instances kept before a restart: daprd will not send their Init again.
+
+        Waits at most RECOVERY_AT_START so the socket is bound in time for daprd; what is
+        still opening then finishes in the background, and a call for it waits for it.
+        """
+        store = self.instances.state
+        if store is None:
+            return
+        todo = self.instances.plan_recovery(store.load())
+        if not todo:
+            return
+        opening = self.io.submit(self.instances.recover(todo))
+        with contextlib.suppress(futures.TimeoutError):
+            opening.result(RECOVERY_AT_START)
+
+    def readiness(self, verbose: bool = False) -> tuple[bool, dict[str, Any]]:
+        """Can this sidecar serve? The socket is bound and every instance that counts can answer.
+
+        An instance answers when its backend does or its cache holds values within maxStale;
+        one that cannot holds readiness back only for `ready_grace`, and one not called for
+        `idle_after` never does (see `Instance.health`). Backend health itself is in the
+        `secretbridge_backend_up` metric and in the verbose form, which names causes (never a
+        value, a token or a client id).
+        """
+        now = self.instances.clock()
+        path = self.socket_path
+        try:
+            bound = self._grpc is not None and stat.S_ISSOCK(path.lstat().st_mode)
+        except OSError:
+            bound = False
+        ready = bound
+        states: dict[str, Any] = {}
         for instance in self.instances.all():
-            problem = instance.cached.last_error if instance.cached is not None else None
-            if problem is not None and instance.cached is not None:
-                instance.cached.probe_soon()
-            reasons[instance.name or "(default)"] = problem or "ready"
-        return all(r == "ready" for r in reasons.values()), reasons
+            health = instance.health(now, grace=self.options.ready_grace, idle_after=self.options.idle_after)
+            remote = instance.cached if instance.cached is not None else instance.resolver
+            if remote is not None:
+                remote.keep_watch()  # health follows the backend even when no app reads
+            if health.holds_back:
+                ready = False
+            name = instance.name or "(default)"
+            if not verbose:
+                states[name] = health.state
+                continue
+            states[name] = {
+                "state": health.state,
+                "backend": instance.backend,
+                "can_serve": health.can_serve,
+                "counted": health.counted,
+                "idle": health.idle,
+                "backend_up": health.backend_up,
+                "recovered": instance.recovered,
+                "cause": safe_cause(health.cause),
+            }
+        for name in self.instances.recovering():
+            states[name or "(default)"] = "recovering" if not verbose else {
+                "state": "recovering", "counted": True, "cause": "being opened again after a restart"}
+            ready = False
+        for name, reason in self.instances.unrecovered().items():
+            # Only daprd can fix it (a new Init): readiness cannot, so it does not count.
+            states[name or "(default)"] = "needs Init" if not verbose else {
+                "state": "needs Init", "counted": False, "cause": safe_cause(reason)}
+        body: dict[str, Any] = {"instances": states}
+        if verbose:
+            body["socket"] = {"path": str(path), "bound": bound}
+        elif not bound:
+            body["socket"] = "not bound"
+        return ready, body
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until `stop()` has finished."""
