@@ -13,7 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 from prometheus_client import REGISTRY
-from secretbridge.runtime.server import SecretBridgeServer, safe_cause
+from secretbridge.runtime.readiness import safe_cause
+from secretbridge.runtime.server import SecretBridgeServer
 
 from tests import support
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
@@ -178,3 +179,25 @@ def test_max_instances_caps_the_total_with_an_error_naming_the_flag(tmp_path: Pa
         assert "--max-instances" in err.value.details() and "(2)" in err.value.details()
         bridge.init(metadata, instance="one")  # a re-Init is no new instance
         assert bridge.get("a", instance="two") == {"a": "b"}
+
+
+def test_past_max_stale_a_down_backend_holds_readiness_back_only_for_the_grace(
+    clocked: tuple[Bridge, Clock], fake_vault: FakeKeyVault
+) -> None:
+    bridge, clock = clocked
+    fake_vault.set_secret("db", "v1")
+    bridge.init(keyvault(fake_vault, cacheTTL="1m", maxStale="10m"))
+    instance = server_of(bridge).instances.find("default")
+    assert instance is not None and instance.cached is not None
+    instance.cached.clock = clock  # one clock for the cache and the instances
+    assert bridge.get("db") == {"db": "v1"}
+    fake_vault.go_down()
+    clock.advance(60 + 5 * 60)  # past the TTL, within maxStale
+    assert bridge.get("db") == {"db": "v1"}  # served stale; the backend is known to be down
+    assert server_of(bridge).readiness() == (True, {"instances": {"default": "serving stale"}})
+    clock.advance(5 * 60 + 10)  # just past maxStale: nothing left to serve
+    with pytest.raises(grpc.RpcError):
+        bridge.get("db")
+    assert server_of(bridge).readiness() == (False, {"instances": {"default": "backend down"}})
+    clock.advance(server_of(bridge).options.ready_grace + 1)
+    assert server_of(bridge).readiness() == (True, {"instances": {"default": "backend down"}})

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import socket
 import stat
 import threading
@@ -30,7 +29,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from secretbridge.azure.redaction import redact
 from secretbridge.core import errors
 from secretbridge.core.names import bulk_options
 from secretbridge.core.sockets import DEFAULT_SOCKET_NAME
@@ -38,6 +36,7 @@ from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secret
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, DEFAULT_MAX_INSTANCES, Instance, Instances, label
 from secretbridge.runtime.loop import LoopThread
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS, start_http
+from secretbridge.runtime.readiness import IDLE_AFTER, READY_GRACE, ReadinessPolicy, readiness
 from secretbridge.runtime.state import StateStore, default_state_dir
 
 log = logging.getLogger(__name__)
@@ -56,10 +55,6 @@ INIT_TIMEOUT = 4.0
 #: How long `serve` waits for saved instances to open before binding the socket; the rest open
 #: in the background, and a call for one waits for it.
 RECOVERY_AT_START = 2.0
-#: An instance that cannot serve holds readiness back this long (`--ready-grace`).
-READY_GRACE = 60.0
-#: An instance not called for this long no longer counts in readiness (`--idle-after`).
-IDLE_AFTER = 3600.0
 
 STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -70,7 +65,6 @@ STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-_GUID = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
 
 
 def _instance_of(context: grpc.ServicerContext) -> str:
@@ -205,11 +199,6 @@ def check_answer_size(size: int, count: int, *, bulk: bool = True) -> None:
     )
 
 
-def safe_cause(text: str) -> str:
-    """A cause fit for a readiness answer: no token, identity header, configured secret or client id."""
-    return _GUID.sub("[redacted id]", redact(text))
-
-
 def _prepare_socket(path: Path) -> None:
     """Make room for the socket: create the folder, remove a stale socket file.
 
@@ -342,57 +331,14 @@ class SecretBridgeServer:
             opening.result(RECOVERY_AT_START)
 
     def readiness(self, verbose: bool = False) -> tuple[bool, dict[str, Any]]:
-        """Can this sidecar serve? The socket is bound and every instance that counts can answer.
-
-        An instance answers when its backend does or its cache holds values within maxStale;
-        one that cannot holds readiness back only for `ready_grace`, and one not called for
-        `idle_after` never does (see `Instance.health`). Backend health itself is in the
-        `secretbridge_backend_up` metric and in the verbose form, which names causes (never a
-        value, a token or a client id).
-        """
-        now = self.instances.clock()
+        """Can this sidecar serve? (`/readyz`; see `runtime/readiness.py`.)"""
         path = self.socket_path
         try:
             bound = self._grpc is not None and stat.S_ISSOCK(path.lstat().st_mode)
         except OSError:
             bound = False
-        ready = bound
-        states: dict[str, Any] = {}
-        for instance in self.instances.all():
-            health = instance.health(now, grace=self.options.ready_grace, idle_after=self.options.idle_after)
-            remote = instance.cached if instance.cached is not None else instance.resolver
-            if remote is not None:
-                remote.keep_watch()  # health follows the backend even when no app reads
-            if health.holds_back:
-                ready = False
-            name = instance.name or "(default)"
-            if not verbose:
-                states[name] = health.state
-                continue
-            states[name] = {
-                "state": health.state,
-                "backend": instance.backend,
-                "can_serve": health.can_serve,
-                "counted": health.counted,
-                "idle": health.idle,
-                "backend_up": health.backend_up,
-                "recovered": instance.recovered,
-                "cause": safe_cause(health.cause),
-            }
-        for name in self.instances.recovering():
-            states[name or "(default)"] = "recovering" if not verbose else {
-                "state": "recovering", "counted": True, "cause": "being opened again after a restart"}
-            ready = False
-        for name, reason in self.instances.unrecovered().items():
-            # Only daprd can fix it (a new Init): readiness cannot, so it does not count.
-            states[name or "(default)"] = "needs Init" if not verbose else {
-                "state": "needs Init", "counted": False, "cause": safe_cause(reason)}
-        body: dict[str, Any] = {"instances": states}
-        if verbose:
-            body["socket"] = {"path": str(path), "bound": bound}
-        elif not bound:
-            body["socket"] = "not bound"
-        return ready, body
+        policy = ReadinessPolicy(grace=self.options.ready_grace, idle_after=self.options.idle_after)
+        return readiness(self.instances, policy, socket=path, bound=bound, verbose=verbose)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until `stop()` has finished."""
