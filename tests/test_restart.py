@@ -266,3 +266,32 @@ def test_an_init_during_recovery_wins(tmp_path: Path) -> None:
         io.run(instances.close_all(), 10)
     finally:
         io.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root (CI runs as root)")
+def test_another_user_on_the_socket_volume_cannot_read_the_state(folder: Path, tmp_path: Path) -> None:
+    """daprd (uid 65532 in its image) shares the socket folder; it must not read what was kept."""
+    path = secrets_file(tmp_path)
+    folder.chmod(0o777)  # the socket folder is shared; only the state inside is owner-only
+    with serving(folder) as bridge:
+        bridge.init({"backend": "file", "secretsFile": str(path)})
+    [saved] = state_files(folder)
+    pid = os.fork()
+    if pid == 0:  # the child becomes daprd's user and tries to read
+        try:
+            os.setgid(65532)
+            os.setuid(65532)
+            try:
+                saved.read_bytes()
+                os._exit(1)
+            except PermissionError:
+                pass
+            try:
+                os.listdir(saved.parent)
+                os._exit(2)
+            except PermissionError:
+                os._exit(0)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
