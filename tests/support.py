@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -73,11 +73,13 @@ class Bridge:
 
 
 @contextmanager
-def serve_bridge(name: str = "secretbridge", **options: object) -> Iterator[Bridge]:
-    """An in-process server on a fresh socket folder, and a client for it (allowing the fakes' host
-    unless `policy=` says otherwise)."""
+def serve_bridge(name: str = "secretbridge", folder: Path | None = None, **options: object) -> Iterator[Bridge]:
+    """An in-process server, and a client for it, on a fresh socket folder (removed after) or on
+    `folder` (kept: serving on it again is a restart); it allows the fakes' host unless `policy=`
+    says otherwise."""
     options.setdefault("policy", TEST_POLICY)
-    folder = short_tempdir()
+    owned = folder is None
+    folder = short_tempdir() if folder is None else folder
     server = SecretBridgeServer(ServerOptions(socket_folder=folder, name=name, http_port=None, **options))  # type: ignore[arg-type]
     server.start()
     bridge = Bridge(server.socket_path, server)
@@ -86,7 +88,18 @@ def serve_bridge(name: str = "secretbridge", **options: object) -> Iterator[Brid
     finally:
         bridge.close()
         server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        if owned:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def eventually(check: Callable[[], bool], within: float = 5.0) -> bool:
+    """Poll `check` until it holds or `within` seconds pass (a bound for a busy machine, not a timing)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
 
 
 class MovedClock:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -17,22 +15,13 @@ import pytest
 from secretbridge.runtime.metrics import STALE_SERVED
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
-from tests.support import Bridge, move_time
+from tests.support import Bridge, eventually, move_time
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
 
 def keyvault(vault: FakeKeyVault, **extra: str) -> dict[str, str]:
     return {"backend": "keyvault", "maxRetries": "1", **vault_metadata(vault, **extra)}
-
-
-def eventually(check: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def test_concurrent_cold_reads_of_one_secret_cost_one_vault_call(bridge: Bridge, fake_vault: FakeKeyVault) -> None:

@@ -59,10 +59,14 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 @contextmanager
-def _serve(tmp_path: Path) -> Iterator[Served]:
-    """`secretbridge serve` as a child process, with this process's environment."""
-    folder = short_tempdir()
-    stderr = tmp_path / "stderr.log"
+def _serve(tmp_path: Path, folder: Path | None = None, log_name: str = "stderr.log") -> Iterator[Served]:
+    """`secretbridge serve` as a child process, with this process's environment.
+
+    A `folder` given is kept (a later `_serve` on it is a restart); a fresh one is removed after.
+    """
+    owned = folder is None
+    folder = short_tempdir() if folder is None else folder
+    stderr = tmp_path / log_name
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "secretbridge", "--log-format", "json", "serve",
@@ -77,7 +81,8 @@ def _serve(tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             process.kill()
             process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        if owned:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _http(port: int, path: str) -> tuple[int, str]:
@@ -178,3 +183,70 @@ def test_sigterm_with_a_hung_backend_call_still_exits_within_ten_seconds(
         assert outcome and outcome[0] != {"slow": "v"}  # it could not finish; it was ended, not left hanging
         assert not served.socket.exists()
         bridge.close()
+
+
+def test_instances_survive_kill_9_and_answer_without_a_new_init(fake_vault: FakeKeyVault, tmp_path: Path) -> None:
+    """daprd never sends Init again after secretbridge restarts: the instances must come back by themselves."""
+    fake_vault.set_secret("db-password", SECRET_VALUES["db-password"])
+    secrets = tmp_path / "s.json"
+    secrets.write_text(json.dumps(SECRET_VALUES))
+    folder = short_tempdir()
+    try:
+        with _serve(tmp_path, folder, "first.log") as first:
+            bridge = Bridge(first.socket)
+            bridge.init({"backend": "file", "secretsFile": str(secrets)}, instance="local")
+            bridge.init({"backend": "keyvault", **vault_metadata(fake_vault)}, instance="vault")
+            assert bridge.get("api", instance="local") == {"api": SECRET_VALUES["api"]}
+            bridge.close()
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+        assert first.socket.exists(), "kill -9 leaves the socket file behind, as a crash does"
+        with _serve(tmp_path, folder, "second.log") as second:
+            # The same channel daprd would keep: no Init on this side of the restart.
+            bridge = Bridge(second.socket)
+            assert bridge.get("api", instance="local") == {"api": SECRET_VALUES["api"]}
+            assert bridge.get("db-password", instance="vault") == {"db-password": SECRET_VALUES["db-password"]}
+            with pytest.raises(grpc.RpcError) as err:
+                bridge.get("api", instance="never-initialised")
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            bridge.close()
+            status, body = _http(second.http_port, "/readyz")
+            assert status == 200, body
+            assert json.loads(body)["instances"] == {"local": "ready", "vault": "ready"}
+            logs = second.logs()
+        assert "instance recovered after a restart" in logs
+        for value in SECRET_VALUES.values():
+            assert value not in logs
+            for state_file in (folder / ".secretbridge-state").rglob("*.json"):
+                assert value not in state_file.read_text()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_liveness_and_readiness_with_a_vault_that_never_answered(fake_vault: FakeKeyVault, tmp_path: Path) -> None:
+    fake_vault.go_down()
+    with _serve(tmp_path) as served:
+        bridge = Bridge(served.socket)
+        bridge.init({"backend": "keyvault", **vault_metadata(fake_vault, maxRetries="0", requestTimeout="1s")})
+        bridge.close()
+        # /healthz is liveness: it never looks at a backend, so a dead vault cannot cause a restart loop.
+        assert _http(served.http_port, "/healthz") == (200, '{"status": "ok"}')
+        status, body = _http(served.http_port, "/readyz")
+        assert status == 503 and json.loads(body)["instances"]["default"] in ("starting", "backend down")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, body = _http(served.http_port, "/readyz?verbose")
+            if json.loads(body)["instances"]["default"]["backend_up"] is False:
+                break
+            time.sleep(0.1)
+        verbose = json.loads(body)["instances"]["default"]
+        assert verbose["backend_up"] is False and verbose["counted"] is True and verbose["cause"], body
+        metrics = _http(served.http_port, "/metrics")[1]
+        assert 'secretbridge_backend_up{backend="keyvault",instance="default"} 0.0' in metrics
+        fake_vault.come_up()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _http(served.http_port, "/readyz")[0] != 200:
+            time.sleep(0.2)
+        assert _http(served.http_port, "/readyz")[0] == 200
+        assert 'secretbridge_backend_up{backend="keyvault",instance="default"} 1.0' in _http(
+            served.http_port, "/metrics")[1]

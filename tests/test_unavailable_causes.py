@@ -38,7 +38,7 @@ def unavailable(bridge: Bridge, metadata: dict[str, str], instance: str) -> str:
     details = str(caught.value.details())
     assert "db-password" in details
     assert bridge.server is not None
-    reason = bridge.server.readiness()[1][instance]
+    reason = bridge.server.readiness(verbose=True)[1]["instances"][instance]["cause"]
     assert cause_of_message(reason) == cause_of_message(details)
     return details
 

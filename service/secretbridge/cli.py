@@ -97,7 +97,18 @@ def operator_policy(args: argparse.Namespace) -> OperatorPolicy:
     )
 
 
+def _duration(text: str) -> float:
+    from secretbridge.core.metadata import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 5m or 1h") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from secretbridge.core.sockets import socket_folder
     from secretbridge.runtime.server import SecretBridgeServer, ServerOptions
 
@@ -115,6 +126,11 @@ def _serve(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         http_port=None if args.http_port < 0 else args.http_port,
         policy=policy,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        keep_state=not args.no_state,
+        max_instances=args.max_instances,
+        ready_grace=args.ready_grace,
+        idle_after=args.idle_after,
     )
     for host, port in sorted(policy.vault_hosts, key=str):
         log.warning(
@@ -244,6 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-port", type=_port, default=8081,
         help="port for /metrics, /healthz, /readyz (default 8081; 0 picks a free one; -1 turns it off)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        help="folder (owner-only) where each instance's Init metadata is kept so instances survive a restart "
+        "of secretbridge; never holds a secret-bearing property (default: <socket folder>/.secretbridge-state/<name>)",
+    )
+    serve.add_argument(
+        "--no-state", action="store_true",
+        help="keep nothing: after a restart every instance needs a new Init, which daprd sends only when it restarts",
+    )
+    serve.add_argument(
+        "--max-instances", type=_positive, default=256,
+        help="the most instances (Components) served at once; daprd never says when one is removed (default 256)",
+    )
+    serve.add_argument(
+        "--ready-grace", type=_duration, default=60.0,
+        help="how long an instance that cannot serve keeps /readyz at 503 (default 60s; see README)",
+    )
+    serve.add_argument(
+        "--idle-after", type=_duration, default=3600.0,
+        help="an instance not called for this long no longer counts in /readyz (default 1h)",
     )
     serve.set_defaults(func=_serve)
 

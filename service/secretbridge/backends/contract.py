@@ -69,8 +69,8 @@ CACHE_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "failFast",
-        "Fail Init when the backend cannot be reached; by default the instance starts and "
-        "reports not-ready until it can.",
+        "Fail Init when the backend cannot be reached within 3s (daprd gives Init 5s); by default the "
+        "instance starts at once and reaches the backend on its first read.",
         Kind.BOOL,
         default=False,
     ),

@@ -49,4 +49,5 @@ class DeadlineExceeded(SecretStoreError):
 
 
 class ResourceExhausted(SecretStoreError):
-    """This instance already holds its share of the server (calls waiting on its backend)."""
+    """Too much at once: this instance already holds its share of the server (calls waiting on its
+    backend), or an answer is larger than the caller accepts (daprd reads at most 4 MiB)."""

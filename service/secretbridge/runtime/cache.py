@@ -22,6 +22,7 @@ from secretbridge.core.names import show_name
 from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
     BACKEND_SECONDS,
+    BACKEND_UP,
     CACHE_ENTRIES,
     CACHE_LOOKUPS,
     REFRESHES,
@@ -38,6 +39,8 @@ VERSIONED_TTL = 24 * 3600.0
 REFRESH_AHEAD_AT = 0.8
 #: BulkGet is many backend calls; it may take this many requestTimeouts.
 BULK_TIMEOUT_FACTOR = 10
+#: A healthy backend no call has reached for this long is checked when readiness is asked (seconds).
+QUIET_PROBE_EVERY = 30.0
 #: While stale values are served, the warning is repeated at most this often (seconds) per instance.
 STALE_LOG_EVERY = 30.0
 
@@ -103,6 +106,11 @@ class CachedStore:
         self._outage: SecretStoreError | None = None
         # The cause of the latest backend failure, for /readyz; None once the backend answered.
         self.last_error: str | None = "not checked yet"
+        # For readiness: when the backend last answered (None: never), when it started failing.
+        self.last_ok_at: float | None = None
+        self.down_since: float | None = None
+        # The latest expiry of any value held: past it plus maxStale, nothing is left to serve.
+        self._newest_expiry = -math.inf
         self._probe: asyncio.Task[None] | None = None
         self._probed_at = -math.inf
         self._hits = CACHE_LOOKUPS.labels(instance, "hit")
@@ -249,6 +257,9 @@ class CachedStore:
     def _fresh_again(self) -> None:
         self.last_error = None
         self._outage = None
+        self.last_ok_at = self.clock()
+        self.down_since = None
+        BACKEND_UP.labels(self.instance, self.backend).set(1)
         if self._stale_since is not None:
             self._stale_since = None
             STALE_AGE.labels(self.instance, self.backend).set(0)
@@ -265,6 +276,8 @@ class CachedStore:
 
     def _put(self, key: _Key, entry: _Entry) -> None:
         self._entries[key] = entry
+        if entry.data is not None and entry.expires_at > self._newest_expiry:
+            self._newest_expiry = entry.expires_at
         if len(self._entries) > self.max_entries:
             # Evict the least recently used tenth in one go, not one per insert.
             doomed = sorted(self._entries.items(), key=lambda kv: kv[1].last_used)
@@ -272,7 +285,29 @@ class CachedStore:
                 self._entries.pop(old_key, None)
         CACHE_ENTRIES.labels(self.instance).set(len(self._entries))
 
-    async def _call(self, operation: str, call: Coroutine[Any, Any, T], timeout: float) -> T:
+    def _down(self, cause: str) -> None:
+        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause."""
+        self.last_error = cause
+        if self.down_since is None:
+            self.down_since = self.clock()
+        BACKEND_UP.labels(self.instance, self.backend).set(0)
+
+    def can_serve(self, now: float) -> bool:
+        """Whether some read can be answered now: the backend answers, or a value is within maxStale.
+
+        After evictions this may err towards True (one value short of the truth), never towards False.
+        """
+        if self.last_error is None:
+            return True
+        return now < self.stale_until()
+
+    def stale_until(self) -> float:
+        """Until when (on `clock`) some value held can still be served stale."""
+        return self._newest_expiry + self.max_stale
+
+    async def _call(
+        self, operation: str, call: Coroutine[Any, Any, T], timeout: float, bound: str = "requestTimeout"
+    ) -> T:
         """One backend call: under the concurrency bound, within the timeout, counted."""
         started = time.monotonic()
         outcome = "error"
@@ -284,18 +319,18 @@ class CachedStore:
             return result
         except TimeoutError:
             outcome = "timeout"
-            self.last_error = f"no answer within {format_duration(timeout)}"
             self._outage = DeadlineExceeded(
-                f"the {self.backend} backend did not answer within {format_duration(timeout)} (requestTimeout)"
+                f"the {self.backend} backend did not answer within {format_duration(timeout)} ({bound})"
             )
+            self._down(f"no answer within {format_duration(timeout)}")
             raise self._outage from None
         except NotFound:
             outcome = "not_found"
             raise
         except Unavailable as err:
             # One disabled or forbidden secret says nothing of the backend's health; this does.
-            self.last_error = err.message
             self._outage = err
+            self._down(err.message)
             raise
         finally:
             BACKEND_CALLS.labels(self.instance, self.backend, operation, outcome).inc()
@@ -367,12 +402,12 @@ class CachedStore:
             self._bulk = (now + self.ttl, limit, tuple(every))
         return every
 
-    async def check(self) -> None:
-        """Reach the backend now (failFast, readiness), within the timeout."""
+    async def check(self, timeout: float | None = None, bound: str = "requestTimeout") -> None:
+        """Reach the backend now (failFast, readiness), within `timeout` (requestTimeout by default)."""
         try:
-            await self._call("check", self.store.check(), self.timeout)
+            await self._call("check", self.store.check(), self.timeout if timeout is None else timeout, bound)
         except SecretStoreError as err:
-            self.last_error = err.message
+            self._down(err.message)
             raise
         self._fresh_again()
 
@@ -392,6 +427,15 @@ class CachedStore:
 
         self._loop.call_soon_threadsafe(start)
 
+    def keep_watch(self) -> None:
+        """Called by readiness: probe a failing backend (every 5 s at most), and a healthy one no
+        call has reached for QUIET_PROBE_EVERY, so `secretbridge_backend_up` follows an outage
+        even while every read is a cache hit."""
+        if self.last_error is not None:
+            self.probe_soon()
+        elif self.last_ok_at is not None and self.clock() - self.last_ok_at >= QUIET_PROBE_EVERY:
+            self.probe_soon(QUIET_PROBE_EVERY)
+
     async def _probe_once(self) -> None:
         try:
             await self.check()
@@ -406,4 +450,5 @@ class CachedStore:
         for task in [*self._inflight.values(), *self._bulk_inflight.values(), *probe]:
             task.cancel()
         self._entries.clear()
+        self._newest_expiry = -math.inf
         CACHE_ENTRIES.labels(self.instance).set(0)

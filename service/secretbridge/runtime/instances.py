@@ -5,23 +5,32 @@ Components may share this one socket, each with its own backend. `Init` builds
 an `Instance` from the Component's metadata; a later `Init` for the same name
 (daprd's hot reload) replaces it and closes the old one; a failed `Init` leaves
 nothing behind, so an instance whose Init failed serves nothing.
+
+daprd never sends Init again after secretbridge restarts, so each Init's metadata
+is kept (`runtime/state.py`) and the instances are opened again at start. At most
+`max_instances` exist at once: daprd never says when a Component is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from secretbridge import backends as stores
 from secretbridge.backends.contract import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
-from secretbridge.core.errors import FailedPrecondition, PermissionDenied
-from secretbridge.core.metadata import ParsedMetadata
+from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, PermissionDenied, SecretStoreError
+from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import check_name, get_options, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.runtime.cache import CachedStore
+from secretbridge.runtime.metrics import BACKEND_UP
+from secretbridge.runtime.state import Saved, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,14 @@ DEFAULT_INSTANCE = ""
 RETIRE_GRACE = 10.0
 #: Local stores have no requestTimeout; this bounds a call on a stuck filesystem.
 LOCAL_TIMEOUT = 30.0
+#: daprd gives dial + Init + Features 5 s; failFast's backend check gets this much of it, whatever
+#: requestTimeout says, so that Init answers "unreachable" in time instead of daprd's "init timeout".
+FAIL_FAST_BUDGET = 3.0
+#: `--max-instances` by default: daprd sends no Close, so instances of removed Components linger.
+DEFAULT_MAX_INSTANCES = 256
+#: How long a call waits for its instance to be opened again after a restart.
+RECOVERY_WAIT = 10.0
+
 
 def label(instance: str) -> str:
     """How messages name an instance."""
@@ -48,6 +65,11 @@ class Instance:
     resolver: CachedStore | None
     allowed: frozenset[str]
     denied: frozenset[str]
+    #: When this instance was built (Init or recovery), and last called, on `Instances.clock`.
+    started_at: float = 0.0
+    last_called: float = 0.0
+    #: Opened again from its saved metadata after secretbridge restarted, not by an Init.
+    recovered: bool = False
 
     @property
     def multi_valued(self) -> bool:
@@ -102,6 +124,35 @@ class Instance:
             kept = dict(list(kept.items())[:limit])
         return kept
 
+    def health(self, now: float, *, grace: float, idle_after: float) -> Health:
+        """Whether this instance can serve now, and whether that holds the pod's readiness back.
+
+        An instance that cannot serve (its backend fails and no cached value is within
+        maxStale, or it never reached its backend) holds readiness back for `grace` from
+        the moment it could not serve; past that the outage is one readiness cannot route
+        around, and taking the pod out of service would only stop what still works. An
+        instance not called for `idle_after` is one daprd may have forgotten: it never counts.
+        """
+        remote = self.cached if self.cached is not None else self.resolver
+        contacted = remote is not None and (remote.last_ok_at is not None or remote.down_since is not None)
+        backend_up = remote.last_error is None if remote is not None and contacted else None
+        idle = now - self.last_called >= idle_after
+        cached = self.cached
+        if cached is None or cached.last_error is None:
+            cause = ""
+            if remote is not None and remote.last_error is not None and remote.down_since is not None:
+                cause = f"Key Vault references: {remote.last_error}"
+            return Health("ready", True, not idle, idle, cause, backend_up)
+        if cached.can_serve(now):
+            return Health("serving stale", True, not idle, idle, cached.last_error, backend_up)
+        state, cause = "backend down", cached.last_error
+        if cached.down_since is None:
+            state, cause = "starting", "the backend has not answered yet"
+        # Never reached: since it was built. Reached once: since the backend failed and nothing held was servable.
+        since = self.started_at if cached.last_ok_at is None else max(cached.down_since or now, cached.stale_until())
+        counted = not idle and now - since < grace
+        return Health(state, False, counted, idle, cause, backend_up)
+
     async def close(self) -> None:
         try:
             if self.cached is not None:
@@ -114,8 +165,33 @@ class Instance:
             log.exception("closing a store failed", extra={"instance": self.name, "backend": self.backend})
 
 
-async def build_instance(name: str, raw: Mapping[str, str], policy: OperatorPolicy = STRICT) -> Instance:
-    """Validate a Component's metadata and open its store (raises the project's errors)."""
+@dataclass(frozen=True)
+class Health:
+    """One instance's part in `/readyz`; `cause` names why (never a value), for people and `doctor`."""
+
+    #: ready | serving stale | starting | backend down
+    state: str
+    can_serve: bool
+    #: Whether this instance's `can_serve` decides the pod's readiness now (see `Instance.health`).
+    counted: bool
+    idle: bool
+    cause: str
+    #: The latest backend contact succeeded (None: not contacted yet, or no backend to contact).
+    backend_up: bool | None
+
+    @property
+    def holds_back(self) -> bool:
+        return self.counted and not self.can_serve
+
+
+async def build_instance(
+    name: str, raw: Mapping[str, str], policy: OperatorPolicy = STRICT, *, recovering: bool = False
+) -> Instance:
+    """Validate a Component's metadata and open its store (raises the project's errors).
+
+    A recovered instance passed failFast at its Init; checking again while the backend is
+    down would lose it for good (daprd will not Init it again), so it only probes.
+    """
     valid = stores.validate_component(raw, policy)
     cls, metadata = valid.cls, valid.metadata
     for prop, warning in valid.warnings:
@@ -125,8 +201,8 @@ async def build_instance(name: str, raw: Mapping[str, str], policy: OperatorPoli
     cached = CachedStore(store, metadata, instance=name) if cls.remote else None
     try:
         await store.open()
-        if metadata.get("failFast"):
-            await (cached.check() if cached is not None else store.check())
+        if metadata.get("failFast") and not recovering:
+            await _fail_fast(store, cached)
         elif cached is not None:
             cached.probe_soon()  # readiness reflects the backend without delaying Init
     except BaseException:
@@ -146,6 +222,21 @@ async def build_instance(name: str, raw: Mapping[str, str], policy: OperatorPoli
     )
 
 
+async def _fail_fast(store: SecretStore, cached: CachedStore | None) -> None:
+    """failFast's check, bounded so that Init answers within daprd's Init budget."""
+    if cached is None:
+        try:
+            await asyncio.wait_for(store.check(), FAIL_FAST_BUDGET)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"failFast: the {store.backend} backend was not reached within {format_duration(FAIL_FAST_BUDGET)}"
+            ) from None
+        return
+    budget = min(cached.timeout, FAIL_FAST_BUDGET)
+    await cached.check(budget, bound=f"failFast checks for at most {format_duration(FAIL_FAST_BUDGET)}, "
+                                     "within daprd's 5s Init budget")
+
+
 def references_resolver(metadata: ParsedMetadata, *, instance: str) -> CachedStore:
     """Key Vault references read with the instance's identity, behind the instance's cache."""
     from secretbridge.azure.reference_reader import ReferenceReader
@@ -157,25 +248,58 @@ def references_resolver(metadata: ParsedMetadata, *, instance: str) -> CachedSto
 class Instances:
     """The instances this process serves. Reads take no lock: a dict read is atomic."""
 
-    def __init__(self, retire_grace: float = RETIRE_GRACE, policy: OperatorPolicy = STRICT) -> None:
+    def __init__(
+        self,
+        retire_grace: float = RETIRE_GRACE,
+        *,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+        state: StateStore | None = None,
+        policy: OperatorPolicy = STRICT,
+    ) -> None:
         #: What the operator allowed `serve`; handed to every backend at Init.
         self.policy = policy
         self._by_name: dict[str, Instance] = {}
         self._write_lock = threading.Lock()
         self._init_locks: dict[str, asyncio.Lock] = {}
         self.retire_grace = retire_grace
+        self.max_instances = max_instances
+        self.state = state
+        # Injectable so tests can move time (idle instances, readiness grace) instead of sleeping.
+        self.clock: Callable[[], float] = time.monotonic
         self._retiring: dict[int, tuple[Instance, asyncio.TimerHandle]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # Saved instances being opened again after a restart; a call for one waits for it.
+        self._pending: dict[str, concurrent.futures.Future[None]] = {}
+        # Saved instances that could not be opened again, and why (shown to their callers).
+        self._unrecovered: dict[str, str] = {}
 
     def get(self, name: str) -> Instance:
         """The instance for this header value, or FAILED_PRECONDITION naming it."""
         instance = self._by_name.get(name)
         if instance is None:
-            raise FailedPrecondition(
-                f"{label(name)} is not initialised: daprd calls Init with the Component's metadata "
-                "first (a failed Init leaves the instance unusable)"
-            )
+            instance = self._missing(name)
+        instance.last_called = self.clock()
         return instance
+
+    def _missing(self, name: str) -> Instance:
+        pending = self._pending.get(name)
+        if pending is not None:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                pending.result(RECOVERY_WAIT)
+            instance = self._by_name.get(name)
+            if instance is not None:
+                return instance
+            if name in self._pending:
+                raise FailedPrecondition(
+                    f"{label(name)} is still being opened again after secretbridge restarted; try again"
+                )
+        reason = self._unrecovered.get(name)
+        if reason is not None:
+            raise FailedPrecondition(f"{label(name)} {reason}")
+        raise FailedPrecondition(
+            f"{label(name)} is not initialised: daprd calls Init with the Component's metadata "
+            "first (a failed Init leaves the instance unusable)"
+        )
 
     def find(self, name: str) -> Instance | None:
         """The instance for this header value, if initialised."""
@@ -184,26 +308,161 @@ class Instances:
     def all(self) -> list[Instance]:
         return list(self._by_name.values())
 
+    def unrecovered(self) -> dict[str, str]:
+        """Saved instances that could not be opened again after a restart, and why."""
+        return dict(self._unrecovered)
+
+    def recovering(self) -> list[str]:
+        """Saved instances still being opened again."""
+        return list(self._pending)
+
+    def _check_room(self, name: str) -> None:
+        if name in self._by_name or name in self._pending:
+            return
+        count = len(self._by_name) + len(self._pending)
+        if count >= self.max_instances:
+            raise FailedPrecondition(
+                f"{label(name)} cannot be initialised: secretbridge already serves {count} instances, the "
+                f"most --max-instances allows ({self.max_instances}). daprd never says when a Component is "
+                "removed, so instances of removed Components count until the pod is replaced; raise "
+                "--max-instances on `secretbridge serve` if this pod really uses that many Components"
+            )
+
     async def init(self, name: str, raw: Mapping[str, str]) -> Instance:
-        """Build (or rebuild) an instance; the old one, if any, is closed either way."""
+        """Build (or rebuild) an instance; the old one, if any, is closed either way.
+
+        The metadata is kept for a restart; a failed Init forgets what was kept.
+        """
+        self._check_room(name)
+        # An Init supersedes the recovery of the same instance; calls waiting for that wait for this.
+        superseded = self._pending.pop(name, None)
         lock = self._init_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            try:
-                instance = await build_instance(name, raw, self.policy)
-            except BaseException:
-                old = self._swap(name, None)
+        try:
+            async with lock:
+                try:
+                    instance = await build_instance(name, raw, self.policy)
+                except BaseException:
+                    old = self._swap(name, None)
+                    if old is not None:
+                        self._retire(old)
+                    self._unrecovered.pop(name, None)
+                    self._forget(name)
+                    raise
+                instance.started_at = instance.last_called = self.clock()
+                old = self._swap(name, instance)
+                self._unrecovered.pop(name, None)
                 if old is not None:
                     self._retire(old)
-                raise
-            old = self._swap(name, instance)
-            if old is not None:
-                self._retire(old)
-            log.info(
-                "instance initialised",
-                extra={"instance": name or "(default)", "backend": instance.backend,
-                       "multi_valued": instance.multi_valued},
+                if instance.cached is None:
+                    BACKEND_UP.labels(name, instance.backend).set(1)
+                log.info(
+                    "instance initialised",
+                    extra={"instance": name or "(default)", "backend": instance.backend,
+                           "multi_valued": instance.multi_valued},
+                )
+                await self._save(name, raw)
+                return instance
+        finally:
+            if superseded is not None and not superseded.done():
+                superseded.set_result(None)
+
+    async def _save(self, name: str, raw: Mapping[str, str]) -> None:
+        """Keep the metadata for a restart; failing to is logged, never fails the Init."""
+        if self.state is None:
+            return
+        try:
+            saved = await asyncio.to_thread(self.state.save, name, dict(raw))
+        except OSError as err:
+            log.warning(
+                "could not keep the instance for a restart of secretbridge",
+                extra={"instance": name or "(default)", "folder": str(self.state.folder),
+                       "cause": f"{type(err).__name__}: {err.strerror or err}"},
             )
-            return instance
+            return
+        if saved.withheld:
+            log.info(
+                "instance kept for a restart without its sensitive properties; after a restart it needs a "
+                "new Init from daprd",
+                extra={"instance": name or "(default)", "withheld": ",".join(saved.withheld)},
+            )
+
+    def _forget(self, name: str) -> None:
+        if self.state is None:
+            return
+        try:
+            self.state.forget(name)
+        except OSError as err:
+            log.warning(
+                "could not remove the instance's saved state",
+                extra={"instance": name or "(default)", "cause": f"{type(err).__name__}: {err.strerror or err}"},
+            )
+
+    def plan_recovery(self, saved: list[Saved]) -> list[Saved]:
+        """Register the saved instances (from any thread, before the socket is bound): those that
+        can be opened again are pending until `recover` has opened them; the rest say why not."""
+        todo: list[Saved] = []
+        for item in saved:
+            if len(todo) >= self.max_instances:
+                log.warning("more saved instances than --max-instances; the rest are not recovered",
+                            extra={"max_instances": self.max_instances})
+                break
+            if item.withheld:
+                names = ", ".join(item.withheld)
+                self._unrecovered[item.instance] = (
+                    f"was initialised before secretbridge restarted, but its metadata held {names}, which "
+                    "secretbridge never writes to disk; it needs a new Init from daprd (restart daprd or the pod), "
+                    "or a Component that uses a managed or workload identity, which recovers by itself"
+                )
+                log.warning(
+                    "instance not recovered: it needs properties that are never saved",
+                    extra={"instance": item.instance or "(default)", "withheld": names},
+                )
+                continue
+            self._pending[item.instance] = concurrent.futures.Future()
+            todo.append(item)
+        return todo
+
+    async def recover(self, todo: list[Saved]) -> None:
+        """Open again the instances `plan_recovery` registered (on the loop)."""
+        await asyncio.gather(*(self._recover_one(item) for item in todo))
+
+    async def _recover_one(self, item: Saved) -> None:
+        name = item.instance
+        future = self._pending.get(name)
+        if future is None:
+            return
+        try:
+            async with self._init_locks.setdefault(name, asyncio.Lock()):
+                if self._pending.get(name) is not future:
+                    return  # an Init came first and replaced what was saved
+                try:
+                    async with asyncio.timeout(RECOVERY_WAIT):
+                        instance = await build_instance(name, item.metadata, self.policy, recovering=True)
+                except Exception as err:
+                    if isinstance(err, SecretStoreError):
+                        cause = err.message
+                    elif isinstance(err, TimeoutError):
+                        cause = f"opening it took longer than {format_duration(RECOVERY_WAIT)}"
+                    else:
+                        cause = f"unexpected {type(err).__name__}"
+                    self._unrecovered[name] = (
+                        f"was initialised before secretbridge restarted but could not be opened again ({cause}); "
+                        "it needs a new Init from daprd (restart daprd or the pod)"
+                    )
+                    log.warning("instance not recovered",
+                                extra={"instance": name or "(default)", "cause": cause})
+                    return
+                instance.started_at = instance.last_called = self.clock()
+                instance.recovered = True
+                self._swap(name, instance)
+                if instance.cached is None:
+                    BACKEND_UP.labels(name, instance.backend).set(1)
+                log.info("instance recovered after a restart",
+                         extra={"instance": name or "(default)", "backend": instance.backend})
+        finally:
+            if self._pending.get(name) is future:
+                del self._pending[name]
+                future.set_result(None)
 
     def _swap(self, name: str, instance: Instance | None) -> Instance | None:
         with self._write_lock:
@@ -236,4 +495,7 @@ class Instances:
             timer.cancel()
             every.append(old)
         self._retiring.clear()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_result(None)
         await asyncio.gather(*(i.close() for i in every), *self._closing)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -58,6 +59,13 @@ STALE_AGE = Gauge(
     "How far past its TTL the stale value served most recently was; 0 once fresh again.",
     ["instance", "backend"],
 )
+BACKEND_UP = Gauge(
+    "secretbridge_backend_up",
+    "1 while an instance's backend answered its latest call or check, 0 while it fails "
+    "(the cause is in /readyz?verbose). Readiness does not follow it: a failing backend "
+    "whose cache still serves leaves the pod ready.",
+    ["instance", "backend"],
+)
 REFRESHES = Counter(
     "secretbridge_refresh_ahead_total",
     "Background refreshes of hot keys before they expired, by outcome.",
@@ -71,13 +79,14 @@ def metrics_text() -> bytes:
 
 
 async def start_http(
-    host: str, port: int, ready: Callable[[], tuple[bool, dict[str, str]]]
+    host: str, port: int, ready: Callable[[bool], tuple[bool, dict[str, Any]]]
 ) -> tuple[web.AppRunner, int]:
     """Serve `/metrics`, `/healthz` (the process answers) and `/readyz`.
 
-    `ready()` returns (ready, reasons by instance) and decides `/readyz`:
-    503 with the reasons (never a value) while a backend cannot be reached.
-    Runs on the I/O loop; returns the runner and the bound port.
+    `/healthz` never looks at a backend: a liveness probe on it cannot turn a slow
+    vault into a restart loop. `ready(verbose)` returns (ready, body) and decides
+    `/readyz` (200 or 503); `/readyz?verbose` asks for each instance's causes (never
+    a value, a token or a client id). Runs on the I/O loop; returns the runner and the bound port.
     """
 
     async def metrics(_: web.Request) -> web.Response:
@@ -86,11 +95,9 @@ async def start_http(
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(_: web.Request) -> web.Response:
-        ok, reasons = ready()
-        return web.json_response(
-            {"status": "ready" if ok else "not ready", "instances": reasons}, status=200 if ok else 503
-        )
+    async def readyz(request: web.Request) -> web.Response:
+        ok, body = ready("verbose" in request.query)
+        return web.json_response({"status": "ready" if ok else "not ready", **body}, status=200 if ok else 503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -42,19 +42,28 @@ from secretbridge.core.names import bulk_options
 from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.core.sockets import DEFAULT_SOCKET_NAME, FOLDER_FLAG, prepare_folder
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
-from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instance, Instances, label
+from secretbridge.runtime.instances import DEFAULT_INSTANCE, DEFAULT_MAX_INSTANCES, Instance, Instances, label
 from secretbridge.runtime.loop import LoopThread
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS, start_http
+from secretbridge.runtime.readiness import IDLE_AFTER, READY_GRACE, ReadinessPolicy, readiness
+from secretbridge.runtime.state import StateStore, default_state_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE_NAME = secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"].full_name
 INSTANCE_HEADER = "x-component-instance"
-#: Large enough for 1 MiB of request metadata or a bulk read of many 25 KB secrets.
+#: What we accept from daprd (Init metadata, request metadata); daprd's own send limit is larger.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-#: Init builds clients and reads files; it contacts a backend only with failFast.
-INIT_TIMEOUT = 30.0
+#: What daprd accepts in one answer: grpc-go's default receive limit, which daprd does not raise.
+#: An answer over it is refused here with a message that says so, instead of failing inside daprd.
+DAPRD_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+#: daprd gives dial + Init + Features 5 s (`initTimeout`) and reports a late answer as a failure;
+#: Init answers within this, whatever the backend does (failFast's check has FAIL_FAST_BUDGET of it).
+INIT_TIMEOUT = 4.0
+#: How long `serve` waits for saved instances to open before binding the socket; the rest open
+#: in the background, and a call for one waits for it.
+RECOVERY_AT_START = 2.0
 
 STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -197,7 +206,13 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
 
         def work(instance: str) -> secretstore_pb2.SecretStoreInitResponse:
             with self.admission.enter(instance):
-                self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
+                try:
+                    self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
+                except TimeoutError:
+                    raise errors.DeadlineExceeded(
+                        f"Init did not finish within {INIT_TIMEOUT:g}s and was abandoned (daprd gives dial, Init "
+                        "and Features 5s); nothing was kept"
+                    ) from None
             return secretstore_pb2.SecretStoreInitResponse()
 
         return self._serve("Init", context, work)
@@ -217,6 +232,10 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             data = instance.peek(key, version)
             if data is None:
                 data = self._run(instance, instance.get(key, version))
+                # Checked off the hit path: local stores always come here, Key Vault caps values at 25 KB.
+                response = secretstore_pb2.GetSecretResponse(data=data)
+                check_answer_size(response.ByteSize(), 1, bulk=False)
+                return response
             return secretstore_pb2.GetSecretResponse(data=data)
 
         return self._serve("Get", context, work)
@@ -226,14 +245,37 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             instance = self.instances.get(name)
             options = bulk_options(request.metadata)
             every = self._run(instance, instance.bulk_get(options.limit))
-            return secretstore_pb2.BulkGetSecretResponse(
+            response = secretstore_pb2.BulkGetSecretResponse(
                 data={key: secretstore_pb2.SecretResponse(secrets=value) for key, value in every.items()}
             )
+            check_answer_size(response.ByteSize(), len(every))
+            return response
 
         return self._serve("BulkGet", context, work)
 
     def Ping(self, request: common_pb2.PingRequest, context: grpc.ServicerContext) -> Any:
         return common_pb2.PingResponse()
+
+
+def check_answer_size(size: int, count: int, *, bulk: bool = True) -> None:
+    """Refuse an answer daprd could not read, saying why and (BulkGet) what to ask for instead.
+
+    Sent anyway, it would fail inside daprd as an opaque ResourceExhausted ("received message
+    larger than max") that the app sees as a 500.
+    """
+    if size <= DAPRD_MAX_RECEIVE_BYTES:
+        return
+    over = (
+        f"the answer would be {size / (1 << 20):.1f} MiB ({size} bytes), over the 4 MiB "
+        f"({DAPRD_MAX_RECEIVE_BYTES} bytes) daprd accepts in one answer (grpc-go's default receive limit)"
+    )
+    if not bulk:
+        raise errors.ResourceExhausted(f"{over}; this secret is too large to serve through daprd")
+    fits = max(1, int(count * DAPRD_MAX_RECEIVE_BYTES / size * 0.9))
+    raise errors.ResourceExhausted(
+        f"{over}, with {count} secrets; ask for fewer with the request metadata maxresults (about {fits} "
+        "fit; on daprd's HTTP API ?metadata.maxresults=N), or read the large secrets one by one with Get"
+    )
 
 
 def _prepare_socket(path: Path) -> None:
@@ -291,10 +333,23 @@ class ServerOptions:
     shutdown_grace: float = 5.0
     #: What the operator allowed beyond the defaults (vault hosts outside Azure, size caps).
     policy: OperatorPolicy = STRICT
+    #: Where instances' Init metadata is kept for a restart; None: beside the socket (see runtime/state.py).
+    state_dir: Path | None = None
+    #: False: keep nothing; after a restart every instance waits for an Init that daprd never sends.
+    keep_state: bool = True
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    ready_grace: float = READY_GRACE
+    idle_after: float = IDLE_AFTER
 
     @property
     def socket_path(self) -> Path:
         return self.socket_folder / f"{self.name}.sock"
+
+    @property
+    def state_path(self) -> Path | None:
+        if not self.keep_state:
+            return None
+        return self.state_dir if self.state_dir is not None else default_state_dir(self.socket_folder, self.name)
 
 
 class SecretBridgeServer:
@@ -309,7 +364,12 @@ class SecretBridgeServer:
         self.io.loop.set_default_executor(
             futures.ThreadPoolExecutor(max_workers=options.workers + 8, thread_name_prefix="secretbridge-files")
         )
-        self.instances = Instances(policy=options.policy)
+        state = options.state_path
+        self.instances = Instances(
+            max_instances=options.max_instances,
+            state=StateStore(state) if state is not None else None,
+            policy=options.policy,
+        )
         self.admission = Admission(options.workers)
         self.health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
@@ -377,11 +437,15 @@ class SecretBridgeServer:
         for warning in prepare_folder(self.options.socket_folder):
             log.warning(warning, extra={"socket": str(path)})
         _prepare_socket(path)
+        # Saved instances open before daprd can connect (bounded: see _recover), once the folder
+        # they are kept in has passed the checks above.
+        self._recover()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="secretbridge-grpc"),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # Never send what daprd cannot read; BulkGet says so first (check_answer_size).
+                ("grpc.max_send_message_length", DAPRD_MAX_RECEIVE_BYTES),
             ],
         )
         servicer = SecretStoreServicer(self.instances, self.io, self.admission)
@@ -443,15 +507,31 @@ class SecretBridgeServer:
                 self.socket_path.unlink()
         self._bound = None
 
-    def readiness(self) -> tuple[bool, dict[str, str]]:
-        """Ready when every remote instance's latest backend contact succeeded."""
-        reasons: dict[str, str] = {}
-        for instance in self.instances.all():
-            problem = instance.cached.last_error if instance.cached is not None else None
-            if problem is not None and instance.cached is not None:
-                instance.cached.probe_soon()
-            reasons[instance.name or "(default)"] = problem or "ready"
-        return all(r == "ready" for r in reasons.values()), reasons
+    def _recover(self) -> None:
+        """Open again the instances kept before a restart: daprd will not send their Init again.
+
+        Waits at most RECOVERY_AT_START so the socket is bound in time for daprd; what is
+        still opening then finishes in the background, and a call for it waits for it.
+        """
+        store = self.instances.state
+        if store is None:
+            return
+        todo = self.instances.plan_recovery(store.load())
+        if not todo:
+            return
+        opening = self.io.submit(self.instances.recover(todo))
+        with contextlib.suppress(futures.TimeoutError):
+            opening.result(RECOVERY_AT_START)
+
+    def readiness(self, verbose: bool = False) -> tuple[bool, dict[str, Any]]:
+        """Can this sidecar serve? (`/readyz`; see `runtime/readiness.py`.)"""
+        path = self.socket_path
+        try:
+            bound = self._grpc is not None and stat.S_ISSOCK(path.lstat().st_mode)
+        except OSError:
+            bound = False
+        policy = ReadinessPolicy(grace=self.options.ready_grace, idle_after=self.options.idle_after)
+        return readiness(self.instances, policy, socket=path, bound=bound, verbose=verbose)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until `stop()` has finished."""
