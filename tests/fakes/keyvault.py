@@ -264,6 +264,12 @@ class FakeKeyVault(BackgroundServer):
             return self._max_in_flight
 
     @property
+    def reads_in_flight(self) -> int:
+        """Secret reads that have arrived and are not answered yet."""
+        with self.lock:
+            return self._reads_in_flight
+
+    @property
     def max_reads_in_flight(self) -> int:
         """The most secret reads (`GET /secrets/{name}[/{version}]`) being answered at the same time."""
         with self.lock:
