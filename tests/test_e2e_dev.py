@@ -1,5 +1,6 @@
-"""`secretbridge dev` (what `make run` calls) on the repository's components/local, as real processes:
-the printed curl and Python lines work, Ctrl-C stops everything and removes the socket folder."""
+"""`secretbridge dev` (what `make run` calls) on the repository's components/local, as real processes,
+in front of the real daprd and of the development gateway: it says which runtime it started, the
+printed curl and Python lines work, Ctrl-C stops everything and removes the socket folder."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from tests.stack import REPO, child_env, free_port
+import pytest
+
+from tests.stack import REPO, child_env, daprd_binary, free_port
 
 
 def _reader(stream, lines: queue.Queue[str | None]) -> None:
@@ -34,8 +37,12 @@ def _collect_until(lines: queue.Queue[str | None], marker: str, timeout: float =
             return "".join(seen)
 
 
-def test_dev_prints_working_lines_and_stops_cleanly() -> None:
+@pytest.mark.parametrize("runtime", ["daprd", "gateway"])
+def test_dev_prints_working_lines_and_stops_cleanly(runtime: str) -> None:
     http_port, grpc_port = free_port(), free_port()
+    env = child_env()
+    env.pop("DAPRD", None)
+    with_daprd = ["--daprd", str(daprd_binary())] if runtime == "daprd" else []
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -48,17 +55,22 @@ def test_dev_prints_working_lines_and_stops_cleanly() -> None:
             str(http_port),
             "--grpc-port",
             str(grpc_port),
+            *with_daprd,
         ],
         cwd=REPO,
-        env=child_env(),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
     try:
-        text = _collect_until(lines, "Press Ctrl-C")
-        assert "NOT daprd" in text
+        text = _collect_until(lines, "Press Ctrl-C", timeout=90)
+        if runtime == "daprd":
+            assert re.search(r"through daprd \d+\.\d+\.\d+\.", text), text
+            assert "NOT daprd" not in text
+        else:
+            assert "NOT daprd" in text and "no daprd found" in text and "make daprd" in text
         curl = re.search(r"^\s*curl (\S+)$", text, re.MULTILINE)
         assert curl is not None, text
         assert curl.group(1) == f"http://localhost:{http_port}/v1.0/secrets/localsecrets/db-password"

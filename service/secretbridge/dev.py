@@ -1,11 +1,12 @@
 """`secretbridge dev`: the newcomer's first minute (`make run`).
 
-Starts `secretbridge serve` on a private temporary socket folder, then
-`secretbridge gateway` in front of it on the given ports, waits until both
-answer, and prints one `curl` line and one Python line (the real `dapr` SDK)
-that read a sample secret. Ctrl-C (or SIGTERM) stops both and removes the
-socket folder. Children's logs go to stderr; stdout carries only the
-instructions, so they stay readable. Never prints a secret value.
+Starts `secretbridge serve` on a private temporary socket folder, then a Dapr runtime in front of it
+on the given ports: the real daprd when `--daprd PATH` names one (`make run` finds or builds it), else
+the development gateway. secretbridge starts first because daprd scans the socket folder once, at
+start. It waits until both answer, says which runtime it started, and prints one `curl` line and one
+Python line (the real `dapr` SDK) that read a sample secret. Ctrl-C (or SIGTERM) stops both and removes
+the socket folder. Children's logs go to stderr; stdout carries only the instructions, so they stay
+readable. Never prints a secret value.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -49,10 +51,27 @@ class DevOptions:
     grpc_port: int = 50001
     config: str | None = None
     startup_timeout: float = 30.0
+    #: The daprd binary to run; None: the development gateway.
+    daprd: str | None = None
 
 
 class DevError(RuntimeError):
     """Start-up failed; the message tells the user what to do."""
+
+
+def free_port() -> int:
+    """A loopback port free right now (daprd's internal, public and metrics ports)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _version_of(binary: str) -> str:
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except OSError as exc:
+        raise DevError(f"cannot run daprd at {binary}: {exc.strerror}") from None
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -116,6 +135,7 @@ class DevRun:
         self.stopping = stopping or threading.Event()
         self.folder = Path(tempfile.mkdtemp(prefix="sb-dev-", dir="/tmp"))
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.daprd_version = ""
 
     def _spawn(self, what: str, args: list[str]) -> subprocess.Popen[bytes]:
         # Children write logs to our stderr so stdout holds only the instructions.
@@ -135,8 +155,15 @@ class DevRun:
             time.sleep(0.1)
         raise DevError(f"{what} did not become ready within {self.options.startup_timeout:g}s")
 
+    @property
+    def runtime(self) -> str:
+        """What stands where daprd stands, in words."""
+        if self.options.daprd is None:
+            return "the development gateway"
+        return f"daprd {self.daprd_version}".strip()
+
     def start(self) -> None:
-        """Start `serve` for each socket the components need, then the gateway; wait for each."""
+        """Start `serve` for each socket the components need, then the runtime; wait for each."""
         for name in socket_names(self.options.resources_path) or ["secretbridge"]:
             path = self.folder / f"{name}.sock"
             popen = self._spawn(
@@ -144,6 +171,32 @@ class DevRun:
                 ["serve", "--socket-folder", str(self.folder), "--name", name, "--http-port", "-1"],
             )
             self._wait(f"secretbridge serve ({name})", popen, lambda p=path: _socket_accepts(p))
+        if self.options.daprd is not None:
+            self._start_daprd(self.options.daprd)
+        else:
+            self._start_gateway()
+
+    def _start_daprd(self, binary: str) -> None:
+        self.daprd_version = _version_of(binary)
+        args = [
+            binary, "--app-id", "secretbridge-dev", "--resources-path", self.options.resources_path,
+            "--dapr-listen-addresses", "127.0.0.1",
+            "--dapr-http-port", str(self.options.http_port), "--dapr-grpc-port", str(self.options.grpc_port),
+            "--dapr-internal-grpc-port", str(free_port()), "--dapr-internal-grpc-listen-address", "127.0.0.1",
+            "--dapr-public-port", str(free_port()), "--dapr-public-listen-address", "127.0.0.1",
+            "--metrics-port", str(free_port()), "--metrics-listen-address", "127.0.0.1",
+            "--log-level", "warn",
+        ]
+        if self.options.config:
+            args += ["--config", self.options.config]
+        env = dict(os.environ, DAPR_COMPONENTS_SOCKETS_FOLDER=str(self.folder))
+        env.pop("DAPR_SCHEDULER_HOST_ADDRESS_DNS_A", None)  # no control plane in a laptop run
+        popen = subprocess.Popen(args, stdout=sys.stderr, env=env)
+        self.children.append(("daprd", popen))
+        health = f"http://127.0.0.1:{self.options.http_port}/v1.0/healthz"
+        self._wait("daprd", popen, lambda: _http_status(health) == 204)
+
+    def _start_gateway(self) -> None:
         args = [
             "gateway",
             "--resources-path",
@@ -168,7 +221,7 @@ class DevRun:
         components = [c["name"] for c in meta.get("components", [])] if isinstance(meta, dict) else []
         if not components:
             raise DevError(
-                f"the gateway loaded no secret store from {self.options.resources_path} "
+                f"{self.runtime} loaded no secret store from {self.options.resources_path} "
                 "(see the warnings above: a Component needs type secretstores.<socket name>)"
             )
         order = [c.name for c in load_components([self.options.resources_path])]
@@ -184,13 +237,14 @@ class DevRun:
     def instructions(self, store: str, key: str | None) -> str:
         """What to print once both processes answer."""
         http, grpc_port = self.options.http_port, self.options.grpc_port
-        lines = [
-            "",
-            f"secretbridge is serving {self.options.resources_path} through the development gateway.",
-            f"  {NOT_DAPRD}",
-            f"  HTTP http://localhost:{http}   gRPC localhost:{grpc_port}   socket folder {self.folder}",
-            "",
-        ]
+        lines = ["", f"secretbridge is serving {self.options.resources_path} through {self.runtime}."]
+        if self.options.daprd is None:
+            lines += [
+                f"  {NOT_DAPRD}",
+                "  development gateway: no daprd found (`make daprd` builds the pinned one with Go; or set "
+                "DAPRD=/path/to/daprd)",
+            ]
+        lines += [f"  HTTP http://localhost:{http}   gRPC localhost:{grpc_port}   socket folder {self.folder}", ""]
         if key is None:
             lines += [
                 f"The store {store!r} lists no secrets; try its bulk endpoint:",
@@ -220,7 +274,7 @@ class DevRun:
         return None
 
     def stop(self) -> None:
-        """SIGTERM the children, newest first (gateway before store); remove the socket folder."""
+        """SIGTERM the children, newest first (the runtime before the store); remove the socket folder."""
         for _what, popen in reversed(self.children):
             if popen.poll() is None:
                 popen.send_signal(signal.SIGTERM)
@@ -241,6 +295,9 @@ def run(options: DevOptions) -> int:
         socket_names(options.resources_path)
     except ResourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if options.daprd is not None and not (Path(options.daprd).is_file() and os.access(options.daprd, os.X_OK)):
+        print(f"error: --daprd {options.daprd!r} is not an executable file (`make daprd` prints one)", file=sys.stderr)
         return 2
     for flag, port in (("--http-port", options.http_port), ("--grpc-port", options.grpc_port)):
         if not port_is_free(port):
@@ -288,12 +345,16 @@ def add_dev_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
     parser = subparsers.add_parser(
         "dev",
-        help="run `serve` plus `gateway` on local components and print how to read a secret",
-        description="Start `secretbridge serve` on a private socket folder and `secretbridge gateway` "
-        "in front of it, wait until both answer, then print a curl line and a Python line that read a "
-        "sample secret. Ctrl-C stops both. " + NOT_DAPRD,
+        help="run `serve` plus daprd (or the gateway) on local components and print how to read a secret",
+        description="Start `secretbridge serve` on a private socket folder, then daprd (with --daprd) or "
+        "the development gateway in front of it, wait until both answer, then print a curl line and a "
+        "Python line that read a sample secret. Ctrl-C stops both. Without daprd: " + NOT_DAPRD,
     )
     parser.add_argument("--resources-path", required=True, metavar="DIR", help="folder of Dapr Component YAMLs")
+    parser.add_argument(
+        "--daprd", metavar="PATH", default=os.environ.get("DAPRD") or None,
+        help="the daprd binary to run in front of secretbridge (default $DAPRD; none: the development gateway)",
+    )
     add_ports(parser)
     parser.set_defaults(func=run_dev)
     return parser
@@ -307,5 +368,6 @@ def run_dev(args: argparse.Namespace) -> int:
             http_port=args.http_port,
             grpc_port=args.grpc_port,
             config=args.config,
+            daprd=args.daprd,
         )
     )
