@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
-from tests.stack import RUNTIMES, Stack, child_env, http_get, run_stack, temp_folder
+from tests.stack import RUNTIMES, Stack, child_env, http_get, run_stack, start_runtime, temp_folder
 from tests.test_containerapps import AtomicVolume
 
 pytest_plugins = ("tests.fakes.fixtures",)
@@ -212,3 +212,19 @@ def test_keyvault_with_managed_identity_and_a_secret_key_ref(
             logs = stack.logs()
     for secret in ("kv-VALUE-1", "kv-VALUE-2", "kv-VALUE-3", "file-VALUE-9", fake_identity.identity_header):
         assert secret not in logs
+
+
+def test_daprd_needs_the_socket_before_it_starts_and_works_in_the_documented_order() -> None:
+    with temp_folder("sbord-") as folder:
+        (folder / "s.json").write_text('{"k": "order-VALUE-1"}')
+        resources = folder / "resources"
+        resources.mkdir()
+        secrets_file = str(folder / "s.json")
+        (resources / "c.yaml").write_text(component("local", {"backend": "file", "secretsFile": secrets_file}))
+        # Wrong order: daprd scans the socket folder once, finds nothing, and will not start.
+        with pytest.raises(AssertionError, match="did not become healthy") as refused:
+            start_runtime("daprd", folder, resources)
+        assert "couldn't find secret store secretstores.secretbridge/v1" in str(refused.value)
+        # The documented order: secretbridge first, its socket ready, then daprd.
+        with run_stack(folder, resources, runtime="daprd") as stack:
+            assert stack.app("local", "k")["http"]["get"]["k"] == {"status": 200, "body": {"k": "order-VALUE-1"}}
