@@ -38,8 +38,11 @@ def unavailable(bridge: Bridge, metadata: dict[str, str], instance: str) -> str:
     details = str(caught.value.details())
     assert "db-password" in details
     assert bridge.server is not None
-    reason = bridge.server.readiness(verbose=True)[1]["instances"][instance]["cause"]
-    assert cause_of_message(reason) == cause_of_message(details)
+    verbose = bridge.server.readiness(verbose=True)[1]["instances"][instance]
+    assert cause_of_message(verbose["cause"]) == cause_of_message(details)
+    # /readyz?verbose gives the doctor's verdict for the instance, once its backend is known down.
+    assert verbose["backend_up"] is False
+    assert verbose["verdict"] == str(cause_of_message(details))
     return details
 
 

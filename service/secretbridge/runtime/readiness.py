@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secretbridge.azure.causes import health_verdict
 from secretbridge.azure.redaction import redact
 from secretbridge.runtime.instances import Instances
 
@@ -32,6 +33,12 @@ class ReadinessPolicy:
 
     grace: float = READY_GRACE
     idle_after: float = IDLE_AFTER
+
+
+def _verdict(health: Any) -> str:
+    if health.backend_up is not False:
+        return "ok"
+    return str(health_verdict(health.cause or None)[1] or "other")
 
 
 def safe_cause(text: str) -> str:
@@ -66,6 +73,8 @@ def readiness(
             "backend_up": health.backend_up,
             "recovered": instance.recovered,
             "cause": safe_cause(health.cause),
+            # The doctor's word for the backend's last failure (dns, refused, tls, forbidden-rbac, ...).
+            "verdict": _verdict(health),
         }
     for name in instances.recovering():
         states[name or "(default)"] = "recovering" if not verbose else {
