@@ -16,6 +16,7 @@ Each returns a JSON-able dict; `report` turns them into the table and verdicts.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import threading
@@ -33,7 +34,7 @@ from bench import procs
 from bench.load import LoadJob, run_in_subprocess
 from bench.procs import ServerProcess
 from bench.vault import VaultRig
-from bench.workload import INSTANCE, hot_names, secret_name
+from bench.workload import INSTANCE, hot_names, secret_name, secret_value
 from tests.support import Bridge
 
 #: Key Vault's largest page: BulkGet lists this many names per request.
@@ -132,6 +133,35 @@ def _bench_server(ctx: Context, label: str, kind: str, model: str, name: str, wo
 # ---- (a) cached Get -----------------------------------------------------------------------------
 
 
+#: The local backends served by the production server beside its cached keyvault instance in (a):
+#: (label, instance name), each answering the same hot names with the same values.
+LOCAL_GETS = (
+    ("secretbridge file (16 workers)", "bench-file"),
+    ("secretbridge containerapps (16 workers)", "bench-containerapps"),
+)
+
+
+def local_metadata(folder: Path, names: list[str]) -> dict[str, dict[str, str]]:
+    """A secrets file and an atomic-writer volume (as Container Apps mounts one) holding `names`."""
+    secrets_file = folder / "bench-secrets.json"
+    secrets_file.write_text(json.dumps({name: secret_value(name) for name in names}))
+    volume = folder / "bench-volume"
+    data = volume / "..2026_01_01_00_00_00.000000000"
+    data.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (data / name).write_text(secret_value(name))
+        link = volume / name
+        if not link.is_symlink():
+            link.symlink_to(Path("..data") / name)
+    if not (volume / "..data").is_symlink():
+        (volume / "..data").symlink_to(data.name)
+    return {
+        "bench-file": {"backend": "file", "secretsFile": str(secrets_file)},
+        "bench-containerapps": {"backend": "containerapps", "secretsPath": str(volume),
+                                "resolveKeyVaultReferences": "false"},
+    }
+
+
 def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
     """Cached-Get latency and throughput beside the bare echo servers, per in-flight level."""
     rig = ctx.rig
@@ -139,6 +169,7 @@ def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
     names = hot_names(settings.hot)
     rig.preload(names)
     rig.fake.set_latency(settings.latency)
+    locals_ = local_metadata(ctx.folder, names)
     specs = [
         _bench_server(ctx, "echo aio", "echo-aio", "aio", "echo-aio"),
         _bench_server(ctx, "echo threaded (4 workers)", "echo-threaded", "threaded", "echo-t4", 4),
@@ -147,30 +178,40 @@ def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
         _production(ctx, "bridge-t4", 4),
         _bench_server(ctx, "secretbridge aio (bench variant)", "bridge-aio", "aio", "bridge-aio"),
     ]
+    production = specs[3]
     by_label = {spec.label: spec for spec in specs}
+    for label, _ in LOCAL_GETS:
+        by_label[label] = ServerSpec(label, "bridge", "threaded", production.argv, production.socket, 16)
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with _running(ctx, specs) as servers:
         for server in servers:
             if by_label[server.label].kind == "bridge":
                 _prime(server.socket, rig.metadata(), names)
+            if server.label == production.label:
+                for instance, metadata in locals_.items():
+                    _prime(server.socket, metadata, names, instance=instance)
         rig.fake.reset_counters()
+        # (label, server, instance): the production server is measured once per backend.
+        targets = [(server.label, server, INSTANCE) for server in servers]
+        targets += [(label, s, instance) for s in servers if s.label == production.label
+                    for label, instance in LOCAL_GETS]
         for round_ in range(settings.rounds):
             # A different order each round, so no server always runs right after the same neighbour.
-            order = servers[round_ % len(servers):] + servers[:round_ % len(servers)]
+            order = targets[round_ % len(targets):] + targets[:round_ % len(targets)]
             for inflight in settings.levels:
                 jobs = [
                     LoadJob(
-                        label=server.label, socket=str(server.socket), inflight=inflight, keys=names,
+                        label=label, socket=str(server.socket), inflight=inflight, keys=names,
                         max_calls=settings.max_calls, max_seconds=settings.seconds,
                         warmup_calls=settings.warmup_calls, warmup_seconds=settings.warmup_seconds,
-                        instance=INSTANCE, server_pid=server.pid,
+                        instance=instance, server_pid=server.pid,
                     )
-                    for server in order
+                    for label, server, instance in order
                 ]
                 for result in run_in_subprocess(jobs, ctx.env):
                     measured.setdefault((result.label, inflight), []).append(asdict(result))
         vault_reads_during_load = rig.fake.count("get")
-    levels = [_level(inflight, [measured[(spec.label, inflight)] for spec in specs], by_label)
+    levels = [_level(inflight, [measured[(label, inflight)] for label in by_label], by_label)
               for inflight in settings.levels]
     return {
         "hot_secrets": settings.hot,
@@ -180,6 +221,7 @@ def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
         "vault_latency_s": settings.latency,
         "vault_reads_during_load": vault_reads_during_load,
         "production": _production(ctx, "bridge-t16", 16).label,
+        "local_gets": [label for label, _ in LOCAL_GETS],
         "levels": levels,
     }
 
@@ -207,13 +249,13 @@ def _level(inflight: int, per_server: list[list[dict[str, Any]]], by_label: dict
     }
 
 
-def _prime(socket: Path, metadata: dict[str, str], names: list[str]) -> None:
+def _prime(socket: Path, metadata: dict[str, str], names: list[str], instance: str = INSTANCE) -> None:
     """Init the instance and read every hot secret once, so the load sees only cache hits."""
     bridge = Bridge(socket)
     try:
-        bridge.init(metadata, instance=INSTANCE)
+        bridge.init(metadata, instance=instance)
         for name in names:
-            bridge.get(name, instance=INSTANCE)
+            bridge.get(name, instance=instance)
     finally:
         bridge.close()
 

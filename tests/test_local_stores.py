@@ -9,6 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from secretbridge.backends import COMMON_PROPERTIES
+from secretbridge.backends.file import FileStore
+from secretbridge.core.errors import NotFound
+from secretbridge.core.metadata import parse_metadata
 
 from tests.support import Bridge
 
@@ -76,7 +80,7 @@ def test_yaml_files_are_read(bridge: Bridge, tmp_path: Path) -> None:
 
 def test_the_file_is_read_again_when_it_changes(bridge: Bridge, tmp_path: Path) -> None:
     path = _write(tmp_path / "s.json", '{"k": "old"}')
-    bridge.init({"backend": "file", "secretsFile": str(path)})
+    bridge.init({"backend": "file", "secretsFile": str(path), "recheckInterval": "0s"})
     assert bridge.get("k") == {"k": "old"}
     # Replace atomically, as editors and config managers do, with a new inode.
     staged = _write(tmp_path / "s.json.new", '{"k": "new", "added": "yes"}')
@@ -87,13 +91,33 @@ def test_the_file_is_read_again_when_it_changes(bridge: Bridge, tmp_path: Path) 
 
 def test_a_half_written_change_keeps_the_last_good_content(bridge: Bridge, tmp_path: Path) -> None:
     path = _write(tmp_path / "s.json", '{"k": "good"}')
-    bridge.init({"backend": "file", "secretsFile": str(path)})
+    bridge.init({"backend": "file", "secretsFile": str(path), "recheckInterval": "0s"})
     path.write_text('{"k": "half')
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
     assert bridge.get("k") == {"k": "good"}
     path.write_text('{"k": "fixed"}')
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert bridge.get("k") == {"k": "fixed"}
+
+
+async def test_a_change_is_noticed_within_recheck_interval_and_not_stat_per_read(tmp_path: Path) -> None:
+    """Reads between checks are served from memory; the first read after the interval sees the edit."""
+    path = _write(tmp_path / "s.json", '{"k": "old"}')
+    metadata = parse_metadata((*COMMON_PROPERTIES, *FileStore.properties),
+                              {"backend": "file", "secretsFile": str(path), "recheckInterval": "1s"})
+    store = FileStore(metadata, instance="t")
+    now = [100.0]
+    store.clock = lambda: now[0]
+    await store.open()
+    staged = _write(tmp_path / "s.json.new", '{"k": "new"}')
+    os.replace(staged, path)
+    now[0] += 0.5
+    assert store.read_now("k") == {"k": "old"}  # within the interval: no stat, the snapshot
+    now[0] += 0.6
+    assert store.read_now("k") == {"k": "new"}
+    assert await store.get("k") == {"k": "new"}
+    with pytest.raises(NotFound):
+        store.read_now("missing")
 
 
 @pytest.mark.parametrize(

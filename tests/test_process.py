@@ -132,7 +132,8 @@ def test_no_secret_value_reaches_the_logs(served: Served, tmp_path: Path) -> Non
     secrets = tmp_path / "s.json"
     secrets.write_text(json.dumps(SECRET_VALUES))
     bridge = Bridge(served.socket)
-    bridge.init({"backend": "file", "secretsFile": str(secrets), "unknownThing": "x"}, instance="local")
+    bridge.init({"backend": "file", "secretsFile": str(secrets), "unknownThing": "x", "recheckInterval": "0s"},
+                instance="local")
     bridge.get("db-password", instance="local")
     bridge.bulk_get(instance="local")
     # A broken rewrite is logged (with the cause) and the last good content kept.

@@ -1,9 +1,11 @@
 """`containerapps`: the Azure Container Apps secret set, mounted as a `Secret` volume.
 
 Container Apps writes one file per secret into the volume (file name = secret name, content =
-value), with the kubelet's atomic-writer layout; `backends.volume` reads it safely. Files are read
-on every Get (they are small, on tmpfs), so a `..data` swap is visible at once; BulkGet scans the
-folder on a worker thread. Values are served byte for byte (a trailing newline stays); a file that
+value), with the kubelet's atomic-writer layout; `backends.volume` reads it safely. A Get is
+answered on the gRPC worker (`read_now`) from what was read under the volume's current `..data`
+target: one readlink and one stat per Get tell whether a swap happened, and a swap is seen by the
+very next read. In a plain folder (no `..data`) a file's stat decides whether it is read again.
+BulkGet scans the folder on a worker thread. Values are served byte for byte (a trailing newline stays); a file that
 is not UTF-8 is refused with FAILED_PRECONDITION (gRPC strings must be UTF-8).
 
 A value that is a Key Vault reference, `@Microsoft.KeyVault(SecretUri=...)` or
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from secretbridge.azure.hosts import operator_listed, parse_vault_host, show_host
 from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
-from secretbridge.azure.references import is_reference, vet_reference
+from secretbridge.azure.references import ReferenceTarget, is_reference, vet_reference
 from secretbridge.backends.contract import (
     CACHE_PROPERTIES,
     JSON_MULTI_VALUED,
@@ -38,7 +42,7 @@ from secretbridge.backends.contract import (
     json_members,
 )
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
-from secretbridge.core.errors import FailedPrecondition, SecretStoreError
+from secretbridge.core.errors import FailedPrecondition, NotFound, SecretStoreError
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import show_name
 from secretbridge.core.policy import ALLOW_VAULT_HOSTS_SETTING, STRICT, OperatorPolicy
@@ -92,6 +96,20 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
 )
 
 
+#: The most names remembered per volume generation (names asked for but missing count too).
+_KNOWN_MAX = 10_000
+#: A plain-folder file changed this recently is read again on every Get: a rewrite within the
+#: filesystem's timestamp granularity may leave its stat unchanged.
+_SETTLE_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What one read of a secret's file found: its answer, a reference to resolve, or its absence."""
+
+    data: dict[str, str] | None = None
+    reference: ReferenceTarget | None = None
+    missing: NotFound | None = None
 
 
 class ContainerAppsStore(SecretStore):
@@ -152,6 +170,10 @@ class ContainerAppsStore(SecretStore):
         self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser(), policy.max_file_bytes)
         self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
         self.allowed_hosts = policy.vault_hosts
+        # (generation, name -> _Known) for an atomic-writer volume; replaced whole on a swap.
+        self._by_generation: tuple[tuple[int, int, str] | None, dict[str, _Known]] = (None, {})
+        # name -> (signature, _Known) for a plain folder.
+        self._by_signature: dict[str, tuple[tuple[int, int, int, int], _Known]] = {}
 
     async def open(self) -> None:
         """Check secretsPath (nothing is contacted: references are resolved when first read)."""
@@ -167,15 +189,73 @@ class ContainerAppsStore(SecretStore):
         await self.bulk_get()
 
     # -- reads ------------------------------------------------------------------------------------
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+    def read_now(self, name: str, version: str | None = None) -> dict[str, str] | None:
+        """On the gRPC worker: the volume's current content, and references the resolver has cached."""
         check_secret_name(name)
+        known = self._known(name)
+        if known.missing is not None:
+            raise known.missing
+        target = known.reference
+        if target is None:
+            return known.data
+        if self.resolver is None:
+            return None  # get() says why
+        resolved = self.resolver.peek(target.key, target.version)
+        return self._shape(name, resolved[target.key]) if resolved is not None else None
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        # On a worker thread: secretsPath may be any mount, and a stuck one must not stall the
+        # loop every other instance shares.
+        data = await asyncio.to_thread(self.read_now, name, version)
+        if data is not None:
+            return dict(data)
+        known = await asyncio.to_thread(self._known, name)  # a reference, unless the volume changed
+        if known.missing is not None:
+            raise known.missing
+        if known.reference is None:
+            return dict(known.data or {})
+        return self._shape(name, await self._resolve_target(name, known.reference))
+
+    def _known(self, name: str) -> _Known:
+        """What the volume holds for `name` now, read again only when the volume changed."""
+        generation = self.volume.generation()
+        if generation is not None:
+            current, known_by_name = self._by_generation
+            if current != generation:
+                known_by_name = {}
+                self._by_generation = (generation, known_by_name)
+            known = known_by_name.get(name)
+            if known is None:
+                # Read after the generation was taken: never older than the key it is filed under.
+                known = self._read_known(name)
+                if len(known_by_name) < _KNOWN_MAX:
+                    known_by_name[name] = known
+            return known
+        signature = self.volume.signature(name)
+        remembered = self._by_signature.get(name) if signature is not None else None
+        if remembered is not None and remembered[0] == signature:
+            return remembered[1]
+        known = self._read_known(name)
+        if signature is not None and time.time_ns() - signature[2] >= _SETTLE_NS:
+            if len(self._by_signature) >= _KNOWN_MAX:
+                self._by_signature.clear()
+            self._by_signature[name] = (signature, known)
+        return known
+
+    def _read_known(self, name: str) -> _Known:
+        """Read `name`'s file safely; only its absence is remembered among failures."""
         try:
-            # On a worker thread: secretsPath may be any mount, and a stuck one must not stall
-            # the loop every other instance shares.
-            raw = await asyncio.to_thread(self.volume.read, name)
+            # On the calling thread, never the loop: a gRPC worker (read_now), or a worker thread
+            # (get); once per volume generation, or per change of the file in a plain folder.
+            raw = self.volume.read(name)
         except Skip as skip:
+            if skip.quiet and isinstance(skip.error, NotFound):
+                return _Known(missing=skip.error)
             raise skip.error from None
-        return await self._value(name, decode(name, raw))
+        text = decode(name, raw)
+        if self.resolve_references and is_reference(text):
+            return _Known(reference=self._vet(name, text))
+        return _Known(data=self._shape(name, text))
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         texts = await asyncio.to_thread(self._scan)
@@ -238,8 +318,13 @@ class ContainerAppsStore(SecretStore):
         return json_members(name, value) if self.multi_valued else {name: value}
 
     # -- references -------------------------------------------------------------------------------
+    def _vet(self, name: str, text: str) -> ReferenceTarget:
+        return vet_reference(name, text, environment_of(self.metadata), self.allowed_hosts)
+
     async def _resolve(self, name: str, text: str) -> str:
-        target = vet_reference(name, text, environment_of(self.metadata), self.allowed_hosts)
+        return await self._resolve_target(name, self._vet(name, text))
+
+    async def _resolve_target(self, name: str, target: ReferenceTarget) -> str:
         if self.resolver is None:
             raise FailedPrecondition(f"secret {show_name(name)}: Key Vault reference resolution is not open")
         try:

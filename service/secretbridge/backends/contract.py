@@ -5,7 +5,8 @@ the project's errors (`secretbridge.core.errors`). It knows nothing of gRPC, wir
 messages, instances, caching or name filtering: those live in front of it.
 All I/O methods are coroutines run on the server's single asyncio loop, so a
 store must never block that loop (use the azure `aio` clients, or
-`asyncio.to_thread` for the filesystem when a read may be slow).
+`asyncio.to_thread` for the filesystem when a read may be slow). The one
+synchronous read, `read_now`, is the fast path a gRPC worker tries first.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class ReferenceResolver(Protocol):
         """`{uri: value}` for the secret at `uri` (latest, or `version`)."""
         ...
 
+    def peek(self, name: str, version: str | None = None) -> dict[str, str] | None:
+        """A fresh cached answer for `uri` from any thread without awaiting anything, else None."""
+        ...
+
 
 class SecretStore(abc.ABC):
     """A backend instance, built from one Component's metadata.
@@ -178,6 +183,16 @@ class SecretStore(abc.ABC):
 
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the backend is reachable (readiness, `failFast`); raise if not."""
+
+    def read_now(self, name: str, version: str | None = None) -> dict[str, str] | None:
+        """The answer `get` would give, synchronously and from memory, or None: "ask `get` on the loop".
+
+        The fast path: the gRPC worker calls it before crossing to the asyncio loop, so it runs
+        on any thread, must be cheap (no network, at most a stat or a readlink), and must be safe
+        to call concurrently. It may raise what `get` raises (`NotFound`, ...). The default
+        answers None, which is always correct.
+        """
+        return None
 
     @abc.abstractmethod
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:

@@ -67,7 +67,8 @@ class EnvStore(SecretStore):
     def prefix(self) -> str:
         return str(self.metadata["prefix"])
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+    def read_now(self, name: str, version: str | None = None) -> dict[str, str]:
+        """os.environ is memory: every Get is answered on the gRPC worker."""
         variable = self.prefix + name
         if forbidden(variable):
             raise PermissionDenied(
@@ -78,6 +79,9 @@ class EnvStore(SecretStore):
         if value is None:
             raise NotFound(f"secret {show_name(name)} not found: no environment variable {show_name(variable)}")
         return {name: value}
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        return self.read_now(name, version)
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         found: dict[str, dict[str, str]] = {}

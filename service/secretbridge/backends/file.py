@@ -11,8 +11,10 @@ The file is read at Init (a missing, unreadable or malformed file fails Init)
 and read again when it changes; a change that does not parse (a half-written
 save) is logged and the last good content keeps being served. Reads follow
 `backends.files` (no /proc, /sys or /dev, regular files only, within the
-operator's size cap) and run on a worker thread, never on the I/O loop. YAML
-aliases are refused: a few lines of them expand into gigabytes.
+operator's size cap) and never run on the I/O loop. YAML aliases are refused: a
+few lines of them expand into gigabytes. Gets are answered from memory on the
+gRPC worker (`read_now`); whether the file changed is checked with one `stat` at
+most every `recheckInterval` (1 s), so an edit is served within about a second.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -134,14 +139,29 @@ class FileStore(SecretStore):
             Kind.BOOL,
             default=False,
         ),
+        Property(
+            "recheckInterval",
+            "How often a read checks (with one stat) whether the file changed; an edit is served "
+            "within this long. 0 checks on every read.",
+            Kind.DURATION,
+            default=1.0,
+            minimum=0.0,
+        ),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = Path(self.metadata["secretsFile"]).expanduser()
         self.separator: str = self.metadata["nestedSeparator"]
+        self.recheck_interval: float = self.metadata["recheckInterval"]
+        # Injectable so tests move time instead of sleeping through the interval.
+        self.clock: Callable[[], float] = time.monotonic
         self._snapshot: _Snapshot | None = None
         self._bad_signature: tuple[int, int, int] | None = None
+        # When the file was last stat'ed (monotonic); reads in between trust the snapshot.
+        self._checked_at = -math.inf
+        # One reader re-reads a changed file; the others keep serving the snapshot meanwhile.
+        self._reloading = threading.Lock()
 
     def _stat(self) -> tuple[int, int, int]:
         info = os.stat(self.path)
@@ -190,22 +210,42 @@ class FileStore(SecretStore):
 
     async def open(self) -> None:
         self._snapshot = await asyncio.to_thread(self._load)
+        self._checked_at = self.clock()
         log.info(
             "secrets file loaded",
             extra={"instance": self.instance, "path": str(self.path), "secrets": len(self._snapshot.secrets)},
         )
 
-    async def _current(self) -> dict[str, dict[str, str]]:
-        """The latest good content, re-reading the file (on a worker thread) when its signature changed."""
+    def _current_now(self) -> dict[str, dict[str, str]]:
+        """The latest good content; stats the file at most every recheckInterval (any thread but the loop)."""
         snapshot = self._snapshot
         assert snapshot is not None, "open() was not called"
+        now = self.clock()
+        if now - self._checked_at < self.recheck_interval or not self._reloading.acquire(blocking=False):
+            return snapshot.secrets
+        try:
+            self._checked_at = now
+            return self._recheck(snapshot)
+        finally:
+            self._reloading.release()
+
+    async def _current(self) -> dict[str, dict[str, str]]:
+        """As `_current_now`, from the loop: a check that is due (a stat, perhaps a re-read) runs on a worker thread."""
+        snapshot = self._snapshot
+        assert snapshot is not None, "open() was not called"
+        if self.clock() - self._checked_at < self.recheck_interval:
+            return snapshot.secrets
+        return await asyncio.to_thread(self._current_now)
+
+    def _recheck(self, snapshot: _Snapshot) -> dict[str, dict[str, str]]:
+        """Re-read the file when its signature changed; the last good content otherwise."""
         try:
             signature = self._stat()
         except OSError:
             signature = None
         if signature is not None and signature != snapshot.signature and signature != self._bad_signature:
             try:
-                self._snapshot = snapshot = await asyncio.to_thread(self._load)
+                self._snapshot = snapshot = self._load()
                 self._bad_signature = None
                 log.info(
                     "secrets file changed; reloaded",
@@ -219,11 +259,18 @@ class FileStore(SecretStore):
                 )
         return snapshot.secrets
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
-        data = (await self._current()).get(name)
+    def read_now(self, name: str, version: str | None = None) -> dict[str, str]:
+        """From memory on the gRPC worker: the file is parsed once per change, not per read."""
+        return self._lookup(self._current_now(), name)
+
+    def _lookup(self, secrets: dict[str, dict[str, str]], name: str) -> dict[str, str]:
+        data = secrets.get(name)
         if data is None:
             raise NotFound(f"secret {show_name(name)} not found in {str(self.path)!r}")
-        return dict(data)
+        return data  # shared, never mutated: callers only serialise it
+
+    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+        return dict(self._lookup(await self._current(), name))
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         secrets = await self._current()

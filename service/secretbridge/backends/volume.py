@@ -151,6 +151,31 @@ class Volume:
         except OSError as err:
             raise FailedPrecondition(f"{where}, which cannot be listed ({err.strerror})") from None
 
+    def generation(self) -> tuple[int, int, str] | None:
+        """What names the volume's current content in the atomic-writer layout, or None for a plain folder.
+
+        `..data`'s target changes with every update (the writer makes a new timestamped directory
+        and renames a new link over `..data`), so content read under one generation stays right
+        until this changes. One readlink and one stat: cheap enough for every read.
+        """
+        try:
+            target = os.readlink(os.path.join(self.path, DATA_LINK))
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino, target)
+
+    def signature(self, name: str) -> tuple[int, int, int, int] | None:
+        """(inode, size, mtime, ctime) of what `name` leads to in a plain folder; None if it cannot be stat'ed.
+
+        A file replaced, rewritten or re-linked changes it; the safe read (`read`) is done again then.
+        """
+        try:
+            info = os.stat(os.path.join(self.path, name))
+        except (OSError, ValueError):
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
     def names(self) -> list[str]:
         """Every candidate secret name: top-level entries, plus `..data`'s (a secret added by a
         swap is in `..data` a moment before its top-level link appears). Sorted."""

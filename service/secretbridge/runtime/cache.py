@@ -117,7 +117,7 @@ class CachedStore:
 
     # ---- the fast path, any thread -------------------------------------------------
 
-    def peek(self, name: str, version: str | None) -> dict[str, str] | None:
+    def peek(self, name: str, version: str | None = None) -> dict[str, str] | None:
         """A fresh value without awaiting anything, or None (then call `get`)."""
         entry = self._entries.get((name, version))
         if entry is None or entry.data is None:

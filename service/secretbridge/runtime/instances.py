@@ -91,9 +91,13 @@ class Instance:
     def check_get(self, name: str, metadata: Mapping[str, str]) -> str | None:
         """Everything a Get must pass before any store sees it; returns the version asked for."""
         check_name(name)
-        options = get_options(metadata, supports_versions=self.supports_versions, backend=self.backend)
+        # daprd usually sends no request metadata: then there are no options to read.
+        version = (
+            get_options(metadata, supports_versions=self.supports_versions, backend=self.backend).version
+            if metadata else None
+        )
         self.permit(name)
-        return options.version
+        return version
 
     def permit(self, name: str) -> None:
         """Refuse a name the Component's allow or deny list rules out."""
@@ -106,8 +110,14 @@ class Instance:
         return name not in self.denied and (not self.allowed or name in self.allowed)
 
     def peek(self, name: str, version: str | None) -> dict[str, str] | None:
-        """A fresh cached answer, from any thread, without touching the loop; else None."""
-        return self.cached.peek(name, version) if self.cached is not None else None
+        """An answer from memory, on the calling thread, without touching the loop; else None.
+
+        Remote stores answer from the cache; local ones from their `read_now` (which may raise
+        the store's errors, e.g. NotFound).
+        """
+        if self.cached is not None:
+            return self.cached.peek(name, version)
+        return self.store.read_now(name, version)
 
     async def get(self, name: str, version: str | None) -> dict[str, str]:
         reader = self.cached or self.store

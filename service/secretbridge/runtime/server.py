@@ -137,6 +137,10 @@ def _instance_of(context: grpc.ServicerContext) -> str:
     return DEFAULT_INSTANCE
 
 
+#: The most (instance, method, code) counters kept bound; instance names come from callers.
+_BOUND_COUNTERS_MAX = 4096
+
+
 class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
     """The five RPCs, on the threaded server's workers."""
 
@@ -144,6 +148,20 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         self.instances = instances
         self.io = io
         self.admission = admission or Admission(DEFAULT_WORKERS)
+        # Metric children bound once, not looked up through `.labels()` (a lock and a tuple) per call.
+        self._seconds = {m: REQUEST_SECONDS.labels(m) for m in ("Init", "Features", "Get", "BulkGet")}
+        self._counters: dict[tuple[str, str, grpc.StatusCode], Any] = {}
+
+    def _count(self, instance: str, method: str, code: grpc.StatusCode, started: float) -> None:
+        counter = self._counters.get((instance, method, code))
+        if counter is None:
+            # Only initialised instances get a series of their own: junk headers cannot grow /metrics.
+            known = self.instances.find(instance) is not None
+            counter = REQUESTS.labels(instance if known else UNKNOWN_INSTANCE_LABEL, method, code.name)
+            if known and len(self._counters) < _BOUND_COUNTERS_MAX:
+                self._counters[(instance, method, code)] = counter
+        counter.inc()
+        self._seconds[method].observe(time.monotonic() - started)
 
     # Every handler runs through _serve so that errors are mapped in one place.
     def _serve(self, method: str, context: grpc.ServicerContext, work: Callable[[str], T]) -> T:
@@ -182,10 +200,7 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
                 self._message(method, instance, f"unexpected {type(err).__name__}; this is a bug in secretbridge"),
             )
         finally:
-            # Only initialised instances get a series of their own: junk headers cannot grow /metrics.
-            known = self.instances.find(instance) is not None
-            REQUESTS.labels(instance if known else UNKNOWN_INSTANCE_LABEL, method, code.name).inc()
-            REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
+            self._count(instance, method, code, started)
         raise AssertionError("unreachable")  # context.abort raises
 
     def _message(self, method: str, instance: str, cause: str) -> str:
@@ -225,6 +240,23 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         )
 
     def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.ServicerContext) -> Any:
+        # The fast path: an answer from memory (a cache hit, a file, the environment, a mounted
+        # volume) on this worker, without the hop to the asyncio loop or _serve's frames. Anything
+        # else (a miss, an error) takes the full path below, which checks everything again.
+        started = time.monotonic()
+        name = _instance_of(context)
+        instance = self.instances.find(name)
+        if instance is not None:
+            data: dict[str, str] | None
+            try:
+                key = request.key
+                data = instance.peek(key, instance.check_get(key, request.metadata))
+            except errors.SecretStoreError:
+                data = None
+            if data is not None:
+                self._count(name, "Get", grpc.StatusCode.OK, started)
+                return secretstore_pb2.GetSecretResponse(data=data)
+
         def work(name: str) -> secretstore_pb2.GetSecretResponse:
             instance = self.instances.get(name)
             key = request.key
