@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
+from secretbridge.azure.budget import MAX_THROTTLED_RESENDS
 from secretbridge.azure.identity import AuthMethod, build_credential, describe_identity, select_auth_method
 from secretbridge.azure.redaction import redact
 from secretbridge.azure.references import SecretRef, parse_reference, parse_secret_uri
@@ -301,9 +302,14 @@ async def test_throttling_is_survived_then_reported(fake_vault: FakeKeyVault, op
     fake_vault.throttle(2, retry_after=0.1)
     assert await store.get("hot") == {"hot": "v"}
     assert fake_vault.count("throttled") == 2
-    fake_vault.throttle(10, retry_after=0.1)
+    # Each of the SDK's 1 + maxRetries attempts waits out 1 + MAX_THROTTLED_RESENDS 429s (the vault's
+    # budget pauses every request for Retry-After); past all of them the 429 is reported.
+    sends = (1 + MAX_THROTTLED_RESENDS) * (1 + 2)
+    fake_vault.reset_counters()
+    fake_vault.throttle(sends, retry_after=0.01)
     message = await expect(Unavailable, store.get("hot"))
     assert "429" in message and "'hot'" in message
+    assert fake_vault.count("throttled") == sends
     fake_vault.throttle(0)
     fake_vault.fail(1, 503)
     assert await store.get("hot") == {"hot": "v"}  # one 503, then a retry

@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+from secretbridge.azure.budget import MAX_THROTTLED_RESENDS
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, TestCertificates, vault_metadata
 from tests.support import Bridge
@@ -76,7 +77,8 @@ def test_throttling_with_retry_after_is_survived(bridge: Bridge, fake_vault: Fak
     fake_vault.throttle(1, retry_after=1)
     assert bridge.get("hot") == {"hot": "v"}
     assert fake_vault.count("throttled") == 1
-    fake_vault.throttle(5, retry_after=0.1)
+    # maxRetries 1 (vault_metadata): two attempts, each waiting out 1 + MAX_THROTTLED_RESENDS 429s.
+    fake_vault.throttle((1 + MAX_THROTTLED_RESENDS) * 2, retry_after=0.01)
     error = rpc_error(bridge.get, "hot")
     assert error.code() == grpc.StatusCode.UNAVAILABLE and "429" in error.details()
 

@@ -15,6 +15,9 @@ What it does, as the real service does (see research/keyvault-and-managed-identi
   Expired or not-yet-valid secrets are still returned (200): `exp`/`nbf` are informational.
 
 Failure injection for tests: `set_latency`, `throttle` (429 Throttled, optionally with Retry-After),
+`limit` (a vault-wide allowance of n requests per window, as Key Vault's service limit: past it,
+429 with the time left in the window as Retry-After; Key Vault sends whole seconds, the double the
+exact time left with millisecond precision, so a client that honours it can be judged against the floor),
 `fail` (5xx), `forbid` (403 ForbiddenByRbac, or AccessDenied for a vault using access policies), and
 `go_down`/`come_up`. `go_down` closes the listening socket and drops open connections, so clients
 see *connection refused* (not a 503): that is what an unreachable vault looks like to the SDK.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import time
 import uuid
@@ -139,6 +143,10 @@ class FakeKeyVault(BackgroundServer):
         self._max_in_flight = 0
         self._reads_in_flight = 0
         self._max_reads_in_flight = 0
+        # limit(): (requests per window, window seconds), the current window's start and count.
+        self._limit: tuple[int, float] | None = None
+        self._window_start = 0.0
+        self._window_used = 0
         # The lower-cased names in listing order, kept until a secret is added or deleted.
         self._order: list[str] | None = None
 
@@ -222,6 +230,34 @@ class FakeKeyVault(BackgroundServer):
             self._throttle_left = n
             self._retry_after = retry_after
 
+    def limit(self, requests: int | None, window: float = 10.0) -> None:
+        """Allow `requests` authenticated requests per `window` seconds vault-wide (None: no limit).
+
+        Windows are fixed, the first one starting at the first request after this call; a request
+        past the allowance gets 429 Throttled with `Retry-After` = the time left in the window.
+        """
+        with self.lock:
+            self._limit = (requests, window) if requests is not None else None
+            self._window_start = -math.inf
+            self._window_used = 0
+
+    def _over_limit(self) -> float | None:
+        """Seconds left in the window when this request is past the allowance (call under the lock)."""
+        if self._limit is None:
+            return None
+        allowed, window = self._limit
+        now = time.monotonic()
+        if not math.isfinite(self._window_start):
+            self._window_start = now
+        elif now - self._window_start >= window:
+            # Windows follow each other from the first request: n * window after it.
+            self._window_start += math.floor((now - self._window_start) / window) * window
+            self._window_used = 0
+        if self._window_used >= allowed:
+            return max(self._window_start + window - now, 0.001)
+        self._window_used += 1
+        return None
+
     def fail(self, n: int, status: int = 503) -> None:
         """Answer the next `n` authenticated requests with `status` (5xx, no Retry-After)."""
         with self.lock:
@@ -247,7 +283,8 @@ class FakeKeyVault(BackgroundServer):
 
     # -- control API: observation -----------------------------------------------------------------
     def count(self, kind: str = "total") -> int:
-        """Requests seen: `total`, `get`, `list`, `versions`, `challenge` (401s), `throttled`, `failed`."""
+        """Requests seen: `total`, `get`, `list`, `versions`, `challenge` (401s), `throttled` (429s),
+        `limited` (the 429s `limit` caused), `failed`."""
         with self.lock:
             return self._counts[kind]
 
@@ -336,7 +373,13 @@ class FakeKeyVault(BackgroundServer):
         if self._tokens is not None and token not in self._tokens:
             return self._challenge("AKV10022: Invalid audience or token." + quoted)
         with self.lock:
-            if self._throttle_left > 0:
+            over = self._over_limit()
+            if over is not None:
+                self._counts["throttled"] += 1
+                self._counts["limited"] += 1
+                retry_after: float | None = math.ceil(over * 1000) / 1000
+                throttled = True
+            elif self._throttle_left > 0:
                 self._throttle_left -= 1
                 self._counts["throttled"] += 1
                 retry_after = self._retry_after

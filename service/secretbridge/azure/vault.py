@@ -39,6 +39,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 
+from secretbridge.azure.budget import BudgetPolicy, budget_for
 from secretbridge.azure.causes import (
     PERMANENT_CAUSES,
     Cause,
@@ -194,6 +195,9 @@ class VaultReader:
         }
         if transport is not None:
             kwargs["transport"] = transport
+        # Every request to this vault host, from any instance in the process, spends one budget.
+        self.budget = budget_for(urlsplit(self.vault_url).netloc)
+        kwargs["per_retry_policies"] = [BudgetPolicy(self.budget)]
         self._client = SecretClient(self.vault_url, credential, **kwargs)
 
     async def get(self, name: str, version: str | None = None, *, shown: str | None = None) -> VaultSecret:
