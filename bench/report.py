@@ -35,7 +35,11 @@ SECTION_TITLES = {
     "hot_reads": "(c) vault reads per hot secret",
     "memory": "(d) memory",
     "bulkhead": "(e) bulkhead",
+    "fleet": "(e) vault requests per replica",
+    "limited_bulk": "(f) cold BulkGets at the vault's limit",
 }
+#: Cold BulkGets against a vault-wide limit: wall time / the floor the limit allows.
+TARGET_LIMIT_RATIO = 1.3
 
 
 @dataclass
@@ -107,6 +111,26 @@ def verdicts(sections: Mapping[str, Any]) -> list[Verdict]:
             f"RSS holding {memory['secrets']:,} cached secrets < {TARGET_RSS_MB:.0f} MB",
             f"{memory['primed_mb']:.1f} MB, the larger of the two ways of priming (idle {memory['idle_mb']:.1f} MB)",
             memory["primed_mb"] < TARGET_RSS_MB and memory["ok"],
+        ))
+    fleet = sections.get("fleet")
+    if fleet:
+        by_mode = {m["mode"]: m for m in fleet["modes"]}
+        rates = [m["per_replica_per_10s"] for m in fleet["modes"]]
+        found.append(Verdict(
+            "vault requests per replica: change detection < TTL cache < no cache, with no failed reads",
+            " < ".join(f"{r:,.1f}" for r in reversed(rates)) + " per 10 s",
+            len(rates) == 3 and rates[2] < rates[1] < rates[0]
+            and not any(m["errors"] for m in by_mode.values()),
+        ))
+    limited = sections.get("limited_bulk")
+    if limited:
+        found.append(Verdict(
+            f"{limited['instances']} cold BulkGets of {limited['secrets_each']:,} at a vault-wide limit: none failed, "
+            f"within {TARGET_LIMIT_RATIO:.1f}x of the floor",
+            f"{len(limited['failed'])} failed, {limited['wall_s']:.2f} s vs floor {limited['floor_s']:.2f} s "
+            f"({limited['ratio_to_floor']:.2f}x), {limited['throttled_429']} 429s",
+            not limited["failed"] and limited["complete"] == limited["instances"]
+            and limited["ratio_to_floor"] <= TARGET_LIMIT_RATIO,
         ))
     return found
 
@@ -268,6 +292,41 @@ def render_bulkhead(section: Mapping[str, Any]) -> list[str]:
              for r in (alone, loaded)],
         ),
         f"    p99 loaded / alone: {section['p99_ratio']:.2f}; the slow instance's calls: {slow}",
+
+
+def render_fleet(section: Mapping[str, Any]) -> list[str]:
+    limit = section["vault_limit_per_10s"]
+    lines = [
+        f"(e) {section['replicas']} replicas (instances) on one vault of {section['vault_secrets']} secrets, each "
+        f"reading its {section['hot_secrets']} hot secrets every {section['read_period_s']:g} s for "
+        f"{section['seconds']:g} s, cacheTTL {section['ttl']}, one secret rotated every "
+        f"{section['rotate_every_s']:g} s; counted from the end of the first (cold) pass",
+        f"    fleet at the limit = replicas that would spend Key Vault's {limit:,} requests per 10 s per vault at "
+        "this rate",
+    ]
+    header = ["mode", "app reads /10 s/replica", "vault requests /10 s/replica", "GETs", "list pages",
+              "rotations", "errors", "fleet at the limit"]
+    rows = [
+        [
+            m["mode"], f"{m['app_reads_per_replica_per_10s']:,.0f}", f"{m['per_replica_per_10s']:,.1f}",
+            str(m["vault_gets"]), str(m["vault_list_pages"]), str(m["rotations"]), str(m["errors"]),
+            f"{limit / m['per_replica_per_10s']:,.0f}" if m["per_replica_per_10s"] else "-",
+        ]
+        for m in section["modes"]
+    ]
+    return [*lines, "", *_table(header, rows)]
+
+
+def render_limited_bulk(section: Mapping[str, Any]) -> list[str]:
+    return [
+        f"(f) {section['instances']} cold instances in {section['processes']} processes BulkGet "
+        f"{section['secrets_each']:,} secrets each at once; the vault allows {section['limit_requests']:,} "
+        f"requests per {section['limit_window_s']:g} s (429 + Retry-After past it), latency "
+        f"{section['vault_latency_s'] * 1e3:g} ms",
+        f"    wall {section['wall_s']:.2f} s, floor {section['floor_s']:.2f} s ({section['ratio_to_floor']:.2f}x): "
+        f"{section['requests_needed']:,} requests needed, {section['requests_served']:,} served, "
+        f"{section['throttled_429']:,} 429s received, {section['complete']} of {section['instances']} complete, "
+        f"{len(section['failed'])} failed" + "".join(f"\n    failed: {k}: {v}" for k, v in section["failed"].items()),
     ]
 
 
@@ -277,6 +336,8 @@ RENDERERS = {
     "hot_reads": render_hot_reads,
     "memory": render_memory,
     "bulkhead": render_bulkhead,
+    "fleet": render_fleet,
+    "limited_bulk": render_limited_bulk,
 }
 
 

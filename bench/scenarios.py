@@ -65,12 +65,24 @@ class Settings:
     rss_prime_inflight: int = 64
     slow_latency: float = 3.0
     slow_misses: int = 48
+    fleet_replicas: int = 4
+    fleet_cold: int = 100
+    fleet_ttl: str = "5s"
+    fleet_period: float = 2.0
+    fleet_seconds: float = 20.0
+    fleet_rotate_every: float = 5.0
+    limit_instances: int = 4
+    limit_processes: int = 2
+    limit_requests: int = 800
+    limit_window: float = 2.0
 
 
 FULL = Settings("full")
 SMOKE = Settings(
     "smoke", seconds=0.5, rounds=1, max_calls=100, warmup_seconds=0.2, warmup_calls=20, hot=5, latency=0.0,
     bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
+    fleet_replicas=2, fleet_cold=5, fleet_ttl="1s", fleet_period=0.5, fleet_seconds=2.0, fleet_rotate_every=0.5,
+    limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3,
 )
 
 
@@ -526,6 +538,196 @@ def bulkhead(ctx: Context, settings: Settings) -> dict[str, object]:
         "loaded": asdict(loaded),
         "p99_ratio": loaded.p99_ms / alone.p99_ms if alone.p99_ms else 0.0,
         "slow_outcomes": dict(outcomes),
+
+
+# ---- (f) fleet: vault requests per replica ------------------------------------------------------
+
+#: The three ways a replica can read: (label, extra metadata).
+FLEET_MODES = (
+    ("no cache (the built-in store's behaviour)", {"cacheTTL": "0", "negativeCacheTTL": "0"}),
+    ("TTL cache", {"changeDetection": "false"}),
+    ("TTL cache + change detection", {}),
+)
+
+
+def _paced_reads(socket: Path, instance: str, names: list[str], period: float, seconds: float,
+                 stop: threading.Event, counts: dict[str, int]) -> None:
+    """Read every name once per `period` seconds, evenly spread, until `seconds` pass (one replica's app)."""
+    bridge = Bridge(socket)
+    gap = period / len(names)
+    started = time.monotonic()
+    try:
+        i = 0
+        while not stop.is_set():
+            due = started + i * gap
+            now = time.monotonic()
+            if now - started >= seconds:
+                break
+            if due > now:
+                time.sleep(due - now)
+            try:
+                bridge.get(names[i % len(names)], instance=instance, timeout=30)
+                counts["ok"] += 1
+            except grpc.RpcError:
+                counts["errors"] += 1
+            i += 1
+    finally:
+        bridge.close()
+
+
+def fleet(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Vault requests per 10 s per replica: R instances (each one replica's cache) on one vault, reading
+    their hot secrets steadily for a fixed time, while a few secrets rotate."""
+    rig = ctx.rig
+    rig.clear()
+    names = hot_names(settings.hot)
+    others = [secret_name("cold", i) for i in range(settings.fleet_cold)]
+    rig.preload([*names, *others])
+    ttl = settings.fleet_ttl
+    modes: list[dict[str, object]] = []
+    with _running(ctx, [_production(ctx, "bridge-fleet")]) as (server,):
+        for label, extra in FLEET_MODES:
+            instances = [f"fleet-{len(modes)}-{r}" for r in range(settings.fleet_replicas)]
+            bridge = Bridge(server.socket)
+            try:
+                for instance in instances:
+                    bridge.init(rig.metadata(**{"cacheTTL": ttl, **extra}), instance=instance)
+            finally:
+                bridge.close()
+            time.sleep(0.3)  # the readiness probes of Init are not part of the measurement
+            rig.fake.reset_counters()
+            stop = threading.Event()
+            counts = [{"ok": 0, "errors": 0} for _ in instances]
+            threads = [
+                threading.Thread(target=_paced_reads, args=(server.socket, instance, names, settings.fleet_period,
+                                                            settings.fleet_seconds, stop, count))
+                for instance, count in zip(instances, counts, strict=True)
+            ]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            # The first pass reads every hot secret cold, whatever the mode: the steady state is
+            # measured from the end of it.
+            time.sleep(settings.fleet_period + 0.5)
+            before = {kind: rig.fake.count(kind) for kind in ("total", "challenge", "get", "list")}
+            reads_before = sum(c["ok"] for c in counts)
+            measured_from = time.monotonic()
+            rotations = 0
+            # A few secrets rotate meanwhile: change detection must still see them.
+            while any(t.is_alive() for t in threads):
+                threads[0].join(settings.fleet_rotate_every)
+                if time.monotonic() - started < settings.fleet_seconds - 1:
+                    rig.fake.set_secret(names[rotations % len(names)], f"rotated-{rotations}")
+                    rotations += 1
+            for thread in threads:
+                thread.join()
+            elapsed = time.monotonic() - measured_from
+            delta = {kind: rig.fake.count(kind) - before[kind] for kind in before}
+            total = delta["total"] - delta["challenge"]
+            reads = sum(c["ok"] for c in counts) - reads_before
+            modes.append({
+                "mode": label,
+                "seconds": elapsed,
+                "app_reads": reads,
+                "errors": sum(c["errors"] for c in counts),
+                "vault_requests": total,
+                "vault_gets": delta["get"],
+                "vault_list_pages": delta["list"],
+                "rotations": rotations,
+                "per_replica_per_10s": total / settings.fleet_replicas / elapsed * 10 if elapsed else 0.0,
+                "app_reads_per_replica_per_10s": reads / settings.fleet_replicas / elapsed * 10 if elapsed else 0.0,
+            })
+            for name in names[:rotations]:
+                rig.fake.set_secret(name, secret_value(name))
+    return {
+        "replicas": settings.fleet_replicas,
+        "hot_secrets": settings.hot,
+        "vault_secrets": len(names) + len(others),
+        "ttl": ttl,
+        "read_period_s": settings.fleet_period,
+        "seconds": settings.fleet_seconds,
+        "rotate_every_s": settings.fleet_rotate_every,
+        "vault_limit_per_10s": KEY_VAULT_LIMIT_PER_10S,
+        "modes": modes,
+    }
+
+
+#: Key Vault's documented service limit for secret GETs, per vault (research/keyvault-and-managed-identity.md).
+KEY_VAULT_LIMIT_PER_10S = 4_000
+
+
+# ---- (g) cold BulkGets at the vault's limit -------------------------------------------------------
+
+
+def limited_bulk(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Several cold instances BulkGet every secret at once against a vault-wide limit: wall time
+    against the floor the limit allows, 429s received, failures."""
+    rig = ctx.rig
+    rig.clear()
+    secrets = settings.bulk_secrets
+    rig.preload(secret_name("bulk", i) for i in range(secrets))
+    rig.fake.set_latency(settings.latency)
+    allowed, window = settings.limit_requests, settings.limit_window
+    processes = settings.limit_processes
+    specs = [_production(ctx, f"bridge-limit-{p}") for p in range(processes)]
+    instances = [(f"cold-{i}", i % processes) for i in range(settings.limit_instances)]
+    results: dict[str, object] = {}
+    errors: dict[str, str] = {}
+    with _running(ctx, specs) as servers:
+        for instance, p in instances:
+            bridge = Bridge(servers[p].socket)
+            try:
+                bridge.init(rig.metadata(requestTimeout="10s"), instance=instance)
+            finally:
+                bridge.close()
+        time.sleep(0.5)  # Init's readiness probes stay out of the window count
+        rig.fake.reset_counters()
+        rig.fake.limit(allowed, window)
+        go = threading.Event()
+        finished: dict[str, float] = {}
+
+        def bulk(instance: str, p: int) -> None:
+            bridge = Bridge(servers[p].socket)
+            try:
+                go.wait()
+                got = bridge.bulk_get(instance=instance, timeout=300)
+                finished[instance] = time.perf_counter()
+                results[instance] = len(got)
+            except grpc.RpcError as err:
+                errors[instance] = f"{err.code().name}: {err.details()}"
+            finally:
+                bridge.close()
+
+        threads = [threading.Thread(target=bulk, args=(i, p)) for i, p in instances]
+        for thread in threads:
+            thread.start()
+        started = time.perf_counter()
+        go.set()
+        for thread in threads:
+            thread.join(320)
+        wall = max(finished.values(), default=time.perf_counter()) - started
+        rig.fake.limit(None)
+    served = rig.fake.count("total") - rig.fake.count("throttled") - rig.fake.count("challenge")
+    pages = math.ceil(secrets / LIST_PAGE)
+    needed = settings.limit_instances * (secrets + pages)
+    # The last of `needed` requests cannot start before its window opens, nor end before the vault answers.
+    floor = max((math.ceil(needed / allowed) - 1) * window, bulk_model_seconds(secrets, DEFAULT_BULK_CONCURRENCY,
+                                                                               settings.latency)) + settings.latency
+    return {
+        "instances": settings.limit_instances,
+        "processes": processes,
+        "secrets_each": secrets,
+        "vault_latency_s": settings.latency,
+        "limit_requests": allowed,
+        "limit_window_s": window,
+        "requests_needed": needed,
+        "requests_served": served,
+        "throttled_429": rig.fake.count("limited"),
+        "wall_s": wall,
+        "floor_s": floor,
+        "ratio_to_floor": wall / floor if floor else 0.0,
+        "complete": sum(1 for n in results.values() if n == secrets),
+        "failed": errors,
     }
 
 
@@ -535,4 +737,6 @@ SECTIONS = {
     "hot_reads": hot_reads,
     "memory": memory,
     "bulkhead": bulkhead,
+    "fleet": fleet,
+    "limited_bulk": limited_bulk,
 }

@@ -17,24 +17,26 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=80, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=140, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["errors"] == {}
-    assert set(report["sections"]) == {"cached_get", "bulk_get", "hot_reads", "memory", "bulkhead"}
+    assert set(report["sections"]) == {
+        "cached_get", "bulk_get", "hot_reads", "memory", "bulkhead", "fleet", "limited_bulk"}
 
     cached = report["sections"]["cached_get"]
     assert [level["inflight"] for level in cached["levels"]] == [1, 16, 64]
     for level in cached["levels"]:
         labels = {r["label"] for r in level["results"]}
         assert {"echo aio", "echo threaded (4 workers)", "echo threaded (16 workers)",
-                "secretbridge threaded (16 workers)", "secretbridge aio (bench variant)"} <= labels
+                "secretbridge threaded (16 workers)", "secretbridge aio (bench variant)",
+                "secretbridge file (16 workers)", "secretbridge containerapps (16 workers)"} <= labels
         assert all(r["calls"] > 0 and not r["errors"] for r in level["results"])
     assert cached["vault_reads_during_load"] == 0  # the load saw cache hits only
 
@@ -49,9 +51,19 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     assert bulkhead["alone"]["calls"] > 0 and bulkhead["loaded"]["calls"] > 0
     assert not bulkhead["alone"]["errors"] and not bulkhead["loaded"]["errors"]
 
-    # One verdict per target: three in-flight levels, BulkGet, hot reads, RSS.
-    assert len(report["targets"]) == 6
+    fleet = report["sections"]["fleet"]
+    assert [m["mode"] for m in fleet["modes"]] == [
+        "no cache (the built-in store's behaviour)", "TTL cache", "TTL cache + change detection"]
+    assert all(m["app_reads"] > 0 and not m["errors"] for m in fleet["modes"])
+    limited = report["sections"]["limited_bulk"]
+    assert limited["failed"] == {} and limited["complete"] == limited["instances"]
+    assert limited["throttled_429"] > 0  # the double's limit was met, and waited out
+
+    # One verdict per target: three backends at three in-flight levels, BulkGet, hot reads, RSS,
+    # the fleet's ordering, the limited BulkGets.
+    assert len(report["targets"]) == 14
     text = done.stdout
-    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "serving model", "Targets"):
+    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "(f) ", "(g) ", "serving model",
+                    "Targets"):
         assert heading in text
-    assert text.count("PASS") + text.count("FAIL") == 6
+    assert text.count("PASS") + text.count("FAIL") == 14

@@ -78,6 +78,7 @@ async def make(instance: str = "cache-test", **raw: str) -> tuple[CachedStore, S
     cached = CachedStore(store, metadata, instance=instance)
     clock = Clock()
     cached.clock = clock
+    cached.random = lambda: 0.0  # no jitter: exact TTLs
     return cached, store, clock
 
 
@@ -373,3 +374,150 @@ async def test_a_limited_bulk_read_does_not_answer_a_later_unlimited_one() -> No
     assert await cached.bulk_get(1) == {"a": {"a": "A"}}
     assert await cached.bulk_get() == {"a": {"a": "A"}, "b": {"b": "B"}, "c": {"c": "C"}}
     assert store.calls["*bulk*"] == 2
+
+
+class ListingStore(ScriptedStore):
+    """A scripted backend that can also list: `updated` per name, one call per listing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.updated: dict[str, float] = {}
+        self.extra_names = 0  # secrets the backend holds beyond `values`: more pages
+
+    def rotate(self, name: str, value: str, at: float) -> None:
+        self.values[name] = value
+        self.updated[name] = at
+
+    async def markers(
+        self, names: Any, max_pages: int | None = None
+    ) -> tuple[dict[str, tuple[float, str]], int] | None:
+        await self._enter("*list*")
+        pages = max(1, -(-(len(self.values) + self.extra_names) // 25))
+        if max_pages is not None and pages > max_pages:
+            return None
+        found = {n: (self.updated.get(n, 0.0), f"{self.updated.get(n, 0.0)}") for n in names if n in self.values}
+        return found, pages
+
+
+async def make_listing(**raw: str) -> tuple[CachedStore, ListingStore, Clock, list[float]]:
+    metadata = parse_metadata(CACHE_PROPERTIES, raw)
+    store = ListingStore(metadata, instance="listing")
+    cached = CachedStore(store, metadata, instance="listing")
+    clock = Clock()
+    wall = [1_000_000.0]
+    cached.clock = clock
+    cached.wall = lambda: wall[0]
+    cached.random = lambda: 0.0
+    return cached, store, clock, wall
+
+
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_many_hot_keys_are_revalidated_by_one_listing_and_only_the_changed_one_is_read() -> None:
+    cached, store, clock, wall = await make_listing(cacheTTL="10s")
+    names = [f"k{i:02d}" for i in range(40)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)  # last changed an hour before it was read
+    for name in names:
+        await cached.get(name)
+    assert sum(store.calls[n] for n in names) == 40
+    store.rotate("k07", "v2", at=wall[0] + 5)
+    wall[0] += 10
+    clock.now += 8.5  # past refresh-ahead for every key
+    for name in names:
+        cached.peek(name)  # hot: every one is read again now
+    await settle()
+    # One listing (2 pages of 25) instead of 40 reads; only the rotated key read again.
+    assert store.calls["*list*"] == 1
+    assert store.calls["k07"] == 2
+    assert sum(store.calls[n] for n in names) == 41
+    clock.now += 5  # past the old entries' TTL: the confirmed ones were extended, k07 is new
+    assert await cached.get("k07") == {"k07": "v2"}
+    assert await cached.get("k01") == {"k01": "v1"}
+    assert sum(store.calls[n] for n in names) == 41
+
+
+async def test_a_value_read_within_seconds_of_its_change_is_read_again_not_confirmed() -> None:
+    cached, store, clock, wall = await make_listing(cacheTTL="10s")
+    names = [f"k{i:02d}" for i in range(30)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)
+    store.rotate("k03", "v1", at=wall[0] - 1)  # changed a second before it was read: ambiguous
+    for name in names:
+        await cached.get(name)
+    clock.now += 8.5
+    for name in names:
+        cached.peek(name)
+    await settle()
+    assert store.calls["*list*"] == 1
+    assert store.calls["k03"] == 2 and store.calls["k04"] == 1
+
+
+async def test_a_deleted_secret_is_noticed_by_the_listing() -> None:
+    cached, store, clock, wall = await make_listing(cacheTTL="10s", negativeCacheTTL="0")
+    names = [f"k{i:02d}" for i in range(30)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)
+    for name in names:
+        await cached.get(name)
+    del store.values["k09"]
+    clock.now += 8.5
+    for name in names:
+        cached.peek(name)
+    await settle()
+    assert store.calls["k09"] == 2  # read again, not confirmed
+    with pytest.raises(NotFound):
+        await cached.get("k09")
+
+
+async def test_few_hot_keys_in_a_big_backend_are_read_one_by_one() -> None:
+    cached, store, clock, wall = await make_listing(cacheTTL="10s")
+    store.extra_names = 1000  # 41 pages: more than reading 30 keys
+    names = [f"k{i:02d}" for i in range(30)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)
+    for name in names:
+        await cached.get(name)
+    clock.now += 8.5
+    for name in names:
+        cached.peek(name)
+    await settle()
+    # The capped listing gave up; from then on it is not tried at this size.
+    assert store.calls["*list*"] == 1
+    assert all(store.calls[n] == 2 for n in names)
+    clock.now += 8.5
+    for name in names:
+        cached.peek(name)
+    await settle()
+    assert store.calls["*list*"] == 1
+    assert all(store.calls[n] == 3 for n in names)
+
+
+async def test_without_change_detection_every_hot_key_is_read_again() -> None:
+    cached, store, clock, wall = await make_listing(cacheTTL="10s", changeDetection="false")
+    names = [f"k{i:02d}" for i in range(30)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)
+        await cached.get(name)
+    clock.now += 8.5
+    for name in names:
+        cached.peek(name)
+    await settle()
+    assert store.calls["*list*"] == 0
+    assert all(store.calls[n] == 2 for n in names)
+
+
+async def test_jitter_spreads_expiry_and_refresh_ahead_within_their_bounds() -> None:
+    cached, store, clock = await make("jitter", cacheTTL="100s")
+    draws = iter([0.999, 0.999, 0.0, 0.0])
+    cached.random = lambda: next(draws)
+    store.values.update({"a": "1", "b": "2"})
+    await cached.get("a")
+    await cached.get("b")
+    assert store.calls["a"] == store.calls["b"] == 1
+    clock.now += 90.5  # a lived ~90 s (TTL less 10%), b a full 100
+    assert cached.peek("a") is None
+    assert cached.peek("b") == {"b": "2"}

@@ -69,6 +69,14 @@ CACHE_PROPERTIES: tuple[Property, ...] = (
         minimum=1,
     ),
     Property(
+        "changeDetection",
+        "When many cached secrets come due for a refresh together, list the backend (one request per "
+        "page of 25) and read again only those that changed, whenever that costs fewer requests than "
+        "reading each one.",
+        Kind.BOOL,
+        default=True,
+    ),
+    Property(
         "failFast",
         "Fail Init when the backend cannot be reached within 3s (daprd gives Init 5s); by default the "
         "instance starts at once and reaches the backend on its first read.",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 _NOT_NAME_CHARS = re.compile(r"[^0-9A-Za-z-]")
 _PREFIX = re.compile(r"^[0-9A-Za-z-]{0,126}$")
 _DEFAULT_TIMEOUT = 30.0
+#: Key Vault lists secrets 25 to a page.
+LIST_PAGE = 25
 
 
 KEYVAULT_PROPERTIES: tuple[Property, ...] = (
@@ -358,6 +362,40 @@ class KeyVaultStore(SecretStore):
                 '"true" to serve it anyway'
             )
         return self._shape(name, secret.value)
+
+    async def markers(
+        self, names: Collection[str], max_pages: int | None = None
+    ) -> tuple[dict[str, tuple[float, str]], int] | None:
+        """Change detection for the cache: one listing, 25 secrets a page, instead of a read per name.
+
+        For each of `names` the vault lists: (its latest version's `updated`, as epoch seconds, and a
+        fingerprint of `updated`, `enabled`, `exp` and `nbf`, which any new version or attribute
+        change alters), and the pages it took. None when more than `max_pages` pages would be needed.
+        """
+        wanted: dict[str, str] = {}
+        for name in names:
+            with contextlib.suppress(InvalidArgument):
+                wanted[self.vault_name(name).lower()] = name
+        found: dict[str, tuple[float, str]] = {}
+        seen = 0
+        async with contextlib.aclosing(self.reader.list_properties()) as listing:
+            async for props in listing:
+                seen += 1
+                if max_pages is not None and math.ceil(seen / LIST_PAGE) > max_pages:
+                    return None
+                asked = wanted.get((props.name or "").lower())
+                if asked is None:
+                    continue
+                updated = props.updated_on.timestamp() if props.updated_on is not None else 0.0
+                fingerprint = ":".join(
+                    str(v) for v in (
+                        updated, props.enabled,
+                        props.expires_on.timestamp() if props.expires_on else "",
+                        props.not_before.timestamp() if props.not_before else "",
+                    )
+                )
+                found[asked] = (updated, fingerprint)
+        return found, max(1, math.ceil(seen / LIST_PAGE))
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
         """Every enabled, currently valid secret under `keyPrefix`, at most `limit` of them.

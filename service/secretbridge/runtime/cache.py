@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -35,8 +36,18 @@ T = TypeVar("T")
 
 #: A versioned read never changes, so it is kept this long whatever cacheTTL says.
 VERSIONED_TTL = 24 * 3600.0
-#: Refresh-ahead starts once this share of the TTL has passed.
+#: Refresh-ahead starts once this share of the TTL has passed (less up to REFRESH_JITTER of it).
 REFRESH_AHEAD_AT = 0.8
+#: Jitter, as shares of the TTL: an entry lives between (1 - TTL_JITTER) and 1 times cacheTTL, and is
+#: refreshed ahead between REFRESH_AHEAD_AT - REFRESH_JITTER and REFRESH_AHEAD_AT of it, so replicas
+#: started together (and keys read together) do not all go back to the backend at the same moment.
+TTL_JITTER = 0.1
+REFRESH_JITTER = 0.15
+#: A listing names secrets by pages of this many (Key Vault's largest page).
+LIST_PAGE = 25
+#: A listed secret updated less than this long (seconds, wall clock) before a value was read may
+#: have a newer version the listing cannot tell apart (`updated` has whole seconds): read it again.
+MARKER_SETTLE = 5.0
 #: BulkGet is many backend calls; it may take this many requestTimeouts.
 BULK_TIMEOUT_FACTOR = 10
 #: A healthy backend no call has reached for this long is checked when readiness is asked (seconds).
@@ -46,7 +57,13 @@ STALE_LOG_EVERY = 30.0
 
 
 class Source(Protocol):
-    """What the cache reads through: a backend's store, or the Key Vault reference reader."""
+    """What the cache reads through: a backend's store, or the Key Vault reference reader.
+
+    A source may also offer change detection, `markers(names, max_pages)`: one listing of the
+    backend that says, for each name, (when its latest version last changed, as epoch seconds, and
+    a fingerprint that changes with it), leaving out names it does not hold, together with the
+    pages it cost; or None when that would take more than `max_pages` pages.
+    """
 
     @property
     def backend(self) -> str: ...
@@ -66,6 +83,8 @@ class _Entry:
     not_found: str = ""  # the NotFound message, for negative entries
     last_used: float = 0.0
     refreshing: bool = False
+    fetched_wall: float = 0.0  # wall clock when the value was read from the backend
+    marker: str | None = None  # the listing fingerprint this value was last confirmed against
 
 
 _Key = tuple[str, str | None]
@@ -90,11 +109,20 @@ class CachedStore:
         self.negative_ttl: float = metadata["negativeCacheTTL"]
         self.max_stale: float = metadata["maxStale"]
         self.max_entries: int = metadata["cacheMaxEntries"]
+        self.change_detection = bool(metadata.get("changeDetection", True)) and hasattr(store, "markers")
         self.timeout: float = metadata["requestTimeout"]
         self._limit = asyncio.Semaphore(metadata["maxConcurrentRequests"])
         self._loop = asyncio.get_running_loop()
         # Injectable so tests can move time instead of sleeping through TTLs.
         self.clock: Callable[[], float] = time.monotonic
+        self.wall: Callable[[], float] = time.time
+        # Draws in [0, 1) for the jitter; tests set it to `lambda: 0.0` for exact TTLs.
+        self.random: Callable[[], float] = random.random
+        # Change detection: keys claimed for a refresh, waiting for the next sweep.
+        self._due: set[_Key] = set()
+        self._sweep: asyncio.Task[None] | None = None
+        # Pages the latest listing took (None: not listed yet); a lower bound after a capped try.
+        self._list_pages: int | None = None
         self._entries: dict[_Key, _Entry] = {}
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
         self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
@@ -187,6 +215,17 @@ class CachedStore:
     def _refresh_ahead(self, key: _Key) -> None:
         if key in self._inflight:
             return
+        if self.change_detection and key[1] is None:
+            # Many hot keys come due together: one listing may tell which of them changed.
+            self._due.add(key)
+            if self._sweep is None or self._sweep.done():
+                self._sweep = self._loop.create_task(self._revalidate())
+            return
+        self._refresh_one(key)
+
+    def _refresh_one(self, key: _Key) -> None:
+        if key in self._inflight:
+            return
 
         def done(task: asyncio.Task[dict[str, str]]) -> None:
             failed = task.cancelled() or task.exception() is not None
@@ -265,6 +304,11 @@ class CachedStore:
             STALE_AGE.labels(self.instance, self.backend).set(0)
             log.info("backend answering again", extra={"instance": self.instance, "backend": self.backend})
 
+    def _deadlines(self, now: float) -> tuple[float, float]:
+        """(expires_at, refresh_at) for a latest-version value read or confirmed `now`, jittered."""
+        ttl = self.ttl * (1 - TTL_JITTER * self.random())
+        return now + ttl, now + ttl * (REFRESH_AHEAD_AT - REFRESH_JITTER * self.random())
+
     def _remember(self, key: _Key, data: dict[str, str]) -> None:
         if self.ttl <= 0:
             return
@@ -272,7 +316,67 @@ class CachedStore:
         if key[1] is not None:
             self._put(key, _Entry(data, now + max(self.ttl, VERSIONED_TTL), math.inf, last_used=now))
         else:
-            self._put(key, _Entry(data, now + self.ttl, now + self.ttl * REFRESH_AHEAD_AT, last_used=now))
+            expires_at, refresh_at = self._deadlines(now)
+            self._put(key, _Entry(data, expires_at, refresh_at, last_used=now, fetched_wall=self.wall()))
+
+    # ---- change detection, on the loop ----------------------------------------------------------
+
+    async def _revalidate(self) -> None:
+        """Revalidate the keys due for a refresh: by one listing when that costs fewer requests
+        than reading each of them, re-reading only those whose marker changed; else one by one."""
+        await asyncio.sleep(0)  # let the other keys claimed in this burst join
+        now = self.clock()
+        # Every other hot key that would come due soon rides on the same listing.
+        horizon = now + self.ttl * (1 - REFRESH_AHEAD_AT + REFRESH_JITTER)
+        for key, entry in self._entries.items():
+            if (key[1] is None and entry.data is not None and not entry.refreshing and entry.refresh_at <= horizon
+                    and entry.last_used > entry.expires_at - self.ttl):
+                entry.refreshing = True
+                self._due.add(key)
+        due, self._due = self._due, set()
+        due = {key for key in due if key not in self._inflight and key in self._entries}
+        known = self._list_pages
+        worth_listing = len(due) > 1 and (len(due) >= LIST_PAGE if known is None else known < len(due))
+        markers_of = getattr(self.store, "markers", None)
+        if not worth_listing or markers_of is None:
+            for key in due:
+                self._refresh_one(key)
+            return
+        try:
+            found = await self._call(
+                "list_changes", markers_of([name for name, _ in due], len(due) - 1), self.timeout * BULK_TIMEOUT_FACTOR
+            )
+        except SecretStoreError:
+            found = None  # the reads one by one meet the same backend and decide (stale, errors)
+        else:
+            if found is None:
+                self._list_pages = len(due)  # the listing is longer than that: not again at this size
+        if found is None:
+            for key in due:
+                self._refresh_one(key)
+            return
+        markers, self._list_pages = found
+        self._fresh_again()
+        now = self.clock()
+        confirmed = 0
+        for key in due:
+            held = self._entries.get(key)
+            if held is None or held.data is None:
+                continue
+            entry = held
+            listed = markers.get(key[0])
+            if listed is not None:
+                updated, fingerprint = listed
+                if entry.marker == fingerprint or (
+                    entry.marker is None and updated + MARKER_SETTLE < entry.fetched_wall
+                ):
+                    entry.marker = fingerprint
+                    entry.expires_at, entry.refresh_at = self._deadlines(now)
+                    entry.refreshing = False
+                    confirmed += 1
+                    continue
+            self._refresh_one(key)  # changed, gone, or too recent to tell: read it
+        REFRESHES.labels(self.instance, "unchanged").inc(confirmed)
 
     def _put(self, key: _Key, entry: _Entry) -> None:
         self._entries[key] = entry
@@ -399,7 +503,7 @@ class CachedStore:
             self._remember((name, None), data)
         if self.ttl > 0:
             now = self.clock()
-            self._bulk = (now + self.ttl, limit, tuple(every))
+            self._bulk = (self._deadlines(now)[0], limit, tuple(every))
         return every
 
     async def check(self, timeout: float | None = None, bound: str = "requestTimeout") -> None:
@@ -447,6 +551,8 @@ class CachedStore:
 
     async def close(self) -> None:
         probe = [self._probe] if self._probe is not None else []
+        if self._sweep is not None:
+            probe.append(self._sweep)
         for task in [*self._inflight.values(), *self._bulk_inflight.values(), *probe]:
             task.cancel()
         self._entries.clear()

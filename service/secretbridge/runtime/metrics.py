@@ -68,7 +68,8 @@ BACKEND_UP = Gauge(
 )
 REFRESHES = Counter(
     "secretbridge_refresh_ahead_total",
-    "Background refreshes of hot keys before they expired, by outcome.",
+    "Background refreshes of hot keys before they expired, by outcome: ok, error, or unchanged "
+    "(confirmed by a listing, not read again).",
     ["instance", "outcome"],
 )
 
