@@ -16,6 +16,7 @@ Each returns a JSON-able dict; `report` turns them into the table and verdicts.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -325,8 +326,10 @@ def bulk_get(ctx: Context, settings: Settings) -> dict[str, object]:
                     bridge.init(rig.metadata(bulkConcurrency=str(concurrency)), instance=instance)
                     rig.fake.reset_counters()
                     cpu = _CpuMeter(server)
+                    called_at = time.monotonic()
                     got = bridge.bulk_get(instance=instance, timeout=120)
                     wall, server_cpu, vault_cpu = cpu.read()
+                    phases = _bulk_phases(rig.fake.arrivals, called_at, settings.latency)
                     # The same BulkGet again within the TTL: what an app that re-reads pays.
                     warm_started = time.perf_counter()
                     warm = bridge.bulk_get(instance=instance, timeout=120)
@@ -346,6 +349,7 @@ def bulk_get(ctx: Context, settings: Settings) -> dict[str, object]:
                         "server_cpu_s": server_cpu,
                         "vault_cpu_s": vault_cpu,
                         "server_rss_kib": server.rss_kib(),
+                        **phases,
                     })
         finally:
             bridge.close()
@@ -354,6 +358,31 @@ def bulk_get(ctx: Context, settings: Settings) -> dict[str, object]:
         "vault_latency_s": settings.latency,
         "sequential_s": sequential,
         "runs": runs,
+    }
+
+
+def _bulk_phases(arrivals: list[tuple[float, str]], called_at: float, latency: float) -> dict[str, float]:
+    """Where a BulkGet's time went, from when the fake saw each request arrive.
+
+    `first_request_s`: from the call to the first vault request (gRPC, the cache, the token);
+    `listing_s`: from there to the last page's answer (the chain of pages, each sent once the
+    previous one is in); `page_turn_ms`: the mean time between pages beyond the vault's latency
+    (the CPU and queueing each turn waits on); `tail_s`: from the last page to the last read's
+    answer.
+    """
+    if not arrivals:
+        return {}
+    first = arrivals[0][0]
+    pages = [at for at, kind in arrivals if kind == "list"]
+    reads = [at for at, kind in arrivals if kind == "read"]
+    last_page_done = (pages[-1] if pages else first) + latency
+    last_read_done = (reads[-1] if reads else first) + latency
+    gaps = [b - a for a, b in itertools.pairwise(pages)]
+    return {
+        "first_request_s": first - called_at,
+        "listing_s": last_page_done - first,
+        "page_turn_ms": (sum(gaps) / len(gaps) - latency) * 1e3 if gaps else 0.0,
+        "tail_s": max(last_read_done - last_page_done, 0.0),
     }
 
 

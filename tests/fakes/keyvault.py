@@ -128,6 +128,7 @@ class FakeKeyVault(BackgroundServer):
         self._secrets: dict[str, _Secret] = {}
         self._counts: Counter[str] = Counter()
         self._log: list[tuple[str, str, dict[str, str]]] = []
+        self._arrivals: list[tuple[float, str]] = []
         self._latency = 0.0
         self._throttle_left = 0
         self._retry_after: float | None = None
@@ -295,6 +296,13 @@ class FakeKeyVault(BackgroundServer):
             return list(self._log)
 
     @property
+    def arrivals(self) -> list[tuple[float, str]]:
+        """When each request arrived (time.monotonic()) and what it was: `list` (a page of
+        `GET /secrets`), `read` (a secret's value) or `other`; oldest first."""
+        with self.lock:
+            return list(self._arrivals)
+
+    @property
     def max_in_flight(self) -> int:
         """The most requests that were being answered at the same time."""
         with self.lock:
@@ -317,6 +325,7 @@ class FakeKeyVault(BackgroundServer):
         with self.lock:
             self._counts.clear()
             self._log.clear()
+            self._arrivals.clear()
             self._max_in_flight = self._in_flight
             self._max_reads_in_flight = self._reads_in_flight
 
@@ -346,6 +355,8 @@ class FakeKeyVault(BackgroundServer):
         with self.lock:
             self._counts["total"] += 1
             self._log.append((request.method, request.path, dict(request.query)))
+            kind = "list" if segments == ["secrets"] else "read" if read else "other"
+            self._arrivals.append((time.monotonic(), kind))
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             if read:
