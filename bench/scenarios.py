@@ -658,6 +658,7 @@ def fleet(ctx: Context, settings: Settings) -> dict[str, object]:
                 "mode": label,
                 "seconds": elapsed,
                 "app_reads": reads,
+                "app_reads_total": sum(c["ok"] for c in counts),
                 "errors": sum(c["errors"] for c in counts),
                 "vault_requests": total,
                 "vault_gets": delta["get"],

@@ -134,8 +134,9 @@ def test_bulk_gets_of_two_instances_against_a_vault_wide_limit_all_succeed(
     names = [f"limited-{i:03d}" for i in range(120)]
     for name in names:
         fake_vault.set_secret(name, f"value-of-{name}")
-    # Far below what two BulkGets of 120 need at once: both must wait the vault out, not fail.
-    fake_vault.limit(60, window=0.5)
+    # Far below what two BulkGets of 120 need (each sends 25 reads at once per page): both must
+    # wait the vault out, not fail.
+    fake_vault.limit(30, window=0.3)
     metadata = {"backend": "keyvault",
                 **vault_metadata(fake_vault, maxRetries="0", requestTimeout="20s", bulkConcurrency="32")}
     bridge.init(metadata, instance="a")
