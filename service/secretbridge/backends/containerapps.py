@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from secretbridge.azure.budget import MAX_THROTTLED_RESENDS
 from secretbridge.azure.hosts import operator_listed, parse_vault_host, show_host
 from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
 from secretbridge.azure.references import ReferenceTarget, is_reference, vet_reference
@@ -87,7 +88,8 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
     Property(
         "maxRetries",
         "Retries of one Key Vault or token-endpoint call while resolving a reference (the Azure "
-        "SDK's retry_total/retry_status); 429 with Retry-After is waited out within them.",
+        "SDK's retry_total/retry_status); a 429 is first waited out (Retry-After, for every request to "
+        f"the vault) and resent up to {MAX_THROTTLED_RESENDS} times before it counts as one.",
         Kind.INT,
         default=3,
         minimum=0,

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 
+from secretbridge.azure.budget import MAX_THROTTLED_RESENDS
 from secretbridge.azure.hosts import SECRET_NAME, VAULT_NAME, VAULT_SUFFIXES, AzureEnvironment, vault_host_problem
 from secretbridge.azure.identity import (
     AZURE_PROPERTIES,
@@ -92,7 +93,7 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
         "bulkConcurrency",
         "How many secret values BulkGet reads from the vault at once, while it lists the next pages. "
         "Key Vault allows 4,000 GETs per 10 s per vault, shared by every client: a BulkGet of n secrets "
-        "spends n of them however fast it goes, and 429s are waited out (maxRetries).",
+        "spends n of them however fast it goes; 429s are waited out by the vault's shared budget.",
         Kind.INT,
         default=32,
         minimum=1,
@@ -106,8 +107,9 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "maxRetries",
-        "Retries of one vault or token-endpoint call (the Azure SDK's retry_total/retry_status); "
-        "429 with Retry-After is waited out within them.",
+        "Retries of one vault or token-endpoint call (the Azure SDK's retry_total/retry_status); a 429 "
+        "is first waited out (Retry-After, for every request to the vault) and resent up to "
+        f"{MAX_THROTTLED_RESENDS} times before it counts as one.",
         Kind.INT,
         default=3,
         minimum=0,
