@@ -17,7 +17,9 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import aiohttp
 import grpc
 from secretbridge.proto.components.v1 import secretstore_pb2, secretstore_pb2_grpc
 
@@ -44,6 +46,8 @@ class LoadJob:
     instance: str | None = None
     #: The server's pid, to charge it the CPU it spent during the measured phase.
     server_pid: int | None = None
+    #: Instead of gRPC: `GET <http_base>/<key>` over HTTP (an app reading daprd's secrets API).
+    http_base: str | None = None
 
 
 @dataclass
@@ -77,7 +81,7 @@ def percentile(sorted_values: Sequence[float], share: float) -> float:
 
 
 async def _drive(
-    stub: secretstore_pb2_grpc.SecretStoreStub,
+    stub: Any,
     requests: Sequence[secretstore_pb2.GetSecretRequest],
     metadata: Sequence[tuple[str, str]],
     inflight: int,
@@ -104,6 +108,12 @@ async def _drive(
             except grpc.aio.AioRpcError as err:
                 errors[err.code().name] += 1
                 continue
+            except _HttpError as err:
+                errors[f"HTTP {err.status}"] += 1
+                continue
+            except (aiohttp.ClientError, TimeoutError) as err:
+                errors[type(err).__name__] += 1
+                continue
             if latencies is not None:
                 latencies.append(time.perf_counter() - sent)
             ok += 1
@@ -112,24 +122,52 @@ async def _drive(
     return ok, time.perf_counter() - started
 
 
+class _HttpStub:
+    """`Get` as an app does it through daprd: `GET <base>/<key>`, one keep-alive pool."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def Get(self, request: secretstore_pb2.GetSecretRequest, **_: object) -> None:
+        async with self.session.get(f"{self.base}/{request.key}") as response:
+            await response.read()
+            if response.status != 200:
+                raise _HttpError(response.status)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 async def run_job(job: LoadJob) -> LoadResult:
     """Warm up, then measure; the channel is this job's alone."""
+    if job.http_base is not None:
+        timeout = aiohttp.ClientTimeout(total=CALL_TIMEOUT)
+        connector = aiohttp.TCPConnector(limit=max(job.inflight, 1))
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            return await _measure(job, _HttpStub(session, job.http_base))
+    async with grpc.aio.insecure_channel(f"unix://{job.socket}") as channel:
+        return await _measure(job, secretstore_pb2_grpc.SecretStoreStub(channel))
+
+
+async def _measure(job: LoadJob, stub: Any) -> LoadResult:
     requests = [secretstore_pb2.GetSecretRequest(key=key) for key in job.keys]
     metadata = [(INSTANCE_HEADER, job.instance)] if job.instance is not None else []
     errors: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(f"unix://{job.socket}") as channel:
-        stub = secretstore_pb2_grpc.SecretStoreStub(channel)
-        if job.warmup_calls and job.warmup_seconds:
-            await _drive(stub, requests, metadata, job.inflight, job.warmup_calls, job.warmup_seconds, None, errors)
-            errors.clear()
-        latencies: list[float] = []
-        client_cpu = time.process_time()
-        server_cpu = process_cpu_seconds(job.server_pid) if job.server_pid else None
-        ok, seconds = await _drive(
-            stub, requests, metadata, job.inflight, job.max_calls, job.max_seconds, latencies, errors
-        )
-        client_used = time.process_time() - client_cpu
-        server_used = process_cpu_seconds(job.server_pid) - server_cpu if server_cpu is not None else None
+    if job.warmup_calls and job.warmup_seconds:
+        await _drive(stub, requests, metadata, job.inflight, job.warmup_calls, job.warmup_seconds, None, errors)
+        errors.clear()
+    latencies: list[float] = []
+    client_cpu = time.process_time()
+    server_cpu = process_cpu_seconds(job.server_pid) if job.server_pid else None
+    ok, seconds = await _drive(
+        stub, requests, metadata, job.inflight, job.max_calls, job.max_seconds, latencies, errors
+    )
+    client_used = time.process_time() - client_cpu
+    server_used = process_cpu_seconds(job.server_pid) - server_cpu if server_cpu is not None else None
     latencies.sort()
     per_call = 1e6 / ok if ok else 0.0
     return LoadResult(

@@ -37,6 +37,7 @@ SECTION_TITLES = {
     "bulkhead": "(e) bulkhead",
     "fleet": "(e) vault requests per replica",
     "limited_bulk": "(f) cold BulkGets at the vault's limit",
+    "side_by_side": "(g) side by side through one daprd",
 }
 #: Cold BulkGets against a vault-wide limit: wall time / the floor the limit allows.
 TARGET_LIMIT_RATIO = 1.3
@@ -335,6 +336,44 @@ def render_limited_bulk(section: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def render_side_by_side(section: Mapping[str, Any]) -> list[str]:
+    if "skipped" in section:
+        return [f"(g) side by side through one daprd: skipped: {section['skipped']}"]
+    builtin, bridge = section["stores"]["builtin"], section["stores"]["bridge"]
+    lines = [
+        f"(g) An app over HTTP to one daprd, two Components on the same double ({section['vault']}, "
+        f"{section['secrets']:,} secrets, {section['vault_latency_s'] * 1e3:g} ms per request): the built-in "
+        "secretstores.azure.keyvault and secretbridge's keyvault backend (cacheTTL 30s); Gets spread over "
+        f"{section['hot_secrets']} hot secrets, runs of {section['seconds_per_run']:g} s; "
+        "ratio = built-in / secretbridge",
+    ]
+    header = ["measure", "built-in", "secretbridge", "ratio"]
+    rows: list[list[str]] = []
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b else "-"
+
+    for mine, theirs in zip(bridge["levels"], builtin["levels"], strict=True):
+        n = mine["inflight"]
+        rows.append([f"Get p50 ms, {n} in flight", f"{theirs['p50_ms']:.2f}", f"{mine['p50_ms']:.2f}",
+                     ratio(theirs["p50_ms"], mine["p50_ms"])])
+        rows.append([f"Get p99 ms, {n} in flight", f"{theirs['p99_ms']:.2f}", f"{mine['p99_ms']:.2f}",
+                     ratio(theirs["p99_ms"], mine["p99_ms"])])
+        rows.append([f"Get calls/s, {n} in flight", f"{theirs['throughput']:,.0f}", f"{mine['throughput']:,.0f}",
+                     ratio(theirs["throughput"], mine["throughput"])])
+        errors = sum(theirs["errors"].values()) + sum(mine["errors"].values())
+        if errors:
+            rows.append([f"Get errors, {n} in flight", str(sum(theirs["errors"].values())),
+                         str(sum(mine["errors"].values())), "-"])
+    rows.append([f"BulkGet of {section['secrets']:,} s", f"{builtin['bulk_s']:.2f}", f"{bridge['bulk_s']:.2f}",
+                 ratio(builtin["bulk_s"], bridge["bulk_s"])])
+    rows.append(["BulkGet secrets returned", str(builtin["bulk_secrets"]), str(bridge["bulk_secrets"]), "-"])
+    rows.append(["vault GETs per 1,000 app reads", f"{builtin['vault_gets_per_1000_reads']:,.1f}",
+                 f"{bridge['vault_gets_per_1000_reads']:,.1f}",
+                 ratio(builtin["vault_gets_per_1000_reads"], bridge["vault_gets_per_1000_reads"])])
+    return [*lines, "", *_table(header, rows)]
+
+
 RENDERERS = {
     "cached_get": render_cached_get,
     "bulk_get": render_bulk_get,
@@ -343,6 +382,7 @@ RENDERERS = {
     "bulkhead": render_bulkhead,
     "fleet": render_fleet,
     "limited_bulk": render_limited_bulk,
+    "side_by_side": render_side_by_side,
 }
 
 

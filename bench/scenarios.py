@@ -31,11 +31,12 @@ from typing import Any
 import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
 
-from bench import procs
+from bench import daprd, procs
 from bench.load import LoadJob, run_in_subprocess
 from bench.procs import ServerProcess
 from bench.vault import VaultRig
 from bench.workload import INSTANCE, hot_names, secret_name, secret_value
+from tests.fakes import FakeKeyVault, TestCertificates
 from tests.support import Bridge
 
 #: Key Vault's largest page: BulkGet lists this many names per request.
@@ -76,6 +77,7 @@ class Settings:
     limit_processes: int = 2
     limit_requests: int = 800
     limit_window: float = 2.0
+    side_secrets: int = 1_000
 
 
 FULL = Settings("full")
@@ -83,7 +85,7 @@ SMOKE = Settings(
     "smoke", seconds=0.5, rounds=1, max_calls=100, warmup_seconds=0.2, warmup_calls=20, hot=5, latency=0.0,
     bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
     fleet_replicas=2, fleet_cold=5, fleet_ttl="1s", fleet_period=0.5, fleet_seconds=2.0, fleet_rotate_every=0.5,
-    limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3,
+    limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3, side_secrets=20,
 )
 
 
@@ -761,6 +763,79 @@ def limited_bulk(ctx: Context, settings: Settings) -> dict[str, object]:
     }
 
 
+# ---- (g) side by side through one daprd ---------------------------------------------------------
+
+
+def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
+    """The built-in Key Vault store and secretbridge, through the same daprd, on the same double."""
+    daprd_path, why = daprd.find_daprd()
+    reason = why or daprd.cannot_run()
+    if daprd_path is None or reason:
+        return {"skipped": reason or "no daprd"}
+    folder = ctx.folder / "side"
+    folder.mkdir(exist_ok=True)
+    certs = TestCertificates(folder / "tls", hosts=(daprd.VAULT_HOST, daprd.VAULT_ADDRESS))
+    rig = ctx.rig
+    names = [secret_name("side", i) for i in range(settings.side_secrets)]
+    hot = names[: settings.hot]
+    vault = FakeKeyVault(certs, identity=rig.identity, host=daprd.VAULT_ADDRESS, port=443,
+                         public_url=f"https://{daprd.VAULT_HOST}")
+    vault.start()
+    try:
+        for name in names:
+            vault.set_secret(name, secret_value(name))
+        vault.set_latency(settings.latency)
+        env = dict(ctx.env)
+        env["SSL_CERT_FILE"] = str(certs.ca_path)
+        stores: dict[str, dict[str, Any]] = {}
+        with daprd.running(folder, daprd_path, env) as base:
+            for store in (daprd.BUILTIN, daprd.BRIDGE):
+                url = f"{base}/secrets/{store}"
+                vault.reset_counters()
+                # Every hot secret read once first (secretbridge's cache is primed by it, as by an
+                # app's first reads); counted with the load's reads below.
+                for name in hot:
+                    status, body = daprd.http_get(f"{url}/{name}", timeout=60)
+                    if status != 200:
+                        raise RuntimeError(f"{store}: GET {name} answered {status}: {body[:300]!r}")
+                levels = []
+                for inflight in settings.levels:
+                    job = LoadJob(
+                        label=store, socket="", inflight=inflight, keys=hot, max_calls=settings.max_calls,
+                        max_seconds=settings.seconds, http_base=url,
+                    )
+                    (result,) = run_in_subprocess([job], env)
+                    levels.append(asdict(result))
+                app_reads = len(hot) + sum(level["calls"] for level in levels)
+                gets = vault.count("get")
+                vault.reset_counters()
+                started = time.perf_counter()
+                status, body = daprd.http_get(f"{url}/bulk", timeout=600)
+                bulk_s = time.perf_counter() - started
+                bulk_count = len(json.loads(body)) if status == 200 else 0
+                stores[store] = {
+                    "levels": levels,
+                    "app_reads": app_reads,
+                    "vault_gets": gets,
+                    "vault_gets_per_1000_reads": gets / app_reads * 1000 if app_reads else 0.0,
+                    "bulk_s": bulk_s,
+                    "bulk_status": status,
+                    "bulk_secrets": bulk_count,
+                    "bulk_vault_requests": vault.count("total") - vault.count("challenge"),
+                }
+    finally:
+        vault.stop()
+    return {
+        "vault": daprd.VAULT_HOST,
+        "daprd": str(daprd_path),
+        "secrets": len(names),
+        "hot_secrets": len(hot),
+        "vault_latency_s": settings.latency,
+        "seconds_per_run": settings.seconds,
+        "stores": stores,
+    }
+
+
 SECTIONS = {
     "cached_get": cached_get,
     "bulk_get": bulk_get,
@@ -769,4 +844,5 @@ SECTIONS = {
     "bulkhead": bulkhead,
     "fleet": fleet,
     "limited_bulk": limited_bulk,
+    "side_by_side": side_by_side,
 }

@@ -121,8 +121,14 @@ class FakeKeyVault(BackgroundServer):
         *,
         identity: FakeManagedIdentity | TokenRegistry | None = None,
         tenant: str = DEFAULT_TENANT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        public_url: str | None = None,
     ) -> None:
-        super().__init__(ssl_context=certificates.server_context())
+        super().__init__(ssl_context=certificates.server_context(), host=host, port=port)
+        # What ids and nextLinks name (`https://<name>.vault.azure.net`, for a client that reaches
+        # this double by a vault's own name); the listening address by default.
+        self.public_url = public_url
         self.tenant = tenant
         self._tokens = identity.tokens if isinstance(identity, FakeManagedIdentity) else identity
         self._secrets: dict[str, _Secret] = {}
@@ -150,6 +156,11 @@ class FakeKeyVault(BackgroundServer):
         self._window_used = 0
         # The lower-cased names in listing order, kept until a secret is added or deleted.
         self._order: list[str] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The vault URL its answers name: `public_url`, else where it listens."""
+        return self.public_url or self.url
 
     # -- control API: content ---------------------------------------------------------------------
     def set_secret(
@@ -432,7 +443,7 @@ class FakeKeyVault(BackgroundServer):
     def _bundle(self, secret: _Secret, version: _Version) -> dict[str, Any]:
         bundle: dict[str, Any] = {
             "value": version.value,
-            "id": f"{self.url}/secrets/{secret.name}/{version.version}",
+            "id": f"{self.base_url}/secrets/{secret.name}/{version.version}",
             "attributes": version.attributes(),
             "tags": dict(version.tags),
         }
@@ -442,7 +453,7 @@ class FakeKeyVault(BackgroundServer):
 
     def _item(self, secret: _Secret, version: _Version, *, versioned: bool) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "id": f"{self.url}/secrets/{secret.name}" + (f"/{version.version}" if versioned else ""),
+            "id": f"{self.base_url}/secrets/{secret.name}" + (f"/{version.version}" if versioned else ""),
             "attributes": version.attributes(),
             "tags": dict(version.tags),
         }
@@ -525,7 +536,7 @@ class FakeKeyVault(BackgroundServer):
         if start + size < total:
             skip = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
             # Absolute, to this server, carrying its own api-version (the SDK swaps in its own).
-            next_link = (f"{self.url}{request.path}?api-version={request.query['api-version']}"
+            next_link = (f"{self.base_url}{request.path}?api-version={request.query['api-version']}"
                          f"&$skiptoken={skip}&maxresults={size}")
         return web.json_response({"value": page, "nextLink": next_link})
 
