@@ -28,7 +28,7 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["errors"] == {}
     assert set(report["sections"]) == {
-        "cached_get", "bulk_get", "hot_reads", "memory", "bulkhead", "fleet", "limited_bulk"}
+        "cached_get", "bulk_get", "hot_reads", "memory", "bulkhead", "fleet", "limited_bulk", "side_by_side"}
 
     cached = report["sections"]["cached_get"]
     assert [level["inflight"] for level in cached["levels"]] == [1, 16, 64]
@@ -58,11 +58,18 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     limited = report["sections"]["limited_bulk"]
     assert limited["failed"] == {} and limited["complete"] == limited["instances"]
 
+    side = report["sections"]["side_by_side"]
+    if "skipped" not in side:  # needs root and a daprd (tools/daprd/get_daprd.py); it says why otherwise
+        for store in side["stores"].values():
+            assert store["bulk_status"] == 200 and store["bulk_secrets"] == side["secrets"]
+            assert all(level["calls"] > 0 and not level["errors"] for level in store["levels"])
+
     # One verdict per target: three backends at three in-flight levels, BulkGet, hot reads, RSS,
     # the fleet's ordering, the limited BulkGets.
     assert len(report["targets"]) == 14
     text = done.stdout
-    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "(f) ", "(g) ", "serving model",
+    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "(f) ", "(g) ", "(h) ",
+                    "serving model",
                     "Targets"):
         assert heading in text
     assert text.count("PASS") + text.count("FAIL") == 14
