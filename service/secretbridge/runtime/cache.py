@@ -357,7 +357,9 @@ class CachedStore:
             return
         markers, self._list_pages = found
         self._fresh_again()
-        now = self.clock()
+        # One draw for the whole batch: its keys stay together for the next listing, while
+        # replicas (each drawing its own) stay apart.
+        expires_at, refresh_at = self._deadlines(self.clock())
         confirmed = 0
         for key in due:
             held = self._entries.get(key)
@@ -371,7 +373,7 @@ class CachedStore:
                     entry.marker is None and updated + MARKER_SETTLE < entry.fetched_wall
                 ):
                     entry.marker = fingerprint
-                    entry.expires_at, entry.refresh_at = self._deadlines(now)
+                    entry.expires_at, entry.refresh_at = expires_at, refresh_at
                     entry.refreshing = False
                     confirmed += 1
                     continue
