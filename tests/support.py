@@ -117,7 +117,7 @@ class MovedClock:
 
 def move_time(bridge: Bridge, instance: str = "default", *, resolver: bool = False) -> MovedClock:
     """Give an initialised instance's cache (or its Key Vault reference resolver's) a clock the test
-    moves; the server runs in this process."""
+    moves, and no TTL jitter; the server runs in this process."""
     assert bridge.server is not None
     found = bridge.server.instances.find(instance)
     assert found is not None
@@ -125,4 +125,5 @@ def move_time(bridge: Bridge, instance: str = "default", *, resolver: bool = Fal
     assert cache is not None
     clock = MovedClock()
     cache.clock = clock
+    cache.random = lambda: 0.0  # no TTL jitter: deadlines exactly as cacheTTL says
     return clock

@@ -51,6 +51,11 @@ def init_file(bridge: Bridge, tmp_path: Path) -> None:
     bridge.init({"backend": "file", "secretsFile": str(tmp_path / "s.json")})
 
 
+def to_the_loop(self: FileStore, name: str, version: str | None = None) -> None:
+    """No answer from memory: the Get goes to the asyncio loop, where the patched `get` fails."""
+    return None
+
+
 def failure(bridge: Bridge, name: str = "db") -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as err:
         bridge.get(name)
@@ -79,6 +84,7 @@ def test_each_error_reaches_daprd_with_its_own_code(
         raise error(f"the cause, naming secret {name!r}")
 
     monkeypatch.setattr(FileStore, "get", fails)
+    monkeypatch.setattr(FileStore, "read_now", to_the_loop)
     err = failure(bridge)
     assert err.code() == code
     assert err.details() == "Get on instance 'default' (file): the cause, naming secret 'db'"
@@ -103,6 +109,7 @@ def test_a_call_the_loop_gives_up_on_is_deadline_exceeded(
         raise AssertionError("unreachable")
 
     monkeypatch.setattr(FileStore, "get", hangs)
+    monkeypatch.setattr(FileStore, "read_now", to_the_loop)
     monkeypatch.setattr(instances, "LOCAL_TIMEOUT", 0.3)
     err = failure(bridge)
     assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.details()
@@ -119,6 +126,7 @@ def test_a_bugs_error_text_reaches_neither_the_message_nor_the_log(
         raise KeyError(f"lost track of {data}")  # a bug whose text holds the value
 
     monkeypatch.setattr(FileStore, "get", breaks)
+    monkeypatch.setattr(FileStore, "read_now", to_the_loop)
     err = failure(bridge)
     assert err.code() == grpc.StatusCode.INTERNAL
     assert err.details() == "Get on instance 'default' (file): unexpected KeyError; this is a bug in secretbridge"

@@ -618,7 +618,7 @@ async def test_nothing_secret_reaches_messages_or_logs(
         messages.append(str(await _error_of(store.get("s2"))))
         fake_vault.fail(1, 503)
         messages.append(str(await _error_of(store.get("s4"))))
-        fake_vault.throttle(1)
+        fake_vault.throttle(1 + MAX_THROTTLED_RESENDS, retry_after=0.01)  # past the budget's resends
         messages.append(str(await _error_of(store.get("s4"))))
         fake_identity.tokens.revoke_all()
         fake_identity.fail(5, 500)
