@@ -35,9 +35,9 @@ SECTION_TITLES = {
     "hot_reads": "(c) vault reads per hot secret",
     "memory": "(d) memory",
     "bulkhead": "(e) bulkhead",
-    "fleet": "(e) vault requests per replica",
-    "limited_bulk": "(f) cold BulkGets at the vault's limit",
-    "side_by_side": "(g) side by side through one daprd",
+    "fleet": "(f) vault requests per replica",
+    "limited_bulk": "(g) cold BulkGets at the vault's limit",
+    "side_by_side": "(h) side by side through one daprd",
 }
 #: Cold BulkGets against a vault-wide limit: wall time / the floor the limit allows.
 TARGET_LIMIT_RATIO = 1.3
@@ -298,12 +298,13 @@ def render_bulkhead(section: Mapping[str, Any]) -> list[str]:
              for r in (alone, loaded)],
         ),
         f"    p99 loaded / alone: {section['p99_ratio']:.2f}; the slow instance's calls: {slow}",
+    ]
 
 
 def render_fleet(section: Mapping[str, Any]) -> list[str]:
     limit = section["vault_limit_per_10s"]
     lines = [
-        f"(e) {section['replicas']} replicas (instances) on one vault of {section['vault_secrets']} secrets, each "
+        f"(f) {section['replicas']} replicas (instances) on one vault of {section['vault_secrets']} secrets, each "
         f"reading its {section['hot_secrets']} hot secrets every {section['read_period_s']:g} s for "
         f"{section['seconds']:g} s, cacheTTL {section['ttl']}, one secret rotated every "
         f"{section['rotate_every_s']:g} s; counted from the end of the first (cold) pass",
@@ -325,7 +326,7 @@ def render_fleet(section: Mapping[str, Any]) -> list[str]:
 
 def render_limited_bulk(section: Mapping[str, Any]) -> list[str]:
     return [
-        f"(f) {section['instances']} cold instances in {section['processes']} processes BulkGet "
+        f"(g) {section['instances']} cold instances in {section['processes']} processes BulkGet "
         f"{section['secrets_each']:,} secrets each at once; the vault allows {section['limit_requests']:,} "
         f"requests per {section['limit_window_s']:g} s (429 + Retry-After past it), latency "
         f"{section['vault_latency_s'] * 1e3:g} ms",
@@ -338,10 +339,10 @@ def render_limited_bulk(section: Mapping[str, Any]) -> list[str]:
 
 def render_side_by_side(section: Mapping[str, Any]) -> list[str]:
     if "skipped" in section:
-        return [f"(g) side by side through one daprd: skipped: {section['skipped']}"]
+        return [f"(h) side by side through one daprd: skipped: {section['skipped']}"]
     builtin, bridge = section["stores"]["builtin"], section["stores"]["bridge"]
     lines = [
-        f"(g) An app over HTTP to one daprd, two Components on the same double ({section['vault']}, "
+        f"(h) An app over HTTP to one daprd, two Components on the same double ({section['vault']}, "
         f"{section['secrets']:,} secrets, {section['vault_latency_s'] * 1e3:g} ms per request): the built-in "
         "secretstores.azure.keyvault and secretbridge's keyvault backend (cacheTTL 30s); Gets spread over "
         f"{section['hot_secrets']} hot secrets, runs of {section['seconds_per_run']:g} s; "

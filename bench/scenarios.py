@@ -569,6 +569,7 @@ def bulkhead(ctx: Context, settings: Settings) -> dict[str, object]:
         "loaded": asdict(loaded),
         "p99_ratio": loaded.p99_ms / alone.p99_ms if alone.p99_ms else 0.0,
         "slow_outcomes": dict(outcomes),
+    }
 
 
 # ---- (f) fleet: vault requests per replica ------------------------------------------------------
@@ -763,7 +764,7 @@ def limited_bulk(ctx: Context, settings: Settings) -> dict[str, object]:
     }
 
 
-# ---- (g) side by side through one daprd ---------------------------------------------------------
+# ---- (h) side by side through one daprd ---------------------------------------------------------
 
 
 def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:

@@ -210,3 +210,19 @@ def test_env_backend_never_serves_dapr_or_identity_variables(
         assert "value" not in err.value.details()
     every = bridge.bulk_get()
     assert not {"DAPR_API_TOKEN", "APP_API_TOKEN", "IDENTITY_HEADER", "AZURE_CLIENT_SECRET"} & set(every)
+
+
+def test_a_bug_in_the_fast_path_is_internal_and_logged_not_a_dropped_call(
+    bridge: Bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "s.json", '{"k": "v"}')
+    bridge.init({"backend": "file", "secretsFile": str(path)})
+
+    def broken(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
+        raise RuntimeError("a bug in read_now")
+
+    monkeypatch.setattr(FileStore, "read_now", broken)
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.get("k")
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert "RuntimeError" in (err.value.details() or "")
