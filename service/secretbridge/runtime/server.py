@@ -1,8 +1,8 @@
 """The gRPC server daprd talks to: `dapr.proto.components.v1.SecretStore` on a Unix socket.
 
 Serving model (chosen by measurement, see bench/): the threaded `grpc.server`
-answers cache hits on its worker threads without touching asyncio, and hands
-everything else to one asyncio loop (`LoopThread`) where the backends' async
+answers from memory on its worker threads without touching asyncio (cache hits,
+and local stores' `read_now`), and hands everything else to one asyncio loop (`LoopThread`) where the backends' async
 clients live. The socket also serves gRPC reflection v1alpha (daprd discovers
 components with it) and the standard health service.
 
