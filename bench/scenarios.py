@@ -64,7 +64,7 @@ class Settings:
     reads: int = 1_000
     reads_inflight: int = 16
     rss_secrets: int = 10_000
-    rss_prime_inflight: int = 64
+    rss_prime_inflight: int = 48  # below one instance's share of 64 workers (56)
     slow_latency: float = 3.0
     slow_misses: int = 48
     fleet_replicas: int = 4
@@ -457,7 +457,9 @@ def memory(ctx: Context, settings: Settings) -> dict[str, object]:
 
 def _memory_once(ctx: Context, settings: Settings, names: list[str], how: str) -> dict[str, Any]:
     rig = ctx.rig
-    with _running(ctx, [_production(ctx, f"bridge-mem-{how}")]) as (server,):
+    # The production default of 64 workers: priming keeps rss_prime_inflight misses in flight, within
+    # what the bulkhead lets one instance hold (a 16-worker server would refuse most of them).
+    with _running(ctx, [_production(ctx, f"bridge-mem-{how}", workers=64)]) as (server,):
         time.sleep(0.5)  # let start-up settle (lazy imports, thread stacks touched)
         idle = server.rss_kib()
         bridge = Bridge(server.socket)
