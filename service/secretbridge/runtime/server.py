@@ -254,21 +254,25 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             except Exception:
                 data = None  # errors (and bugs) are mapped and logged by the full path, which meets them again
             if data is not None:
-                self._count(name, "Get", grpc.StatusCode.OK, started)
-                return secretstore_pb2.GetSecretResponse(data=data)
+                response = secretstore_pb2.GetSecretResponse(data=data)
+                # Key Vault caps values at 25 KB; a local store's answer may be anything (the full
+                # path below says why an oversized one cannot be sent).
+                if instance.cached is not None or response.ByteSize() <= DAPRD_MAX_RECEIVE_BYTES:
+                    self._count(name, "Get", grpc.StatusCode.OK, started)
+                    return response
 
         def work(name: str) -> secretstore_pb2.GetSecretResponse:
             instance = self.instances.get(name)
             key = request.key
             version = instance.check_get(key, request.metadata)
             data = instance.peek(key, version)
+            hit = data is not None and instance.cached is not None
             if data is None:
                 data = self._run(instance, instance.get(key, version))
-                # Checked off the hit path: local stores always come here, Key Vault caps values at 25 KB.
-                response = secretstore_pb2.GetSecretResponse(data=data)
+            response = secretstore_pb2.GetSecretResponse(data=data)
+            if not hit:  # a cache hit is a Key Vault value (25 KB at most); anything else is checked
                 check_answer_size(response.ByteSize(), 1, bulk=False)
-                return response
-            return secretstore_pb2.GetSecretResponse(data=data)
+            return response
 
         return self._serve("Get", context, work)
 
