@@ -80,6 +80,9 @@ def test_exactly_one_of_vault_name_and_uri() -> None:
         ({"vaultName": "myvault", "azureEnvironment": "azureusgovernmentcloud"},
          "https://myvault.vault.usgovcloudapi.net"),
         ({"vaultName": "MyVault.vault.azure.cn"}, "https://myvault.vault.azure.cn"),
+        # The vault's URL as the portal shows it, with or without the trailing slash.
+        ({"vaultName": "https://myvault.vault.azure.net/"}, "https://myvault.vault.azure.net"),
+        ({"vaultName": "https://myvault.vault.usgovcloudapi.net"}, "https://myvault.vault.usgovcloudapi.net"),
         ({"vaultUri": "https://127.0.0.1:8443/"}, "https://127.0.0.1:8443"),
         ({"vaultUri": "https://myvault.vault.azure.net"}, "https://myvault.vault.azure.net"),
     ],
@@ -107,7 +110,8 @@ def test_vault_url(raw: dict[str, str], url: str) -> None:
         ({"vaultName": "myvault", "nameMapping": "slashes"}, "nameMapping"),
         ({"vaultName": "myvault", "bulkConcurrency": "0"}, "bulkConcurrency"),
         ({"vaultName": "myvault", "maxRetries": "-1"}, "maxRetries"),
-        ({"vaultName": "myvault", "multiValued": "yes"}, "multiValued"),
+        ({"vaultName": "myvault", "multiValued": "sometimes"}, "multiValued"),
+        ({"vaultName": "https://127.0.0.1:8443"}, "vaultName"),
     ],
 )
 def test_bad_metadata_names_the_property(raw: dict[str, str], field: str) -> None:

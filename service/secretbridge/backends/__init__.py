@@ -95,5 +95,6 @@ def validate_component(raw: Mapping[str, str]) -> Validated:
         )
         for key in metadata.unknown
     ]
+    warnings += list(metadata.warnings)
     warnings += [("", text) for text in cls.validate(metadata)]
     return Validated(cls, metadata, tuple(warnings))

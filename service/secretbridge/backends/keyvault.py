@@ -45,7 +45,8 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
     Property(
         "vaultName",
         "The Key Vault's name (`myvault`); the host is `<vaultName>.<suffix of azureEnvironment>`. "
-        "A full host such as `myvault.vault.azure.net` is accepted and sets the environment. "
+        "A full host (`myvault.vault.azure.net`) or the vault's URL (`https://myvault.vault.azure.net/`) "
+        "is accepted and sets the environment. "
         "Exactly one of vaultName and vaultUri.",
     ),
     Property(
@@ -161,7 +162,12 @@ class KeyVaultStore(SecretStore):
             )
         environment = environment_of(metadata)
         if name:
-            name = name.strip().lower().rstrip(".")
+            # A name, a host or the vault's URL (the built-in store accepts the first two and
+            # https://<host>; a trailing slash, as the portal copies it, is accepted too).
+            name = name.strip().lower()
+            if name.startswith("https://"):
+                name = name[len("https://"):]
+            name = name.rstrip("/").rstrip(".")
             for env, suffix in VAULT_SUFFIXES.items():
                 if name.endswith("." + suffix):
                     if metadata.given("azureEnvironment") and env is not environment:
