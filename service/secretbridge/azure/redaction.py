@@ -25,7 +25,8 @@ def redact(text: str, metadata: ParsedMetadata | None = None, environ: Mapping[s
     secrets = [env.get("IDENTITY_HEADER"), env.get("MSI_SECRET"), env.get("AZURE_CLIENT_SECRET"),
                env.get("AZURE_CLIENT_CERTIFICATE_PASSWORD")]
     if metadata is not None:
-        secrets += [metadata.get("azureClientSecret"), metadata.get("azureCertificatePassword")]
+        secrets += [metadata.get("azureClientSecret"), metadata.get("azureCertificatePassword"),
+                    metadata.get("azureCertificate")]
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
+
+#: Events a store reports through `SecretStore.notice` for the runtime to count (a bounded set).
+#: A Key Vault secret served although it is past its `exp` or before its `nbf`.
+OUTSIDE_VALIDITY = "outside_validity"
+NOTICES: tuple[str, ...] = (OUTSIDE_VALIDITY,)
+
+
+def _ignore(event: str) -> None:
+    """The default notice hook: nobody is counting (validate, check, tests)."""
 
 #: What a remote backend's cache in front of it understands (the runtime's cache reads these values).
 CACHE_PROPERTIES: tuple[Property, ...] = (
@@ -136,6 +146,12 @@ class SecretStore(abc.ABC):
         self.metadata = metadata
         self.instance = instance
         self.resolver = resolver
+        #: Set by the runtime to count what `notice` reports (metrics live above the backends).
+        self.on_notice: Callable[[str], None] = _ignore
+
+    def notice(self, event: str) -> None:
+        """Report one of `NOTICES` (e.g. a secret served outside its validity) to whoever counts."""
+        self.on_notice(event)
 
     @classmethod
     def validate(cls, metadata: ParsedMetadata) -> list[str]:

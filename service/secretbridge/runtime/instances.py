@@ -21,6 +21,7 @@ from secretbridge.core.errors import FailedPrecondition, PermissionDenied
 from secretbridge.core.metadata import ParsedMetadata
 from secretbridge.core.names import check_name, get_options, show_name
 from secretbridge.runtime.cache import CachedStore
+from secretbridge.runtime.metrics import notice_counter
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ async def build_instance(name: str, raw: Mapping[str, str]) -> Instance:
         log.warning(warning, extra={"instance": name, "backend": cls.backend, "property": prop})
     resolver = references_resolver(metadata, instance=name) if cls.wants_resolver(metadata) else None
     store = cls(metadata, instance=name, resolver=resolver)
+    store.on_notice = notice_counter(name, cls.backend)
     cached = CachedStore(store, metadata, instance=name) if cls.remote else None
     try:
         await store.open()

@@ -58,11 +58,30 @@ STALE_AGE = Gauge(
     "How far past its TTL the stale value served most recently was; 0 once fresh again.",
     ["instance", "backend"],
 )
+OUTSIDE_VALIDITY_SERVED = Counter(
+    "secretbridge_outside_validity_served_total",
+    "Key Vault secrets read from the vault and served although past their expiry or before their "
+    "activation date (as Key Vault serves them; refuseExpired refuses them).",
+    ["instance", "backend"],
+)
 REFRESHES = Counter(
     "secretbridge_refresh_ahead_total",
     "Background refreshes of hot keys before they expired, by outcome.",
     ["instance", "outcome"],
 )
+
+
+def notice_counter(instance: str, backend: str) -> Callable[[str], None]:
+    """The hook a store reports its notices through (`SecretStore.on_notice`), counting each."""
+    from secretbridge.backends.contract import OUTSIDE_VALIDITY
+
+    served = OUTSIDE_VALIDITY_SERVED.labels(instance, backend)
+
+    def count(event: str) -> None:
+        if event == OUTSIDE_VALIDITY:
+            served.inc()
+
+    return count
 
 
 def metrics_text() -> bytes:
