@@ -26,30 +26,21 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
-from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
-from secretbridge.azure.references import is_reference, vet_reference
 from secretbridge.backends.contract import (
-    CACHE_PROPERTIES,
     JSON_MULTI_VALUED,
     ReferenceResolver,
     SecretStore,
     json_members,
 )
+from secretbridge.backends.references import KeyVaultReferences, reference_properties, wants_references
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
 from secretbridge.core.errors import FailedPrecondition, SecretStoreError
-from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.metadata import ParsedMetadata, Property
 from secretbridge.core.names import show_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SECRETS_PATH = "/mnt/secrets"
-
-
-def _check_hosts(hosts: tuple[str, ...]) -> str | None:
-    for host in hosts:
-        if "/" in host or "@" in host or not host.strip(":"):
-            return f"must list hosts as host or host:port (no scheme, path or user), got {host!r}"
-    return None
 
 
 CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
@@ -60,34 +51,7 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
         default=DEFAULT_SECRETS_PATH,
     ),
     JSON_MULTI_VALUED,
-    Property(
-        "resolveKeyVaultReferences",
-        "Resolve values of the form `@Microsoft.KeyVault(...)` through Key Vault with this "
-        "instance's identity; `false` serves them as the literal text.",
-        Kind.BOOL,
-        default=True,
-    ),
-    Property(
-        "keyVaultReferenceHosts",
-        "Comma-separated `host:port` entries a Key Vault reference may name besides real Azure "
-        "Key Vault hosts; for emulators and test doubles only (the challenge's resource is not "
-        "verified for them).",
-        Kind.LIST,
-        default=(),
-        check=_check_hosts,
-    ),
-    Property(
-        "maxRetries",
-        "Retries of one Key Vault or token-endpoint call while resolving a reference (the Azure "
-        "SDK's retry_total/retry_status); 429 with Retry-After is waited out within them.",
-        Kind.INT,
-        default=3,
-        minimum=0,
-        maximum=10,
-    ),
 )
-
-
 
 
 class ContainerAppsStore(SecretStore):
@@ -100,21 +64,19 @@ class ContainerAppsStore(SecretStore):
     )
     properties: ClassVar[tuple[Property, ...]] = (
         *CONTAINERAPPS_PROPERTIES,
-        *AZURE_PROPERTIES,
-        *CACHE_PROPERTIES,
+        *reference_properties("serves them as the literal text"),
     )
 
     @classmethod
     def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
-        return bool(metadata["resolveKeyVaultReferences"])
+        return wants_references(metadata)
 
     def __init__(
         self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
     ) -> None:
         super().__init__(metadata, instance=instance, resolver=resolver)
         self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser())
-        self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
-        self.allowed_hosts = frozenset(h.strip().lower() for h in metadata["keyVaultReferenceHosts"])
+        self.references = KeyVaultReferences(metadata, resolver)
 
     async def open(self) -> None:
         """Check secretsPath (nothing is contacted: references are resolved when first read)."""
@@ -122,7 +84,7 @@ class ContainerAppsStore(SecretStore):
         log.info(
             "secret volume opened",
             extra={"instance": self.instance, "path": str(self.volume.path),
-                   "key_vault_references": self.resolve_references},
+                   "key_vault_references": self.references.enabled},
         )
 
     async def check(self) -> None:
@@ -178,23 +140,9 @@ class ContainerAppsStore(SecretStore):
         return texts
 
     async def _value(self, name: str, text: str) -> dict[str, str]:
-        if self.resolve_references and is_reference(text):
-            text = await self._resolve(name, text)
+        if self.references.applies(text):
+            text = await self.references.resolve(name, text)
         return self._shape(name, text)
 
     def _shape(self, name: str, value: str) -> dict[str, str]:
         return json_members(name, value) if self.multi_valued else {name: value}
-
-    # -- references -------------------------------------------------------------------------------
-    async def _resolve(self, name: str, text: str) -> str:
-        target = vet_reference(name, text, environment_of(self.metadata), self.allowed_hosts)
-        if self.resolver is None:
-            raise FailedPrecondition(f"secret {show_name(name)}: Key Vault reference resolution is not open")
-        try:
-            data = await self.resolver.get(target.key, target.version)
-        except SecretStoreError as err:
-            raise type(err)(
-                f"secret {show_name(name)} is a Key Vault reference to {target.shown} that cannot be "
-                f"resolved: {err.message}"
-            ) from None
-        return data[target.key]

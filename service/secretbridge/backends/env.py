@@ -5,16 +5,25 @@ bulk names. Unlike it, an unknown name is NOT_FOUND (local.env answers an empty
 value, which an app cannot tell from a real empty secret), and the sidecar's own
 credentials are never served: `DAPR_*`, `APP_API_TOKEN`, and the managed-identity
 and service-principal variables the Azure SDK reads.
+
+A variable whose value is a Key Vault reference (`@Microsoft.KeyVault(...)`: App Service leaves
+one it could not resolve in the environment as that literal text) is resolved through this
+instance's identity, exactly as the `containerapps` backend does (`backends.references`), so an
+app never gets the reference itself as its "password". An unresolvable one is an error naming
+the variable, the referenced secret and the cause. `resolveKeyVaultReferences: "false"` turns
+resolution off and serves such values as they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import ClassVar
 
-from secretbridge.backends.contract import SecretStore
-from secretbridge.core.errors import NotFound, PermissionDenied
-from secretbridge.core.metadata import Property
+from secretbridge.backends.contract import ReferenceResolver, SecretStore
+from secretbridge.backends.references import KeyVaultReferences, reference_properties, wants_references
+from secretbridge.core.errors import NotFound, PermissionDenied, SecretStoreError
+from secretbridge.core.metadata import ParsedMetadata, Property
 from secretbridge.core.names import show_name
 
 #: Variables that hold this process's own credentials or Dapr's, never app secrets.
@@ -51,7 +60,18 @@ class EnvStore(SecretStore):
             "(prefix `APP_` serves APP_DB_PASSWORD as DB_PASSWORD).",
             default="",
         ),
+        *reference_properties("serves such a variable's text as it is"),
     )
+
+    @classmethod
+    def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
+        return wants_references(metadata)
+
+    def __init__(
+        self, metadata: ParsedMetadata, *, instance: str, resolver: ReferenceResolver | None = None
+    ) -> None:
+        super().__init__(metadata, instance=instance, resolver=resolver)
+        self.references = KeyVaultReferences(metadata, resolver)
 
     @property
     def prefix(self) -> str:
@@ -67,15 +87,32 @@ class EnvStore(SecretStore):
         value = os.environ.get(variable)
         if value is None:
             raise NotFound(f"secret {show_name(name)} not found: no environment variable {show_name(variable)}")
-        return {name: value}
+        return {name: await self._value(name, variable, value)}
+
+    async def _value(self, name: str, variable: str, value: str) -> str:
+        if not self.references.applies(value):
+            return value
+        try:
+            return await self.references.resolve(name, value)
+        except SecretStoreError as err:
+            raise type(err)(f"environment variable {show_name(variable)}: {err.message}") from None
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
-        found: dict[str, dict[str, str]] = {}
+        chosen: list[tuple[str, str, str]] = []
         for variable, value in sorted(os.environ.items()):
             if not variable.startswith(self.prefix) or forbidden(variable) or variable == self.prefix:
                 continue
-            name = variable[len(self.prefix):]
-            found[name] = {name: value}
-            if limit is not None and len(found) >= limit:
+            chosen.append((variable[len(self.prefix):], variable, value))
+            if limit is not None and len(chosen) >= limit:
                 break
+        values = await asyncio.gather(
+            *(self._value(name, variable, value) for name, variable, value in chosen), return_exceptions=True
+        )
+        found: dict[str, dict[str, str]] = {}
+        for (name, _, _), outcome in zip(chosen, values, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, SecretStoreError):
+                    raise type(outcome)(f"BulkGet stopped at secret {show_name(name)}: {outcome.message}") from None
+                raise outcome
+            found[name] = {name: outcome}
         return found

@@ -272,7 +272,8 @@ def markdown_table(properties: Iterable[Property]) -> str:
         if prop.choices:
             kind = " \\| ".join(f"`{c}`" for c in prop.choices)
         default = f"`{prop.default_text()}`" if prop.default_text() else ""
+        description = prop.description.replace("|", "\\|")  # a bare | would end the cell
         rows.append(
-            f"| `{prop.name}` | {kind} | {default} | {'yes' if prop.required else ''} | {prop.description} |"
+            f"| `{prop.name}` | {kind} | {default} | {'yes' if prop.required else ''} | {description} |"
         )
     return "\n".join(rows)
