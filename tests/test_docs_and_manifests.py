@@ -56,7 +56,8 @@ spec: {type: state.redis, version: v1, metadata: []}
     assert run.returncode == 1
     assert "FAIL" in run.stdout and "'cacheTTL' must be a duration" in run.stdout
     assert "state.redis" not in run.stdout and "other" not in run.stdout
-    (tmp_path / "bad.yaml").write_text((tmp_path / "bad.yaml").read_text().replace("value: half a minute}", "value: 30}"))
+    fixed = (tmp_path / "bad.yaml").read_text().replace("value: half a minute}", "value: 30}")  # bare seconds
+    (tmp_path / "bad.yaml").write_text(fixed)
     run = subprocess.run(
         [sys.executable, "-m", "secretbridge", "check", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
     )
