@@ -208,3 +208,15 @@ async def test_an_unusable_inline_certificate_is_refused_naming_the_property(
                           "azureCertificate": inline})
     message = str(caught.value)
     assert "'azureCertificate'" in message and inline not in message
+
+
+async def test_a_wrong_pkcs12_password_is_refused_without_echoing_it(
+    azure_env: pytest.MonkeyPatch, open_store: OpenStore
+) -> None:
+    _, pfx = _client_certificate()
+    with pytest.raises(SecretStoreError) as caught:
+        await open_store({"vaultName": "kv1", "azureTenantId": TENANT, "azureClientId": "c",
+                          "azureCertificate": base64.b64encode(pfx).decode(),
+                          "azureCertificatePassword": "not-the-pfx-password"})
+    message = str(caught.value)
+    assert "'azureCertificate'" in message and "not-the-pfx-password" not in message

@@ -195,7 +195,7 @@ def test_auth_method_selection(raw: dict[str, str], env: dict[str, str], method:
 
 
 def test_forced_methods_need_their_fields() -> None:
-    with pytest.raises(InvalidArgument, match=r"'azureAuthMethods'.*azureTenantId"):
+    with pytest.raises(InvalidArgument, match=r"'azureAuthMethod'.*azureTenantId"):
         build_credential(parse({"vaultName": "kv1", "azureAuthMethod": "clientsecret"}), environ={})
     with pytest.raises(InvalidArgument, match="AZURE_FEDERATED_TOKEN_FILE"):
         build_credential(parse({"vaultName": "kv1", "azureAuthMethod": "workloadidentity"}), environ={})

@@ -223,6 +223,8 @@ class IdentityPlan:
     explicit: bool
     #: True when `azureAuthMethods` says `none`.
     disabled: bool = False
+    #: True when the methods come from `azureAuthMethods` (not the deprecated `azureAuthMethod`).
+    listed: bool = False
 
     @property
     def usable(self) -> tuple[Candidate, ...]:
@@ -308,7 +310,7 @@ def plan_identity(metadata: ParsedMetadata, environ: Mapping[str, str] | None = 
     if not explicit:
         # The default chain holds only what is configured (as the built-in builds it).
         candidates = tuple(c for c in candidates if c.configured)
-    return IdentityPlan(candidates, explicit, disabled)
+    return IdentityPlan(candidates, explicit, disabled, listed=bool(metadata.get("azureAuthMethods")))
 
 
 def select_auth_method(metadata: ParsedMetadata, environ: Mapping[str, str] | None = None) -> AuthMethod:
@@ -353,9 +355,8 @@ def _usable(plan: IdentityPlan) -> tuple[Candidate, ...]:
         )
     usable = plan.usable
     if not usable:
-        raise InvalidArgument(
-            "no method in metadata property 'azureAuthMethods' is configured: " + plan.skipped()
-        )
+        named = "azureAuthMethods" if plan.listed else "azureAuthMethod"
+        raise InvalidArgument(f"no method in metadata property '{named}' is configured: " + plan.skipped())
     return usable
 
 
