@@ -1,12 +1,17 @@
 """The request matrix for the differential proof: the same app-level requests against Dapr's built-in store
 and against secretbridge, reading the same Key Vault double or the same file.
 
-The matrix is data (`KEYVAULT_CASES`, `FILE_CASES`): each case is one request an app makes through daprd
-(`GET /v1.0/secrets/<store>/<name>` or `/bulk`, with `metadata.*` query parameters), the answer
-secretbridge gives, and the ids of the differences in docs/migration.md that allow the built-in store's
-answer to differ. Today it runs against secretbridge over its socket, as daprd talks to it (so every
-expectation here is checked); the daprd half, the built-in `azure.keyvault` and `local.file` in one lean
-daprd beside secretbridge, joins when that daprd can be built here (see `test_under_daprd`).
+The matrix is data (`KEYVAULT_CASES`, `FILE_CASES`, `MULTI_VALUED_CASES`): each case is one request an app
+makes through daprd (`GET /v1.0/secrets/<store>/<name>` or `/bulk`, with `metadata.*` query parameters), the
+answer secretbridge gives, and the ids of the differences in docs/migration.md that allow the built-in store's
+answer to differ. It runs twice: against secretbridge over its socket, as daprd talks to it; and through one
+real (lean) daprd that holds the built-in `azure.keyvault` and `local.file` beside secretbridge, where every
+request goes to both and the answers must match, status and body, except as a listed difference says.
+
+The built-in Key Vault store only talks to `https://<vaultName>.vault.azure.net:443`, so daprd alone runs in
+its own mount namespace whose `/etc/hosts` names the double's loopback address (root and `unshare`), with a
+certificate for that name from the test CA (`SSL_CERT_FILE`) and its managed identity from
+`IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, as secretbridge's.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import grpc
 import pytest
 from secretbridge.tools.migrate import BUILTIN_STORES, COMMON_DIFFERENCES
 
-from tests.fakes import FakeKeyVault, vault_metadata
+from tests.fakes import FakeKeyVault, TestCertificates, vault_metadata
 from tests.support import Bridge
 
 pytest_plugins = ("tests.fakes.fixtures",)
@@ -135,17 +140,7 @@ def _run(bridge: Bridge, case: Case, instance: str, fill: Callable[[str], str] =
 
 
 def test_the_key_vault_matrix_against_secretbridge(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
-    versions: dict[str, str] = {}
-    now = time.time()
-    for name, history in VAULT_CONTENT.items():
-        for index, version in enumerate(history):
-            made = fake_vault.set_secret(
-                name, str(version["value"]), enabled=bool(version.get("enabled", True)),
-                exp=now + float(version["exp"]) if "exp" in version else None,  # type: ignore[arg-type]
-                nbf=now + float(version["nbf"]) if "nbf" in version else None,  # type: ignore[arg-type]
-            )
-            if index == 0:
-                versions[name] = made
+    versions = _fill_vault(fake_vault)
     bridge.init({"backend": "keyvault", **vault_metadata(fake_vault)}, instance="kv")
     first = versions["db-password"]
     for case in KEYVAULT_CASES:
@@ -163,9 +158,173 @@ def test_the_file_matrix_against_secretbridge(bridge: Bridge, tmp_path: Path) ->
         _run(bridge, case, "multi")
 
 
-def test_under_daprd() -> None:
-    """The same matrix through one daprd, against the built-in stores and secretbridge side by side."""
-    pytest.skip(
-        "needs the lean daprd with the built-in azure.keyvault and local.file (tools/daprd/get_daprd.py), "
-        "not available in this tree yet; the matrix above is the data that suite will replay"
+# -- the same matrix through one real daprd, the built-in stores beside secretbridge --------------------
+
+GET_DAPRD = Path(__file__).resolve().parent.parent / "tools" / "daprd" / "get_daprd.py"
+#: The name the built-in store reads: it only ever talks to https://<vaultName>.vault.azure.net:443.
+VAULT_NAME = "sbdiffvault"
+VAULT_HOST = f"{VAULT_NAME}.vault.azure.net"
+
+
+def _daprd() -> Path:
+    """The lean daprd (with the built-in azure.keyvault and local.file): $DAPRD, else tools/daprd."""
+    import importlib.util
+    import os
+    import shutil
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("the built-in store needs a private /etc/hosts for daprd alone: root and unshare(1)")
+    if os.environ.get("DAPRD"):
+        return Path(os.environ["DAPRD"])
+    if not GET_DAPRD.exists():
+        pytest.skip("no daprd: set DAPRD=/path/to/daprd or add tools/daprd (make daprd)")
+    spec = importlib.util.spec_from_file_location("get_daprd", GET_DAPRD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    try:
+        return Path(module.find_daprd())
+    except module.DaprdError as err:
+        pytest.skip(f"no daprd: {err}")
+
+
+def _component(folder: Path, name: str, type_: str, metadata: dict[str, str]) -> None:
+    items = "".join(f"  - name: {k}\n    value: {json.dumps(v)}\n" for k, v in metadata.items())
+    (folder / f"{name}.yaml").write_text(
+        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n"
+        f"  type: {type_}\n  version: v1\n  metadata:\n{items}"
     )
+
+
+def _ask(port: int, store: str, case: Case, fill: Callable[[str], str] = lambda s: s) -> tuple[int, object]:
+    from urllib.parse import quote, urlencode
+
+    from tests.gateway_support import http_get
+
+    path = "bulk" if case.call == "bulk" else quote(case.name, safe="")
+    query = urlencode({f"metadata.{k}": fill(v) for k, v in case.metadata.items()})
+    status, body, _ = http_get(f"http://127.0.0.1:{port}/v1.0/secrets/{store}/{path}" + (f"?{query}" if query else ""))
+    return status, (json.loads(body) if body.strip() else None)
+
+
+def _compare(case: Case, builtin: tuple[int, object], ours: tuple[int, object]) -> None:
+    """Same status and body, except where a listed difference says how they may differ."""
+    (b_status, b_body), (o_status, o_body) = builtin, ours
+    expected_ours = 200 if case.status == "OK" else 500  # daprd answers any store error with ERR_SECRET_GET
+    assert o_status == expected_ours, (case.id, o_status, o_body)
+    if not case.differs:
+        assert (b_status, b_body) == (o_status, o_body), (case.id, builtin, ours)
+        return
+    if "error-text" in case.differs:  # the same failure, in other words
+        assert b_status == o_status == 500, (case.id, builtin, ours)
+        assert isinstance(b_body, dict) and isinstance(o_body, dict)
+        assert b_body["errorCode"] == o_body["errorCode"] == "ERR_SECRET_GET", (case.id, builtin, ours)
+    if {"kv-maxresults", "file-maxresults"} & set(case.differs):  # the built-in gives at least as many
+        assert b_status == 200 and isinstance(b_body, dict) and isinstance(o_body, dict)
+        assert o_body.items() <= b_body.items() and len(b_body) > len(o_body), (case.id, builtin, ours)
+    if "file-scalars" in case.differs:  # Go's %s of a number, where secretbridge gives its JSON text
+        assert b_status == o_status == 200, (case.id, builtin, ours)
+        assert "%!s(float64=5432)" in json.dumps(b_body) and "%!s" not in json.dumps(o_body), case.id
+    if "file-multivalued" in case.differs:  # the built-in drops top-level arrays
+        assert b_status == 500 and o_status == 200, (case.id, builtin, ours)
+
+
+@pytest.mark.timeout(300)
+def test_under_daprd(tmp_path: Path, azure_env: pytest.MonkeyPatch) -> None:
+    """The matrix through one daprd: each request to the built-in store and to secretbridge, both reading
+    the same Key Vault double (the built-in through its real name, from daprd's own /etc/hosts) or file."""
+    import os
+    import random
+    import subprocess
+
+    from azure.keyvault.secrets._shared import http_challenge_cache
+
+    from tests.fakes import FakeManagedIdentity
+    from tests.gateway_support import free_port, http_get, wait_until
+    from tests.support import serve_bridge
+
+    daprd = _daprd()
+    address = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    certs = TestCertificates(tmp_path / "tls", hosts=(VAULT_HOST, address))
+    azure_env.setenv("SSL_CERT_FILE", str(certs.ca_path))
+    http_challenge_cache.clear()
+    secrets_file = tmp_path / "secrets.json"
+    secrets_file.write_text(json.dumps(FILE_CONTENT))
+    with FakeManagedIdentity() as identity, \
+            FakeKeyVault(certs, identity=identity, host=address, port=443) as vault, serve_bridge() as bridge:
+        for name, value in identity.env().items():
+            azure_env.setenv(name, value)
+        versions = _fill_vault(vault)
+        resources = tmp_path / "components"
+        resources.mkdir()
+        _component(resources, "builtin-kv", "secretstores.azure.keyvault", {"vaultName": VAULT_NAME})
+        _component(resources, "bridge-kv", "secretstores.secretbridge", {
+            "backend": "keyvault", "vaultUri": f"https://{address}:443", "disableChallengeResourceVerification": "true",
+            "cacheTTL": "0"})
+        _component(resources, "builtin-file", "secretstores.local.file", {"secretsFile": str(secrets_file)})
+        _component(resources, "bridge-file", "secretstores.secretbridge", {"backend": "file",
+                                                                           "secretsFile": str(secrets_file)})
+        _component(resources, "builtin-multi", "secretstores.local.file",
+                   {"secretsFile": str(secrets_file), "multiValued": "true"})
+        _component(resources, "bridge-multi", "secretstores.secretbridge",
+                   {"backend": "file", "secretsFile": str(secrets_file), "multiValued": "true"})
+        hosts = tmp_path / "hosts"
+        hosts.write_text(f"127.0.0.1 localhost\n{address} {VAULT_HOST}\n")
+        http_port, grpc_port = free_port(), free_port()
+        command = [
+            str(daprd), "--app-id", "differential", "--resources-path", str(resources),
+            "--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port),
+            "--dapr-internal-grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+            "--dapr-listen-addresses", "127.0.0.1", "--log-level", "info",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DAPR_", "NAMESPACE"))}
+        env["DAPR_COMPONENTS_SOCKETS_FOLDER"] = str(bridge.socket_path.parent)
+        log = (tmp_path / "daprd.log").open("wb")
+        # daprd alone sees the vault's real name at the double: its own mount namespace and /etc/hosts.
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts), *command],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(lambda: http_get(f"http://127.0.0.1:{http_port}/v1.0/healthz")[0] == 204, "daprd",
+                       process, timeout=90)
+            first = versions["db-password"]
+            for case in KEYVAULT_CASES:
+                fill = lambda text: text.replace("{version:first}", first)  # noqa: E731
+                _compare(case, _ask(http_port, "builtin-kv", case, fill), _ask(http_port, "bridge-kv", case, fill))
+            for case in FILE_CASES:
+                _compare(case, _ask(http_port, "builtin-file", case), _ask(http_port, "bridge-file", case))
+            for case in MULTI_VALUED_CASES:
+                _compare(case, _ask(http_port, "builtin-multi", case), _ask(http_port, "bridge-multi", case))
+            # Both stores really read the double: the built-in under the vault's name, secretbridge by address.
+            assert vault.count("get") > 0
+        except BaseException:
+            print((tmp_path / "daprd.log").read_text(errors="replace")[-6000:])
+            raise
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def _fill_vault(vault: FakeKeyVault) -> dict[str, str]:
+    """Put VAULT_CONTENT in the double; the first version id of each secret."""
+    versions: dict[str, str] = {}
+    now = time.time()
+    for name, history in VAULT_CONTENT.items():
+        for index, version in enumerate(history):
+            made = vault.set_secret(
+                name, str(version["value"]), enabled=bool(version.get("enabled", True)),
+                exp=now + float(version["exp"]) if "exp" in version else None,  # type: ignore[arg-type]
+                nbf=now + float(version["nbf"]) if "nbf" in version else None,  # type: ignore[arg-type]
+            )
+            if index == 0:
+                versions[name] = made
+    return versions

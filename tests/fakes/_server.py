@@ -27,8 +27,12 @@ class BackgroundServer:
 
     scheme = "http"
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self._ssl_context = ssl_context
+        # host/port: a loopback address of the test's choosing (a fixed port such as 443 for a client that
+        # insists on it); by default 127.0.0.1 and an ephemeral port.
+        self._host = host
+        self._fixed_port = port
         if ssl_context is not None:
             self.scheme = "https"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -54,7 +58,7 @@ class BackgroundServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. `https://127.0.0.1:41234`."""
-        return f"{self.scheme}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self._host}:{self.port}"
 
     def start(self) -> Self:
         """Start the loop thread and listen on 127.0.0.1 (an ephemeral port)."""
@@ -119,19 +123,19 @@ class BackgroundServer:
         app.middlewares.insert(0, self._refuse_when_down)
         self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
-        await self._listen(0)
+        await self._listen(self._fixed_port)
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
         if self._up:
             return
         site = web.TCPSite(
-            self._runner, "127.0.0.1", port, ssl_context=self._ssl_context, reuse_address=True
+            self._runner, self._host, port, ssl_context=self._ssl_context, reuse_address=True
         )
         await site.start()
         self._site = site
-        if port == 0:
-            self._port = site.port
+        if self._port is None:
+            self._port = site.port if port == 0 else port
         self._up = True
 
     @web.middleware
