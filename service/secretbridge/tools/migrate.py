@@ -205,6 +205,16 @@ KEYVAULT = BuiltinStore(
             lambda md: any("spiffe" in v.lower() for k, v in md.items() if k.lower().endswith("authmethods")),
         ),
         Difference(
+            "kv-azure-client-id",
+            "without `azureClientId`, managed identity is the system-assigned one even when `AZURE_CLIENT_ID` "
+            "is set",
+            "`AZURE_CLIENT_ID` in secretbridge's environment picks the user-assigned identity (the Azure SDK "
+            "convention); `azureClientId` still wins over it",
+            "when azureClientId is not set",
+            lambda md: not any(k.lower() in ("azureclientid", "spnclientid", "clientid") and v.strip()
+                               for k, v in md.items()),
+        ),
+        Difference(
             "kv-probe",
             "off a cloud service, managed identity gets a 1 s timeout until it answers once, the Azure CLI 30 s",
             "an IMDS managed identity in a chain is probed for 1 s first (azure-identity), the Azure CLI gets 10 s",
