@@ -264,7 +264,7 @@ FILE = BuiltinStore(
         Difference(
             "file-maxresults",
             "`maxresults` is ignored",
-            "`maxresults` limits BulkGet (0 or less: no limit)",
+            "`maxresults` limits BulkGet (0 or less: no limit; text that is not a whole number fails the call)",
         ),
     ),
 )
@@ -295,7 +295,7 @@ ENV = BuiltinStore(
         Difference(
             "env-maxresults",
             "`maxresults` is ignored",
-            "`maxresults` limits BulkGet (0 or less: no limit)",
+            "`maxresults` limits BulkGet (0 or less: no limit; text that is not a whole number fails the call)",
         ),
     ),
 )
