@@ -94,11 +94,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "an unexpected error's text (which may hold a value) is put in the message",
     ),
     Mutant(
-        "env-client-id-wins", "azure/identity.py",
-        "value = metadata.get(name) or env.get(env_name)",
-        "value = env.get(env_name) or metadata.get(name)",
-        ("tests/test_keyvault.py::test_the_components_client_id_wins_over_azure_client_id_for_workload_identity",),
-        "AZURE_CLIENT_ID overrides the Component's azureClientId for workload identity",
+        "component-client-id-for-workload-identity", "azure/identity.py",
+        '            client_id=env["AZURE_CLIENT_ID"],\n            token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"],',
+        '            client_id=metadata.get("azureClientId") or env["AZURE_CLIENT_ID"],\n'
+        '            token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"],',
+        ("tests/test_keyvault.py::test_workload_identity_takes_the_webhooks_client_id_as_the_builtin_store_does",),
+        "the Component's azureClientId overrides the webhook's AZURE_CLIENT_ID for workload identity "
+        "(Dapr's built-in store takes it from the environment)",
     ),
     # -- more places users depend on ----------------------------------------------------------------
     Mutant(

@@ -356,7 +356,7 @@ def test_init_fails_naming_secrets_path(bridge: Bridge, tmp_path: Path) -> None:
 
 
 def test_bad_metadata_is_refused_by_name(bridge: Bridge, volume: AtomicVolume) -> None:
-    code, message = code_of(lambda: init(bridge, volume.root, resolveKeyVaultReferences="yes"))
+    code, message = code_of(lambda: init(bridge, volume.root, resolveKeyVaultReferences="perhaps"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "resolveKeyVaultReferences" in message
     code, message = code_of(lambda: init(bridge, volume.root, keyVaultReferenceHosts="https://x/y"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "keyVaultReferenceHosts" in message

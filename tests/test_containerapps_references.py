@@ -337,7 +337,7 @@ def test_identity_misconfiguration_is_reported_at_the_first_reference(
     bridge: Bridge, volume: AtomicVolume, fake_vault: FakeKeyVault
 ) -> None:
     volume.write({"ref": uri_ref(fake_vault, "x"), "plain": "p"})
-    init(bridge, volume, fake_vault, azureAuthMethod="clientsecret")
+    init(bridge, volume, fake_vault, azureAuthMethods="clientcredentials")
     assert bridge.get("plain") == {"plain": "p"}
     code, message = code_of(lambda: bridge.get("ref"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "'ref'" in message and "azureTenantId" in message

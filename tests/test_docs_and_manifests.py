@@ -40,7 +40,7 @@ spec:
   metadata:
     - {name: backend, value: keyvault}
     - {name: vaultName, value: kv-prod}
-    - {name: cacheTTL, value: 30}
+    - {name: cacheTTL, value: half a minute}
     - {name: azureClientSecret, secretKeyRef: {name: sp-secret, key: sp-secret}}
     - {name: cacheTtl2, value: x}
 ---
@@ -56,7 +56,8 @@ spec: {type: state.redis, version: v1, metadata: []}
     assert run.returncode == 1
     assert "FAIL" in run.stdout and "'cacheTTL' must be a duration" in run.stdout
     assert "state.redis" not in run.stdout and "other" not in run.stdout
-    (tmp_path / "bad.yaml").write_text((tmp_path / "bad.yaml").read_text().replace("value: 30}", "value: 30s}"))
+    fixed = (tmp_path / "bad.yaml").read_text().replace("value: half a minute}", "value: 30}")  # bare seconds
+    (tmp_path / "bad.yaml").write_text(fixed)
     run = subprocess.run(
         [sys.executable, "-m", "secretbridge", "check", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
     )

@@ -82,6 +82,9 @@ def test_exactly_one_of_vault_name_and_uri() -> None:
         ({"vaultName": "myvault", "azureEnvironment": "azureusgovernmentcloud"},
          "https://myvault.vault.usgovcloudapi.net"),
         ({"vaultName": "MyVault.vault.azure.cn"}, "https://myvault.vault.azure.cn"),
+        # The vault's URL as the portal shows it, with or without the trailing slash.
+        ({"vaultName": "https://myvault.vault.azure.net/"}, "https://myvault.vault.azure.net"),
+        ({"vaultName": "https://myvault.vault.usgovcloudapi.net"}, "https://myvault.vault.usgovcloudapi.net"),
         ({"vaultUri": "https://127.0.0.1:8443/"}, "https://127.0.0.1:8443"),
         ({"vaultUri": "https://myvault.vault.azure.net"}, "https://myvault.vault.azure.net"),
     ],
@@ -109,7 +112,8 @@ def test_vault_url(raw: dict[str, str], url: str) -> None:
         ({"vaultName": "myvault", "nameMapping": "slashes"}, "nameMapping"),
         ({"vaultName": "myvault", "bulkConcurrency": "0"}, "bulkConcurrency"),
         ({"vaultName": "myvault", "maxRetries": "-1"}, "maxRetries"),
-        ({"vaultName": "myvault", "multiValued": "yes"}, "multiValued"),
+        ({"vaultName": "myvault", "multiValued": "sometimes"}, "multiValued"),
+        ({"vaultName": "https://127.0.0.1:8443"}, "vaultName"),
     ],
 )
 def test_bad_metadata_names_the_property(raw: dict[str, str], field: str) -> None:
@@ -128,30 +132,61 @@ def test_secret_values_in_metadata_are_not_echoed() -> None:
     with pytest.raises(InvalidArgument) as caught:
         make({"vaultName": "kv1", "azureAuthMethod": "s3cr3t-value-in-wrong-field"})
     assert "'azureAuthMethod'" in caught.value.message
-    with pytest.raises(InvalidArgument) as caught:
-        make({"vaultName": "kv1", "azureClientSecret": "abc", "clientSecret": "def"})
-    assert "abc" not in caught.value.message and "def" not in caught.value.message
+    # Two aliases of a secret: the first wins, and the warning names the spellings, not the values.
+    metadata = parse({"vaultName": "kv1", "clientSecret": "value-two", "azureClientSecret": "value-one"})
+    assert metadata["azureClientSecret"] == "value-one"
+    (warning,) = [text for prop, text in metadata.warnings if prop == "azureClientSecret"]
+    assert "'azureClientSecret' is used" in warning and "value-" not in warning
 
 
 # -- identity selection -----------------------------------------------------------------------------
 
 
+APP_SERVICE = {"IDENTITY_ENDPOINT": "http://x", "IDENTITY_HEADER": "h"}
+WORKLOAD = {"AZURE_FEDERATED_TOKEN_FILE": "/t", "AZURE_CLIENT_ID": "c-2", "AZURE_TENANT_ID": "t"}
+CLI_WORDS = "the account signed in to the Azure CLI (az login)"
+
+
 @pytest.mark.parametrize(
     ("raw", "env", "method", "words"),
     [
-        ({}, {"IDENTITY_ENDPOINT": "http://x", "IDENTITY_HEADER": "h"}, AuthMethod.MANAGED_IDENTITY,
-         "the system-assigned managed identity"),
-        ({"azureClientId": "c-1"}, {"IDENTITY_ENDPOINT": "http://x"}, AuthMethod.MANAGED_IDENTITY,
+        ({}, APP_SERVICE, AuthMethod.MANAGED_IDENTITY, "the system-assigned managed identity"),
+        ({"azureClientId": "c-1"}, APP_SERVICE, AuthMethod.MANAGED_IDENTITY,
          "the user-assigned managed identity with client id c-1"),
-        ({}, {}, AuthMethod.MANAGED_IDENTITY, "the system-assigned managed identity"),
-        ({"azureClientId": "c-2"}, {"AZURE_FEDERATED_TOKEN_FILE": "/t", "IDENTITY_ENDPOINT": "http://x"},
-         AuthMethod.WORKLOAD_IDENTITY, "the workload identity with client id c-2"),
-        ({"azureClientId": "c-3", "azureTenantId": "t", "azureClientSecret": "s"},
-         {"IDENTITY_ENDPOINT": "http://x"}, AuthMethod.CLIENT_SECRET,
-         "the service principal with client id c-3 (client secret)"),
-        ({}, {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "c-4"}, AuthMethod.ENVIRONMENT,
-         "the service principal from the environment (AZURE_CLIENT_ID c-4)"),
-        ({"azureAuthMethod": "ManagedIdentity"}, {"AZURE_FEDERATED_TOKEN_FILE": "/t"},
+        # AZURE_CLIENT_ID picks the user-assigned identity when the Component names none ...
+        ({}, {**APP_SERVICE, "AZURE_CLIENT_ID": "c-env"}, AuthMethod.MANAGED_IDENTITY,
+         "the user-assigned managed identity with client id c-env (from AZURE_CLIENT_ID)"),
+        # ... and never overrides the one it names.
+        ({"azureClientId": "c-1"}, {**APP_SERVICE, "AZURE_CLIENT_ID": "c-env"}, AuthMethod.MANAGED_IDENTITY,
+         "the user-assigned managed identity with client id c-1"),
+        # Off a cloud service the built-in's chain ends with the Azure CLI.
+        ({}, {}, AuthMethod.MANAGED_IDENTITY,
+         f"the first that answers of the system-assigned managed identity, then {CLI_WORDS}"),
+        # Workload identity takes its client id from the environment, as the built-in does.
+        ({"azureClientId": "c-meta"}, {**WORKLOAD, **APP_SERVICE}, AuthMethod.WORKLOAD_IDENTITY,
+         "the first that answers of the workload identity with client id c-2, then the user-assigned "
+         "managed identity with client id c-meta"),
+        ({"azureClientId": "c-3", "azureTenantId": "t", "azureClientSecret": "s"}, APP_SERVICE,
+         AuthMethod.CLIENT_CREDENTIALS,
+         "the first that answers of the service principal with client id c-3 (client secret), then the "
+         "user-assigned managed identity with client id c-3"),
+        # Client credentials need all three; two of them are not a method.
+        ({"azureClientId": "c-3", "azureClientSecret": "s"}, APP_SERVICE, AuthMethod.MANAGED_IDENTITY,
+         "the user-assigned managed identity with client id c-3"),
+        ({"azureAuthMethods": "creds, MI"}, APP_SERVICE, AuthMethod.MANAGED_IDENTITY,
+         "the system-assigned managed identity (azureAuthMethods skipped clientcredentials: azureClientId, "
+         "azureClientSecret, azureTenantId not set)"),
+        ({"entraIDAuthMethods": "cli"}, APP_SERVICE, AuthMethod.CLI, CLI_WORDS),
+        ({"microsoftEntraIDAuthMethods": "wi,mi"}, WORKLOAD, AuthMethod.WORKLOAD_IDENTITY,
+         "the first that answers of the workload identity with client id c-2, then the user-assigned "
+         "managed identity with client id c-2 (from AZURE_CLIENT_ID)"),
+        # The deprecated singular property still works.
+        ({"azureAuthMethod": "ManagedIdentity"}, WORKLOAD,
+         AuthMethod.MANAGED_IDENTITY, "the user-assigned managed identity with client id c-2 (from AZURE_CLIENT_ID)"),
+        ({"azureAuthMethod": "environment"}, {"AZURE_CLIENT_SECRET": "s", "AZURE_CLIENT_ID": "c-4"},
+         AuthMethod.ENVIRONMENT, "the service principal from the environment (AZURE_CLIENT_ID c-4)"),
+        # azureAuthMethods wins over it.
+        ({"azureAuthMethod": "environment", "azureAuthMethods": "mi"}, APP_SERVICE,
          AuthMethod.MANAGED_IDENTITY, "the system-assigned managed identity"),
     ],
 )
@@ -162,10 +197,36 @@ def test_auth_method_selection(raw: dict[str, str], env: dict[str, str], method:
 
 
 def test_forced_methods_need_their_fields() -> None:
-    with pytest.raises(InvalidArgument, match="'azureTenantId'"):
+    with pytest.raises(InvalidArgument, match=r"'azureAuthMethod'.*azureTenantId"):
         build_credential(parse({"vaultName": "kv1", "azureAuthMethod": "clientsecret"}), environ={})
     with pytest.raises(InvalidArgument, match="AZURE_FEDERATED_TOKEN_FILE"):
         build_credential(parse({"vaultName": "kv1", "azureAuthMethod": "workloadidentity"}), environ={})
+    # Each listed method is named with why it cannot be used.
+    with pytest.raises(InvalidArgument) as caught:
+        build_credential(parse({"vaultName": "kv1", "azureAuthMethods": "creds,cert,wi"}), environ={})
+    message = caught.value.message
+    assert "clientcredentials: azureClientId, azureClientSecret, azureTenantId not set" in message
+    assert "clientcertificate: azureCertificateFile or azureCertificate" in message
+    assert "workloadidentity: AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID, AZURE_TENANT_ID not set" in message
+
+
+@pytest.mark.parametrize(
+    ("methods", "words"),
+    [("spiffe", "SPIFFE workload identity is not supported"), ("msi", "'msi', which is not a method"),
+     ("none", "Azure authentication is turned off"), ("mi,none", "Azure authentication is turned off")],
+)
+def test_methods_that_cannot_serve_are_refused_at_validation(methods: str, words: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        KeyVaultStore.validate(parse({"vaultName": "kv1", "azureAuthMethods": methods}))
+    assert "'azureAuthMethods'" in caught.value.message and words in caught.value.message
+
+
+def test_the_singular_auth_method_warns_that_it_is_deprecated() -> None:
+    from secretbridge.backends import validate_component
+
+    valid = validate_component({"backend": "keyvault", "vaultName": "kv1", "azureAuthMethod": "managedidentity"})
+    assert any(prop == "azureAuthMethod" and "deprecated" in text and "azureAuthMethods" in text
+               for prop, text in valid.warnings)
 
 
 async def test_unreadable_certificate_fails_naming_the_property(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -243,20 +304,44 @@ async def test_name_mapping_and_prefix(fake_vault: FakeKeyVault, open_store: Ope
     assert await store.bulk_get() == {"db-password": {"db-password": "p"}, "smtp-host": {"smtp-host": "h"}}
 
 
-async def test_disabled_expired_and_not_yet_valid(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
+async def test_expired_and_not_yet_valid_are_served_as_key_vault_serves_them(
+    fake_vault: FakeKeyVault, open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_vault.set_secret("off", "x", enabled=False)
     fake_vault.set_secret("old", "x", exp=time.time() - 60)
     fake_vault.set_secret("early", "x", nbf=time.time() + 3600)
     fake_vault.set_secret("fine", "x", exp=time.time() + 3600, nbf=time.time() - 60)
     store = await open_store(vault_metadata(fake_vault))
+    counted: list[str] = []
+    store.on_notice = counted.append
     assert "disabled" in await expect(FailedPrecondition, store.get("off"))
-    assert "expired" in await expect(FailedPrecondition, store.get("old"))
-    assert "allowExpired" in await expect(FailedPrecondition, store.get("early"))
-    assert await store.get("fine") == {"fine": "x"}
+    with caplog.at_level(logging.WARNING):
+        assert await store.get("old") == {"old": "x"}
+        assert await store.get("old") == {"old": "x"}
+        assert await store.get("early") == {"early": "x"}
+        assert await store.bulk_get() == {"early": {"early": "x"}, "fine": {"fine": "x"}, "old": {"old": "x"}}
+    # Counted every time one is served; warned about once per secret.
+    assert counted == ["outside_validity"] * 5
+    warned = [r for r in caplog.records if "outside its validity" in r.getMessage()]
+    assert sorted(getattr(r, "secret", "") for r in warned) == ["early", "old"]
+    assert "expired at" in getattr(warned[0], "reason", "")
+
+
+@pytest.mark.parametrize("refusing", [{"refuseExpired": "true"}, {"allowExpired": "false"},
+                                      {"allowExpired": "true", "refuseExpired": "yes"}])
+async def test_a_component_may_refuse_them(
+    fake_vault: FakeKeyVault, open_store: OpenStore, refusing: dict[str, str]
+) -> None:
+    fake_vault.set_secret("old", "x", exp=time.time() - 60)
+    fake_vault.set_secret("early", "x", nbf=time.time() + 3600)
+    fake_vault.set_secret("fine", "x")
+    store = await open_store(vault_metadata(fake_vault, **refusing))
+    assert "expired at" in await expect(FailedPrecondition, store.get("old"))
+    assert "refuseExpired" in await expect(FailedPrecondition, store.get("early"))
     assert await store.bulk_get() == {"fine": {"fine": "x"}}
+    # The deprecated allowExpired: "true" still serves them.
     lenient = await open_store(vault_metadata(fake_vault, allowExpired="true"))
     assert await lenient.get("old") == {"old": "x"}
-    assert sorted(await lenient.bulk_get()) == ["early", "fine", "old"]
 
 
 async def test_multi_valued(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:
@@ -649,7 +734,7 @@ async def test_workload_identity(kv_certs, azure_env: pytest.MonkeyPatch,  # typ
             azure_env.setenv(name, value)
         vault.set_secret("from-aks", "yes")
         store = await open_store(vault_metadata(vault))
-        assert store.identity == "the workload identity with client id wi-client"
+        assert store.identity.startswith("the first that answers of the workload identity with client id wi-client")
         assert await store.get("from-aks") == {"from-aks": "yes"}
         (request,) = entra.requests
         assert request.style == "entra" and request.client_id == "wi-client"
@@ -679,7 +764,7 @@ async def test_service_principal_from_metadata(kv_certs, azure_env: pytest.Monke
         assert "a-wrong-secret-value" not in message and secret not in message
 
 
-async def test_the_components_client_id_wins_over_azure_client_id_for_workload_identity(
+async def test_workload_identity_takes_the_webhooks_client_id_as_the_builtin_store_does(
     kv_certs, azure_env: pytest.MonkeyPatch, open_store: OpenStore, tmp_path  # type: ignore[no-untyped-def]
 ) -> None:
     from azure.keyvault.secrets._shared import http_challenge_cache
@@ -689,16 +774,19 @@ async def test_the_components_client_id_wins_over_azure_client_id_for_workload_i
             FakeKeyVault(kv_certs, identity=entra, tenant=TENANT) as vault:
         token_file = tmp_path / "azure-identity-token"
         token_file.write_text(entra.federated_token)
-        # The webhook's AZURE_CLIENT_ID names the service account's identity; the Component names another.
+        # The webhook's AZURE_CLIENT_ID names the service account's identity; the Component names another,
+        # which (as in Dapr's built-in store) is the managed identity's, tried after workload identity.
         for name, value in {**entra.env("entra"), "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
                             "AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": "webhook-client"}.items():
             azure_env.setenv(name, value)
         vault.set_secret("from-aks", "yes")
         store = await open_store(vault_metadata(vault, azureClientId="component-client"))
-        assert store.identity == "the workload identity with client id component-client"
+        assert store.identity.startswith("the first that answers of the workload identity with client id "
+                                         "webhook-client, then the user-assigned managed identity with client id "
+                                         "component-client")
         assert await store.get("from-aks") == {"from-aks": "yes"}
         (request,) = entra.requests
-        assert request.client_id == "component-client"
+        assert request.client_id == "webhook-client"
 
 
 async def test_a_configured_client_secret_echoed_by_the_token_endpoint_is_scrubbed(

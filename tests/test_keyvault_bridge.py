@@ -63,11 +63,23 @@ def test_bulk_pages_limit_and_skips(bridge: Bridge, fake_vault: FakeKeyVault) ->
     bridge.init(keyvault(fake_vault, failFast="true"))  # the vault check happens within Init
     fake_vault.reset_counters()
     everything = bridge.bulk_get()
-    assert len(everything) == 59 and everything["s42"] == {"s42": "v42"}
-    assert "s59" not in everything and "zz-expired" not in everything
+    # As Key Vault and the built-in store: disabled secrets are left out, expired ones served.
+    assert len(everything) == 60 and everything["s42"] == {"s42": "v42"}
+    assert "s59" not in everything and everything["zz-expired"] == {"zz-expired": "x"}
     assert fake_vault.count("list") == 3  # 25 + 25 + 11: every nextLink followed
     limited = bridge.bulk_get({"maxresults": "30"})
     assert sorted(limited) == [f"s{i:02d}" for i in range(30)]
+
+
+def test_an_expired_secret_served_is_counted_in_the_metrics(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
+    from secretbridge.runtime.metrics import metrics_text
+
+    fake_vault.set_secret("stale-cert", "x", exp=time.time() - 10)
+    bridge.init(keyvault(fake_vault, cacheTTL="0"), instance="expiry-metric")
+    assert bridge.get("stale-cert", instance="expiry-metric") == {"stale-cert": "x"}
+    assert bridge.get("stale-cert", instance="expiry-metric") == {"stale-cert": "x"}
+    line = 'secretbridge_outside_validity_served_total{backend="keyvault",instance="expiry-metric"} 2.0'
+    assert line in metrics_text().decode()
 
 
 def test_throttling_with_retry_after_is_survived(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
@@ -86,7 +98,7 @@ def test_throttling_with_retry_after_is_survived(bridge: Bridge, fake_vault: Fak
 def test_disabled_expired_missing_and_bad_names(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
     fake_vault.set_secret("off", "x", enabled=False)
     fake_vault.set_secret("old", "x", exp=time.time() - 10)
-    bridge.init(keyvault(fake_vault))
+    bridge.init(keyvault(fake_vault, refuseExpired="true"))
     cases = {
         "off": (grpc.StatusCode.FAILED_PRECONDITION, "disabled"),
         "old": (grpc.StatusCode.FAILED_PRECONDITION, "expired"),

@@ -164,7 +164,10 @@ def test_maxresults_is_exact_and_validated(bridge: Bridge, tmp_path: Path) -> No
     bridge.init({"backend": "file", "secretsFile": str(path)})
     assert len(bridge.bulk_get(metadata={"maxresults": "3"})) == 3
     assert len(bridge.bulk_get(metadata={"maxresults": "100"})) == 10
-    for bad in ("0", "-1", "ten"):
+    # As Dapr's stores: 0 or less is no limit.
+    assert len(bridge.bulk_get(metadata={"maxresults": "0"})) == 10
+    assert len(bridge.bulk_get(metadata={"maxresults": "-1"})) == 10
+    for bad in ("ten", "1.5"):
         with pytest.raises(grpc.RpcError) as err:
             bridge.bulk_get(metadata={"maxresults": bad})
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

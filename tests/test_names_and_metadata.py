@@ -109,13 +109,14 @@ def test_durations_round_trip(ms: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("0", 0), ("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1.5s", 1.5)],
+    [("0", 0), ("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1.5s", 1.5),
+     ("5", 5), ("300", 300)],
 )
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5", "s", "5 s", "-1s", "1d", "1h-"])
+@pytest.mark.parametrize("text", ["", "1.5", "s", "5 s", "-1s", "1d", "1h-"])
 def test_bad_durations_are_refused_naming_the_property(text: str) -> None:
     prop = Property("cacheTTL", "d", Kind.DURATION, default=30.0)
     if text == "":
@@ -131,6 +132,44 @@ def test_property_names_match_case_insensitively_and_unknown_ones_are_reported()
     assert parsed["secretsFile"] == "/x" and parsed["multiValued"] is True
     assert parsed.unknown == ("mutliValued",)
     assert parsed.suggestions == {"mutliValued": "multiValued"}
+
+
+@pytest.mark.parametrize("text", ["1", "t", "T", "true", "TRUE", "y", "Yes", "on", "ON", " true "])
+def test_dapr_truthy_strings_are_true(text: str) -> None:
+    prop = Property("failFast", "f", Kind.BOOL, default=False)
+    assert parse_metadata((prop,), {"failFast": text})["failFast"] is True
+
+
+@pytest.mark.parametrize("text", ["0", "f", "F", "false", "False", "n", "NO", "off"])
+def test_their_opposites_are_false(text: str) -> None:
+    prop = Property("failFast", "f", Kind.BOOL, default=True)
+    assert parse_metadata((prop,), {"failFast": text})["failFast"] is False
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "tru", "enabled"])
+def test_other_boolean_text_is_refused_naming_the_property(text: str) -> None:
+    prop = Property("failFast", "f", Kind.BOOL, default=False)
+    with pytest.raises(InvalidArgument, match="'failFast' must be a boolean"):
+        parse_metadata((prop,), {"failFast": text})
+
+
+def test_the_first_alias_in_declaration_order_wins_with_a_warning() -> None:
+    prop = Property("azureClientId", "c", aliases=("spnClientId", "clientId"))
+    # Written in the opposite order: the declaration's order decides, not the YAML's.
+    parsed = parse_metadata((prop,), {"clientId": "third", "spnClientId": "second"})
+    assert parsed["azureClientId"] == "second"
+    ((name, warning),) = parsed.warnings
+    assert name == "azureClientId"
+    assert "'spnClientId' is used" in warning and "'clientId'" in warning
+    # An empty value is "not set", so the next spelling is used.
+    assert parse_metadata((prop,), {"azureClientId": "", "clientId": "c"})["azureClientId"] == "c"
+
+
+def test_a_deprecated_property_warns_naming_its_replacement() -> None:
+    prop = Property("allowExpired", "a", Kind.BOOL, default=False, deprecated="use refuseExpired")
+    parsed = parse_metadata((prop,), {"allowExpired": "true"})
+    assert parsed["allowExpired"] is True
+    assert parsed.warnings == (("allowExpired", "metadata property 'allowExpired' is deprecated: use refuseExpired"),)
 
 
 def test_a_property_given_twice_is_refused() -> None:

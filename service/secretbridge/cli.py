@@ -207,6 +207,33 @@ def _doctor(args: argparse.Namespace) -> int:
     return run(options, as_json=args.json)
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from secretbridge.tools.migrate import migrate_paths, report_lines
+
+    results = migrate_paths([Path(p) for p in args.paths], args.name)
+    if not results:
+        print(f"no YAML file found in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    # Without --write the rewritten YAML goes to stdout (redirect it to a file) and the report to stderr.
+    report = sys.stdout if args.write else sys.stderr
+    for result in results:
+        for line in report_lines(result):
+            print(line, file=report)
+        if result.text is None:
+            continue
+        if args.write:
+            result.path.write_text(result.text, encoding="utf-8")
+            print(f"  rewritten: {result.path}", file=report)
+        else:
+            if len(results) > 1:
+                print(f"# --- {result.path}")
+            print(result.text, end="")
+    return 1 if any(r.error for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="secretbridge",
@@ -311,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="diagnose as a serve started with this --allow-vault-host would (also $SECRETBRIDGE_ALLOW_VAULT_HOSTS)",
     )
     doctor.set_defaults(func=_doctor)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="rewrite Components of secretstores.azure.keyvault, local.file and local.env into secretbridge "
+        "Components, reporting every difference that applies",
+    )
+    migrate.add_argument("paths", nargs="+", help="YAML files, or folders of them")
+    migrate.add_argument("--write", action="store_true", help="rewrite the files in place (default: print)")
+    migrate.add_argument("--name", default="secretbridge", help="the socket name: writes type secretstores.<name>")
+    migrate.set_defaults(func=_migrate)
 
     backends = sub.add_parser("backends", help="list the backends and the metadata each understands")
     backends.add_argument("--markdown", action="store_true", help="print the reference tables in Markdown")

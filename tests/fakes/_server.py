@@ -30,11 +30,11 @@ class BackgroundServer:
     def __init__(
         self, *, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        # `host`/`port`: where to listen; any 127.0.0.0/8 address is loopback (a name mapped to one
-        # in a private /etc/hosts reaches it), and port 0 picks a free one.
-        self._host = host
-        self._bind_port = port
         self._ssl_context = ssl_context
+        # host/port: a loopback address of the test's choosing (a fixed port such as 443 for a client that
+        # insists on it); by default 127.0.0.1 and an ephemeral port.
+        self._host = host
+        self._fixed_port = port
         if ssl_context is not None:
             self.scheme = "https"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,7 +125,7 @@ class BackgroundServer:
         app.middlewares.insert(0, self._refuse_when_down)
         self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
-        await self._listen(self._bind_port)
+        await self._listen(self._fixed_port)
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
@@ -137,7 +137,7 @@ class BackgroundServer:
         await site.start()
         self._site = site
         if self._port is None:
-            self._port = site.port
+            self._port = site.port if port == 0 else port
         self._up = True
 
     @web.middleware

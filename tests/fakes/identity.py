@@ -149,12 +149,16 @@ class FakeManagedIdentity(BackgroundServer):
         client_secrets: dict[str, str] | None = None,
         federated_token: str = "fake-federated-service-account-token",
         object_id: str | None = None,
+        certificate_clients: Iterable[str] = (),
     ) -> None:
         super().__init__(ssl_context=certificates.server_context() if certificates is not None else None)
         self.client_secrets = dict(client_secrets or {})
         # When True, refusals quote the credential received, as a verbose endpoint or a proxy's
         # error page might: what reaches a message or a log must still be scrubbed.
         self.echo_credentials = False
+        # Service principals that sign in with a certificate: a signed JWT assertion (header carrying
+        # the certificate's thumbprint) is accepted for them; the signature is not checked.
+        self.certificate_clients = set(certificate_clients)
         self.federated_token = federated_token
         self.identity_header = "fake-identity-header-" + secrets.token_urlsafe(16)
         # object_id: tokens are JWTs naming that principal (`oid`), as real ones are.
@@ -318,7 +322,10 @@ class FakeManagedIdentity(BackgroundServer):
         if form.get("grant_type") != "client_credentials" or not client_id or not scope:
             return refuse("invalid_request", "AADSTS900144: grant_type, client_id and scope are required")
         assertion, secret = form.get("client_assertion"), form.get("client_secret")
-        if assertion is not None:
+        if assertion is not None and client_id in self.certificate_clients:
+            if not _is_certificate_assertion(str(assertion)):
+                return refuse("invalid_client", "AADSTS700027: the client assertion is not a signed JWT")
+        elif assertion is not None:
             if assertion != self.federated_token:
                 return refuse("invalid_client", "AADSTS700211: No matching federated identity record found")
         elif secret is not None:
@@ -335,3 +342,18 @@ class FakeManagedIdentity(BackgroundServer):
             "ext_expires_in": self.lifetime,
             "access_token": self.tokens.issue(client_id),
         })
+
+
+def _is_certificate_assertion(assertion: str) -> bool:
+    """A JWT whose header names the signing certificate (`x5t` or `x5t#S256`), as MSAL sends it."""
+    import base64
+    import json
+
+    parts = assertion.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except ValueError:
+        return False
+    return isinstance(header, dict) and bool(header.get("x5t") or header.get("x5t#S256"))

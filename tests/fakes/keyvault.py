@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import math
 import re
 import time
@@ -108,6 +109,10 @@ def _error(status: int, code: str, message: str, inner: str | None = None,
     return web.json_response({"error": error}, status=status, headers=headers)
 
 
+#: The origin (scheme://host[:port]) of the request being answered.
+_ORIGIN: contextvars.ContextVar[str | None] = contextvars.ContextVar("fake_vault_origin", default=None)
+
+
 class FakeKeyVault(BackgroundServer):
     """The Key Vault secrets API on `https://127.0.0.1:<port>`.
 
@@ -156,11 +161,6 @@ class FakeKeyVault(BackgroundServer):
         self._window_used = 0
         # The lower-cased names in listing order, kept until a secret is added or deleted.
         self._order: list[str] | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The vault URL its answers name: `public_url`, else where it listens."""
-        return self.public_url or self.url
 
     # -- control API: content ---------------------------------------------------------------------
     def set_secret(
@@ -341,8 +341,23 @@ class FakeKeyVault(BackgroundServer):
             self._max_reads_in_flight = self._reads_in_flight
 
     # -- server -----------------------------------------------------------------------------------
+    def _origin(self) -> str:
+        """`public_url` when set, else the vault's address as the client named it (ids and nextLinks
+        carry it, as the real service's do), so one double answers under a vault's own name and under
+        127.0.0.1 alike."""
+        return self.public_url or _ORIGIN.get() or self.url
+
+    @web.middleware
+    async def _remember_origin(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        token = _ORIGIN.set(f"{self.scheme}://{request.host}" if request.host else None)
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        finally:
+            _ORIGIN.reset(token)
+
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._remember_origin, self._middleware])
         app.router.add_get("/secrets", self._list_secrets)
         app.router.add_get("/secrets/", self._list_secrets)
         app.router.add_get("/secrets/{name}/versions", self._list_versions)
@@ -443,7 +458,7 @@ class FakeKeyVault(BackgroundServer):
     def _bundle(self, secret: _Secret, version: _Version) -> dict[str, Any]:
         bundle: dict[str, Any] = {
             "value": version.value,
-            "id": f"{self.base_url}/secrets/{secret.name}/{version.version}",
+            "id": f"{self._origin()}/secrets/{secret.name}/{version.version}",
             "attributes": version.attributes(),
             "tags": dict(version.tags),
         }
@@ -453,7 +468,7 @@ class FakeKeyVault(BackgroundServer):
 
     def _item(self, secret: _Secret, version: _Version, *, versioned: bool) -> dict[str, Any]:
         item: dict[str, Any] = {
-            "id": f"{self.base_url}/secrets/{secret.name}" + (f"/{version.version}" if versioned else ""),
+            "id": f"{self._origin()}/secrets/{secret.name}" + (f"/{version.version}" if versioned else ""),
             "attributes": version.attributes(),
             "tags": dict(version.tags),
         }
@@ -536,7 +551,7 @@ class FakeKeyVault(BackgroundServer):
         if start + size < total:
             skip = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
             # Absolute, to this server, carrying its own api-version (the SDK swaps in its own).
-            next_link = (f"{self.base_url}{request.path}?api-version={request.query['api-version']}"
+            next_link = (f"{self._origin()}{request.path}?api-version={request.query['api-version']}"
                          f"&$skiptoken={skip}&maxresults={size}")
         return web.json_response({"value": page, "nextLink": next_link})
 

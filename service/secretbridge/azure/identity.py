@@ -1,19 +1,38 @@
-"""Which Azure identity a store uses, built from component metadata.
+"""Which Azure identity a store uses, built from component metadata, as Dapr's built-in Azure
+components choose it (components-contrib `common/authentication/azure`).
 
-Shared by the `keyvault` backend and the `containerapps` backend's Key Vault references. The
-metadata names are those of Dapr's built-in Azure components (`azureClientId`, `azureTenantId`,
-`azureClientSecret`, ... and their `spn*` aliases), so a YAML written for
-`secretstores.azure.keyvault` keeps working.
+Shared by the `keyvault` backend and the Key Vault references of the `containerapps` and `env`
+backends. The metadata names are the built-in's (`azureClientId`, `azureTenantId`,
+`azureClientSecret`, `azureCertificate`, ... and their `spn*` aliases), so a YAML written for
+`secretstores.azure.keyvault` keeps its identity.
 
-How `azureAuthMethod: auto` (the default) picks, first match wins:
+`azureAuthMethods` (aliases `azureADAuthMethods`, `entraIDAuthMethods`,
+`microsoftEntraIDAuthMethods`) is an ordered, comma-separated list of `clientcredentials|creds`,
+`clientcertificate|cert`, `workloadidentity|wi`, `managedidentity|mi`,
+`commandlineinterface|cli`, or `none` (Azure authentication off). A listed method that is not
+configured is skipped; the others are tried in order at token time, an unavailable one falling
+through to the next. Without the property the built-in's order is used, each method only when
+configured:
 
-1. `azureClientSecret` or `azureCertificateFile` in the metadata: that service principal. An
-   explicit secret in the component says what the author wants (and Dapr's built-in does the same).
-2. `AZURE_FEDERATED_TOKEN_FILE` in the environment: workload identity (AKS).
-3. A managed-identity endpoint advertised in the environment (`IDENTITY_ENDPOINT`, `MSI_ENDPOINT`,
-   `AZURE_POD_IDENTITY_AUTHORITY_HOST`): managed identity, user-assigned when `azureClientId` is set.
-4. `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH` in the environment: that service principal.
-5. Otherwise managed identity through IMDS (VMs and AKS nodes advertise nothing in the environment).
+1. client credentials: `azureClientId`, `azureClientSecret` and `azureTenantId` all set;
+2. client certificate: `azureCertificateFile` or inline `azureCertificate` (PEM, or base64
+   PKCS#12), with `azureClientId` and `azureTenantId`;
+3. workload identity: `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID` and `AZURE_TENANT_ID` in the
+   environment (the client id comes from the environment, as in the built-in);
+4. managed identity: user-assigned when `azureClientId` is set, else when `AZURE_CLIENT_ID` is
+   set in the environment (the Azure SDK convention), else system-assigned;
+5. the Azure CLI (`az login`), left out on a cloud service that advertises a managed identity
+   (`IDENTITY_ENDPOINT`, `IMDS_ENDPOINT`, `MSI_ENDPOINT`), as the built-in does.
+
+The chain is azure-identity's `ChainedTokenCredential` (which also makes an IMDS managed identity
+probe for one second before it is relied on, as the built-in does). A credential that *refuses*
+(a wrong client secret) stops the chain, and its own error is raised so callers can tell a
+refusal from an outage.
+
+The singular `azureAuthMethod` of earlier secretbridge releases still works, with a deprecation
+warning: `auto` is the default chain, `clientsecret` / `clientcertificate` / `workloadidentity` /
+`managedidentity` name one method, `environment` the service principal of `AZURE_CLIENT_SECRET` /
+`AZURE_CLIENT_CERTIFICATE_PATH`.
 
 Everything here is careful about secrets: messages name the identity by kind and client id (not
 secret), and `safe_cause` scrubs tokens, `IDENTITY_HEADER` and configured secrets from any
@@ -23,9 +42,13 @@ exception text before it reaches a message or a log.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextvars
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Any
@@ -38,31 +61,83 @@ from secretbridge.azure.causes import CauseAwareRetryPolicy, describe_cause
 from secretbridge.azure.hosts import AUTHORITY_HOSTS, AzureEnvironment, check_environment, parse_environment
 from secretbridge.azure.redaction import remember, safe_cause, scrub_azure_logs
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument
-from secretbridge.core.metadata import ParsedMetadata, Property
+from secretbridge.core.metadata import Kind, ParsedMetadata, Property
 
 
 class AuthMethod(StrEnum):
-    """The values of `azureAuthMethod`."""
+    """The methods `azureAuthMethods` can list (the built-in's long names)."""
 
-    AUTO = "auto"
-    MANAGED_IDENTITY = "managedidentity"
-    WORKLOAD_IDENTITY = "workloadidentity"
-    CLIENT_SECRET = "clientsecret"
+    CLIENT_CREDENTIALS = "clientcredentials"
     CLIENT_CERTIFICATE = "clientcertificate"
+    WORKLOAD_IDENTITY = "workloadidentity"
+    MANAGED_IDENTITY = "managedidentity"
+    CLI = "commandlineinterface"
+    #: Only through the deprecated `azureAuthMethod: environment`: the service principal in AZURE_*.
     ENVIRONMENT = "environment"
+
+
+#: Every spelling `azureAuthMethods` accepts, as the built-in: long names and short forms.
+METHOD_NAMES: dict[str, AuthMethod] = {
+    "clientcredentials": AuthMethod.CLIENT_CREDENTIALS,
+    "creds": AuthMethod.CLIENT_CREDENTIALS,
+    "clientcertificate": AuthMethod.CLIENT_CERTIFICATE,
+    "cert": AuthMethod.CLIENT_CERTIFICATE,
+    "workloadidentity": AuthMethod.WORKLOAD_IDENTITY,
+    "wi": AuthMethod.WORKLOAD_IDENTITY,
+    "managedidentity": AuthMethod.MANAGED_IDENTITY,
+    "mi": AuthMethod.MANAGED_IDENTITY,
+    "commandlineinterface": AuthMethod.CLI,
+    "cli": AuthMethod.CLI,
+}
+NONE = "none"
+_SPIFFE = ("spiffeworkloadidentity", "spiffe")
+
+#: The order without `azureAuthMethods`, as the built-in's GetTokenCredential.
+DEFAULT_ORDER: tuple[AuthMethod, ...] = (
+    AuthMethod.CLIENT_CREDENTIALS,
+    AuthMethod.CLIENT_CERTIFICATE,
+    AuthMethod.WORKLOAD_IDENTITY,
+    AuthMethod.MANAGED_IDENTITY,
+    AuthMethod.CLI,
+)
+
+#: The deprecated singular `azureAuthMethod` and what it meant.
+_LEGACY: dict[str, AuthMethod | None] = {
+    "auto": None,
+    "managedidentity": AuthMethod.MANAGED_IDENTITY,
+    "workloadidentity": AuthMethod.WORKLOAD_IDENTITY,
+    "clientsecret": AuthMethod.CLIENT_CREDENTIALS,
+    "clientcertificate": AuthMethod.CLIENT_CERTIFICATE,
+    "environment": AuthMethod.ENVIRONMENT,
+}
+
+
+def _check_methods(methods: tuple[str, ...]) -> str | None:
+    for item in methods:
+        lowered = item.lower()
+        if lowered in _SPIFFE:
+            return (
+                f"lists {item!r}: SPIFFE workload identity is not supported by secretbridge; use "
+                "workloadidentity (AKS) or managedidentity"
+            )
+        if lowered not in METHOD_NAMES and lowered != NONE:
+            return (
+                f"lists {item!r}, which is not a method; use clientcredentials|creds, clientcertificate|cert, "
+                "workloadidentity|wi, managedidentity|mi, commandlineinterface|cli or none"
+            )
+    return None
 
 
 AZURE_PROPERTIES: tuple[Property, ...] = (
     Property(
         "azureClientId",
-        "The client id of the user-assigned managed identity to use (leave unset for the system-assigned "
-        "one), or of the service principal / workload identity.",
+        "The client id of the user-assigned managed identity to use (unset: `AZURE_CLIENT_ID` from the "
+        "environment, else the system-assigned one), or of the service principal.",
         aliases=("spnClientId", "clientId"),
     ),
     Property(
         "azureTenantId",
-        "The Microsoft Entra tenant of the service principal or workload identity (managed identities "
-        "do not need it).",
+        "The Microsoft Entra tenant of the service principal (managed identities do not need it).",
         aliases=("spnTenantId", "tenantId"),
         check=lambda v: tenant_id_problem(v),
     ),
@@ -73,13 +148,20 @@ AZURE_PROPERTIES: tuple[Property, ...] = (
         sensitive=True,
     ),
     Property(
+        "azureCertificate",
+        "A service principal's certificate inline: PEM text (certificate and private key), or a "
+        "PKCS#12 (PFX) file in base64. `azureCertificateFile` wins when both are set.",
+        aliases=("spnCertificate",),
+        sensitive=True,
+    ),
+    Property(
         "azureCertificateFile",
         "The path of a service principal's certificate (PEM or PKCS#12), for development.",
         aliases=("spnCertificateFile",),
     ),
     Property(
         "azureCertificatePassword",
-        "The password of `azureCertificateFile`, when it has one.",
+        "The password of the PKCS#12 certificate (`azureCertificateFile` or `azureCertificate`).",
         aliases=("spnCertificatePassword",),
         sensitive=True,
     ),
@@ -92,16 +174,30 @@ AZURE_PROPERTIES: tuple[Property, ...] = (
         check=check_environment,
     ),
     Property(
+        "azureAuthMethods",
+        "The identities to try, in order, comma-separated: clientcredentials|creds, "
+        "clientcertificate|cert, workloadidentity|wi, managedidentity|mi, commandlineinterface|cli; "
+        "`none` turns Azure authentication off. A listed method that is not configured is skipped. "
+        "Unset: the built-in store's order (see docs/keyvault.md).",
+        Kind.LIST,
+        default=(),
+        aliases=("azureADAuthMethods", "entraIDAuthMethods", "microsoftEntraIDAuthMethods"),
+        check=_check_methods,
+    ),
+    Property(
         "azureAuthMethod",
-        "Which identity to use; `auto` picks a service principal given in the metadata, else workload "
-        "identity, else managed identity (see docs/keyvault.md).",
-        default=AuthMethod.AUTO.value,
-        choices=tuple(m.value for m in AuthMethod),
+        "Deprecated: one method (`auto`, `managedidentity`, `workloadidentity`, `clientsecret`, "
+        "`clientcertificate`, `environment`); use azureAuthMethods.",
+        choices=tuple(_LEGACY),
+        deprecated="use azureAuthMethods (the built-in store's ordered list, e.g. \"managedidentity\" or "
+        "\"mi\"); azureAuthMethods wins when both are set",
     ),
 )
 
-#: Environment variables that make a managed-identity endpoint known (IMDS needs none).
-_MI_ENDPOINT_VARS = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST")
+#: Environment variables that say a cloud service offers a managed identity (the built-in then
+#: leaves the Azure CLI out of its default chain).
+_CLOUD_SERVICE_VARS = ("IDENTITY_ENDPOINT", "IMDS_ENDPOINT", "MSI_ENDPOINT")
+_WORKLOAD_VARS = ("AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID")
 
 
 def environment_of(metadata: ParsedMetadata) -> AzureEnvironment:
@@ -110,45 +206,138 @@ def environment_of(metadata: ParsedMetadata) -> AzureEnvironment:
     return parse_environment(text)
 
 
-def select_auth_method(metadata: ParsedMetadata, environ: Mapping[str, str] | None = None) -> AuthMethod:
-    """The identity `build_credential` will use, resolving `auto` (see the module docstring)."""
+@dataclass(frozen=True)
+class Candidate:
+    """One method of the chain: whether it is configured, why not, and the identity in words."""
+
+    method: AuthMethod
+    configured: bool
+    why_not: str
+    words: str
+
+
+@dataclass(frozen=True)
+class IdentityPlan:
+    """The methods the metadata asks for, in order, each configured or not."""
+
+    candidates: tuple[Candidate, ...]
+    #: True when `azureAuthMethods` (or the deprecated `azureAuthMethod`) named the methods.
+    explicit: bool
+    #: True when `azureAuthMethods` says `none`.
+    disabled: bool = False
+    #: True when the methods come from `azureAuthMethods` (not the deprecated `azureAuthMethod`).
+    listed: bool = False
+
+    @property
+    def usable(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if c.configured)
+
+    def skipped(self) -> str:
+        """The listed methods that are not configured, and why: for messages."""
+        return "; ".join(f"{c.method.value}: {c.why_not}" for c in self.candidates if not c.configured)
+
+
+def requested_methods(metadata: ParsedMetadata) -> tuple[tuple[AuthMethod, ...], bool, bool]:
+    """(methods in order, explicit, disabled) from azureAuthMethods or the deprecated azureAuthMethod."""
+    listed: tuple[str, ...] = tuple(metadata.get("azureAuthMethods") or ())
+    if listed:
+        lowered = [item.lower() for item in listed]
+        if NONE in lowered:
+            return (), True, True
+        methods: list[AuthMethod] = []
+        for item in lowered:
+            method = METHOD_NAMES[item]
+            if method not in methods:
+                methods.append(method)
+        return tuple(methods), True, False
+    legacy = _LEGACY.get(str(metadata.get("azureAuthMethod") or "auto").lower())
+    if legacy is not None:
+        return (legacy,), True, False
+    return DEFAULT_ORDER, False, False
+
+
+def _missing(metadata: ParsedMetadata, names: tuple[str, ...]) -> list[str]:
+    return [name for name in names if not metadata.get(name)]
+
+
+def _managed_client_id(metadata: ParsedMetadata, env: Mapping[str, str]) -> tuple[str | None, str]:
+    """The user-assigned identity's client id (None: system-assigned) and where it came from."""
+    if metadata.get("azureClientId"):
+        return str(metadata["azureClientId"]), "azureClientId"
+    if env.get("AZURE_CLIENT_ID"):
+        return env["AZURE_CLIENT_ID"], "AZURE_CLIENT_ID"
+    return None, ""
+
+
+def _candidate(method: AuthMethod, metadata: ParsedMetadata, env: Mapping[str, str]) -> Candidate:
+    client_id = metadata.get("azureClientId")
+    if method is AuthMethod.CLIENT_CREDENTIALS:
+        missing = _missing(metadata, ("azureClientId", "azureClientSecret", "azureTenantId"))
+        return Candidate(method, not missing, f"{', '.join(missing)} not set",
+                         f"the service principal with client id {client_id or '(unset)'} (client secret)")
+    if method is AuthMethod.CLIENT_CERTIFICATE:
+        missing = _missing(metadata, ("azureClientId", "azureTenantId"))
+        if not (metadata.get("azureCertificateFile") or metadata.get("azureCertificate")):
+            missing.insert(0, "azureCertificateFile or azureCertificate")
+        return Candidate(method, not missing, f"{', '.join(missing)} not set",
+                         f"the service principal with client id {client_id or '(unset)'} (certificate)")
+    if method is AuthMethod.WORKLOAD_IDENTITY:
+        missing = [name for name in _WORKLOAD_VARS if not env.get(name)]
+        return Candidate(method, not missing, f"{', '.join(missing)} not set in the environment",
+                         f"the workload identity with client id {env.get('AZURE_CLIENT_ID') or '(unset)'}")
+    if method is AuthMethod.MANAGED_IDENTITY:
+        managed, source = _managed_client_id(metadata, env)
+        if managed is None:
+            words = "the system-assigned managed identity"
+        elif source == "azureClientId":
+            words = f"the user-assigned managed identity with client id {managed}"
+        else:
+            words = f"the user-assigned managed identity with client id {managed} (from {source})"
+        return Candidate(method, True, "", words)
+    if method is AuthMethod.CLI:
+        return Candidate(method, True, "", "the account signed in to the Azure CLI (az login)")
+    configured = bool(env.get("AZURE_CLIENT_SECRET") or env.get("AZURE_CLIENT_CERTIFICATE_PATH"))
+    return Candidate(method, configured, "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH not set",
+                     "the service principal from the environment "
+                     f"(AZURE_CLIENT_ID {env.get('AZURE_CLIENT_ID', '(unset)')})")
+
+
+def plan_identity(metadata: ParsedMetadata, environ: Mapping[str, str] | None = None) -> IdentityPlan:
+    """Which methods will be tried, in order, and which of them are configured."""
     env = os.environ if environ is None else environ
-    method = AuthMethod(metadata.get("azureAuthMethod") or AuthMethod.AUTO.value)
-    if method is not AuthMethod.AUTO:
-        return method
-    if metadata.get("azureClientSecret"):
-        return AuthMethod.CLIENT_SECRET
-    if metadata.get("azureCertificateFile"):
-        return AuthMethod.CLIENT_CERTIFICATE
-    if env.get("AZURE_FEDERATED_TOKEN_FILE"):
-        return AuthMethod.WORKLOAD_IDENTITY
-    if any(env.get(name) for name in _MI_ENDPOINT_VARS):
-        return AuthMethod.MANAGED_IDENTITY
-    if env.get("AZURE_CLIENT_SECRET") or env.get("AZURE_CLIENT_CERTIFICATE_PATH"):
-        return AuthMethod.ENVIRONMENT
-    return AuthMethod.MANAGED_IDENTITY
+    methods, explicit, disabled = requested_methods(metadata)
+    if not explicit and any(env.get(name) for name in _CLOUD_SERVICE_VARS):
+        methods = tuple(m for m in methods if m is not AuthMethod.CLI)
+    candidates = tuple(_candidate(method, metadata, env) for method in methods)
+    if not explicit:
+        # The default chain holds only what is configured (as the built-in builds it).
+        candidates = tuple(c for c in candidates if c.configured)
+    return IdentityPlan(candidates, explicit, disabled, listed=bool(metadata.get("azureAuthMethods")))
+
+
+def select_auth_method(metadata: ParsedMetadata, environ: Mapping[str, str] | None = None) -> AuthMethod:
+    """The first method `build_credential` will try (raises like it when none is usable)."""
+    return _usable(plan_identity(metadata, environ))[0].method
 
 
 def describe_identity(metadata: ParsedMetadata, environ: Mapping[str, str] | None = None) -> str:
     """The identity in words, for messages: "the user-assigned managed identity with client id …".
 
-    Client ids and tenant ids are not secrets; nothing else from the credential is shown.
+    A chain of several is named as such, in order. Client ids and tenant ids are not secrets;
+    nothing else from the credential is shown.
     """
-    env = os.environ if environ is None else environ
-    method = select_auth_method(metadata, env)
-    client_id = metadata.get("azureClientId")
-    if method is AuthMethod.MANAGED_IDENTITY:
-        if client_id:
-            return f"the user-assigned managed identity with client id {client_id}"
-        return "the system-assigned managed identity"
-    if method is AuthMethod.WORKLOAD_IDENTITY:
-        shown = client_id or env.get("AZURE_CLIENT_ID") or "(unset)"
-        return f"the workload identity with client id {shown}"
-    if method is AuthMethod.CLIENT_SECRET:
-        return f"the service principal with client id {client_id or '(unset)'} (client secret)"
-    if method is AuthMethod.CLIENT_CERTIFICATE:
-        return f"the service principal with client id {client_id or '(unset)'} (certificate)"
-    return f"the service principal from the environment (AZURE_CLIENT_ID {env.get('AZURE_CLIENT_ID', '(unset)')})"
+    plan = plan_identity(metadata, environ)
+    if plan.disabled:
+        return "no identity (azureAuthMethods is none)"
+    usable = plan.usable
+    if not usable:
+        return "no identity (no method in azureAuthMethods is configured)"
+    words = usable[0].words if len(usable) == 1 else "the first that answers of " + ", then ".join(
+        c.words for c in usable
+    )
+    if plan.explicit and plan.skipped():
+        words += f" (azureAuthMethods skipped {plan.skipped()})"
+    return words
 
 
 def tenant_id_problem(value: str) -> str | None:
@@ -164,17 +353,105 @@ def tenant_id_problem(value: str) -> str | None:
 _TENANT_ID = re.compile(r"[A-Za-z0-9.-]+")
 
 
-def _need(metadata: ParsedMetadata, name: str, env: Mapping[str, str], env_name: str, method: AuthMethod) -> str:
-    value = metadata.get(name) or env.get(env_name)
-    if not value:
+def refuse_disabled_identity(metadata: ParsedMetadata) -> None:
+    """Raise `InvalidArgument` when `azureAuthMethods` says `none` (offline: needs no environment)."""
+    if requested_methods(metadata)[2]:
         raise InvalidArgument(
-            f"metadata property '{name}' is required with azureAuthMethod '{method.value}' "
-            f"(or set {env_name} in the environment)"
+            "metadata property 'azureAuthMethods' is 'none': Azure authentication is turned off, so "
+            "Key Vault cannot be read"
         )
-    if name == "azureTenantId" and (problem := tenant_id_problem(str(value))) is not None:
-        source = f"metadata property '{name}'" if metadata.get(name) else f"the environment's {env_name}"
-        raise InvalidArgument(f"{source} {problem}")
-    return str(value)
+
+
+def _usable(plan: IdentityPlan) -> tuple[Candidate, ...]:
+    if plan.disabled:
+        raise InvalidArgument(
+            "metadata property 'azureAuthMethods' is 'none': Azure authentication is turned off, so "
+            "Key Vault cannot be read"
+        )
+    usable = plan.usable
+    if not usable:
+        named = "azureAuthMethods" if plan.listed else "azureAuthMethod"
+        raise InvalidArgument(f"no method in metadata property '{named}' is configured: " + plan.skipped())
+    return usable
+
+
+def _certificate_data(metadata: ParsedMetadata) -> bytes:
+    """Inline `azureCertificate` as bytes: PEM text as it is, otherwise base64 PKCS#12."""
+    text = str(metadata["azureCertificate"]).strip()
+    if "-----BEGIN" in text:
+        return text.encode()
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(
+            "metadata property 'azureCertificate' must be PEM text (certificate and private key) or a "
+            "PKCS#12 (PFX) file in base64"
+        ) from None
+
+
+def _make(
+    candidate: Candidate,
+    metadata: ParsedMetadata,
+    env: Mapping[str, str],
+    authority: dict[str, str],
+    client_kwargs: dict[str, Any],
+) -> AsyncTokenCredential:
+    from azure.identity.aio import (
+        AzureCliCredential,
+        CertificateCredential,
+        ClientSecretCredential,
+        EnvironmentCredential,
+        ManagedIdentityCredential,
+        WorkloadIdentityCredential,
+    )
+
+    method = candidate.method
+    if method is AuthMethod.MANAGED_IDENTITY:
+        client_id, _ = _managed_client_id(metadata, env)
+        return ManagedIdentityCredential(client_id=client_id, **client_kwargs)
+    if method is AuthMethod.WORKLOAD_IDENTITY:
+        if (problem := tenant_id_problem(env["AZURE_TENANT_ID"])) is not None:
+            raise InvalidArgument(f"the environment's AZURE_TENANT_ID {problem}")
+        return WorkloadIdentityCredential(
+            tenant_id=env["AZURE_TENANT_ID"],
+            client_id=env["AZURE_CLIENT_ID"],
+            token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"],
+            **authority,
+            **client_kwargs,
+        )
+    if method is AuthMethod.CLIENT_CREDENTIALS:
+        return ClientSecretCredential(
+            tenant_id=str(metadata["azureTenantId"]),
+            client_id=str(metadata["azureClientId"]),
+            client_secret=str(metadata["azureClientSecret"]),
+            **authority,
+            **client_kwargs,
+        )
+    if method is AuthMethod.CLIENT_CERTIFICATE:
+        path = metadata.get("azureCertificateFile")
+        source: dict[str, Any] = (
+            {"certificate_path": path} if path else {"certificate_data": _certificate_data(metadata)}
+        )
+        field = "azureCertificateFile" if path else "azureCertificate"
+        try:
+            return CertificateCredential(
+                tenant_id=str(metadata["azureTenantId"]),
+                client_id=str(metadata["azureClientId"]),
+                password=metadata.get("azureCertificatePassword") or None,
+                **source,
+                **authority,
+                **client_kwargs,
+            )
+        except (OSError, ValueError) as exc:
+            shown = f"names {path!r}, which" if path else "holds a certificate that"
+            raise FailedPrecondition(
+                f"metadata property '{field}' {shown} cannot be used as a certificate (with its private key "
+                f"and azureCertificatePassword): {type(exc).__name__}"
+            ) from None
+    if method is AuthMethod.CLI:
+        # The CLI runs `az account get-access-token` in a subprocess: no HTTP pipeline to configure.
+        return AzureCliCredential()
+    return EnvironmentCredential(**authority, **client_kwargs)
 
 
 def build_credential(
@@ -183,77 +460,100 @@ def build_credential(
     environ: Mapping[str, str] | None = None,
     **client_kwargs: Any,
 ) -> AsyncTokenCredential:
-    """An async credential for the identity the metadata selects.
+    """An async credential for the identity (or chain of identities) the metadata selects.
 
-    `client_kwargs` go to the credential's HTTP pipeline (e.g. `transport`, `retry_total`), so a
+    `client_kwargs` go to the credentials' HTTP pipelines (e.g. `transport`, `retry_total`), so a
     token endpoint that is down fails within the caller's retry budget instead of the SDK's
     default (about 5 s for App Service, up to a minute for IMDS). Must be called on the event
-    loop that will use the credential. Raises `InvalidArgument` for missing metadata and
-    `FailedPrecondition` for an unreadable certificate file.
+    loop that will use the credential. Raises `InvalidArgument` when no listed method is
+    configured (naming each and why) and `FailedPrecondition` for an unusable certificate.
     """
-    from azure.identity.aio import (
-        CertificateCredential,
-        ClientSecretCredential,
-        EnvironmentCredential,
-        ManagedIdentityCredential,
-        WorkloadIdentityCredential,
-    )
-
     env = os.environ if environ is None else environ
     remember(metadata)
     scrub_azure_logs()
-    method = select_auth_method(metadata, env)
+    usable = _usable(plan_identity(metadata, env))
     environment = environment_of(metadata)
     # A token endpoint that does not resolve or refuses: fail now, naming it (IMDS keeps its own).
     client_kwargs.setdefault("retry_policy_class", CauseAwareRetryPolicy)
     authority: dict[str, str] = {}
     if environment is not AzureEnvironment.PUBLIC:
         authority["authority"] = AUTHORITY_HOSTS[environment]
-    credential: AsyncTokenCredential
-    if method is AuthMethod.MANAGED_IDENTITY:
-        client_id = metadata.get("azureClientId") or None
-        credential = ManagedIdentityCredential(client_id=client_id, **client_kwargs)
-    elif method is AuthMethod.WORKLOAD_IDENTITY:
-        token_file = env.get("AZURE_FEDERATED_TOKEN_FILE")
-        if not token_file:
-            raise InvalidArgument(
-                "azureAuthMethod 'workloadidentity' needs AZURE_FEDERATED_TOKEN_FILE in the environment "
-                "(set by the AKS workload identity webhook)"
-            )
-        credential = WorkloadIdentityCredential(
-            tenant_id=_need(metadata, "azureTenantId", env, "AZURE_TENANT_ID", method),
-            client_id=_need(metadata, "azureClientId", env, "AZURE_CLIENT_ID", method),
-            token_file_path=token_file,
-            **authority,
-            **client_kwargs,
-        )
-    elif method is AuthMethod.CLIENT_SECRET:
-        credential = ClientSecretCredential(
-            tenant_id=_need(metadata, "azureTenantId", env, "AZURE_TENANT_ID", method),
-            client_id=_need(metadata, "azureClientId", env, "AZURE_CLIENT_ID", method),
-            client_secret=_need(metadata, "azureClientSecret", env, "AZURE_CLIENT_SECRET", method),
-            **authority,
-            **client_kwargs,
-        )
-    elif method is AuthMethod.CLIENT_CERTIFICATE:
-        path = _need(metadata, "azureCertificateFile", env, "AZURE_CLIENT_CERTIFICATE_PATH", method)
+    # Nothing is opened by building a credential, so one failing leaves nothing to close.
+    made = [(c.method, _make(c, metadata, env, authority, dict(client_kwargs))) for c in usable]
+    inner = made[0][1] if len(made) == 1 else FallThroughChain(made)
+    return SingleFlightCredential(inner)
+
+
+#: What each chain member said during this token request: (method, error, refused).
+_ATTEMPTS: contextvars.ContextVar[list[tuple[str, BaseException, bool]] | None] = contextvars.ContextVar(
+    "identity_attempts", default=None
+)
+
+
+def _first_sentence(exc: BaseException, limit: int = 90) -> str:
+    text = " ".join(str(exc).split())
+    cut = text.find(". ")
+    text = text[: cut + 1] if cut > 0 else text
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _Member(AsyncTokenCredential):
+    """A chain member that notes what it said, so the chain can report each method by name."""
+
+    def __init__(self, method: AuthMethod, inner: AsyncTokenCredential) -> None:
+        self.method = method
+        self.inner = inner
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        from azure.identity import CredentialUnavailableError
+
         try:
-            credential = CertificateCredential(
-                tenant_id=_need(metadata, "azureTenantId", env, "AZURE_TENANT_ID", method),
-                client_id=_need(metadata, "azureClientId", env, "AZURE_CLIENT_ID", method),
-                certificate_path=path,
-                password=metadata.get("azureCertificatePassword") or None,
-                **authority,
-                **client_kwargs,
-            )
-        except (OSError, ValueError) as exc:
-            raise FailedPrecondition(
-                f"metadata property 'azureCertificateFile' names {path!r}, which cannot be used as a "
-                f"certificate: {type(exc).__name__}"
-            ) from None
-    else:
-        credential = EnvironmentCredential(**authority, **client_kwargs)
-    return SingleFlightCredential(credential)
+            return await self.inner.get_token(*scopes, **kwargs)
+        except Exception as exc:
+            noted = _ATTEMPTS.get()
+            if noted is not None:
+                noted.append((self.method.value, exc, not isinstance(exc, CredentialUnavailableError)))
+            raise
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+
+class FallThroughChain(AsyncTokenCredential):
+    """azure-identity's `ChainedTokenCredential`: an unavailable credential falls through to the
+    next. When one refuses, its own error (with its status) is raised instead of the chain's
+    summary, so a wrong secret reads as a refusal, not as an outage; when every one is
+    unavailable, the error names each method and why, briefly."""
+
+    def __init__(self, credentials: list[tuple[AuthMethod, AsyncTokenCredential]]) -> None:
+        from azure.identity.aio import ChainedTokenCredential
+
+        self._chain = ChainedTokenCredential(*(_Member(method, c) for method, c in credentials))
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        from azure.identity import CredentialUnavailableError
+
+        noted: list[tuple[str, BaseException, bool]] = []
+        reset = _ATTEMPTS.set(noted)
+        try:
+            return await self._chain.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError:
+            refusal = next((exc for _, exc, refused in noted if refused), None)
+            if refusal is not None:
+                raise refusal from None
+            tried = "; ".join(f"{method}: {_first_sentence(exc)}" for method, exc, _ in noted)
+            raise CredentialUnavailableError(message=f"no method answered ({tried})") from None
+        finally:
+            _ATTEMPTS.reset(reset)
+
+    async def close(self) -> None:
+        await self._chain.close()
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
 
 
 class TokenRequestError(ClientAuthenticationError):

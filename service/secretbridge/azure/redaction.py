@@ -33,7 +33,8 @@ _URL_SECRET_PARAM = re.compile(
     re.IGNORECASE,
 )
 _MAX_CAUSE = 300
-_SECRET_PROPERTIES = ("azureClientSecret", "azureCertificatePassword")
+#: The properties that hold a secret: an inline certificate holds its private key.
+_SECRET_PROPERTIES = ("azureClientSecret", "azureCertificatePassword", "azureCertificate")
 #: Secrets of the credentials built in this process, scrubbed from the Azure SDK's log records.
 _remembered: set[str] = set()
 _lock = threading.Lock()

@@ -113,6 +113,7 @@ def validate_component(
         )
         for key in metadata.unknown
     ]
+    warnings += list(metadata.warnings)
     errors = list(metadata.errors)
     try:
         warnings += [("", text) for text in cls.validate(metadata, policy)]

@@ -31,35 +31,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from secretbridge.azure.budget import MAX_THROTTLED_RESENDS
-from secretbridge.azure.hosts import operator_listed, parse_vault_host, show_host
-from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
+from secretbridge.azure.identity import environment_of
 from secretbridge.azure.references import ReferenceTarget, is_reference, vet_reference
 from secretbridge.backends.contract import (
-    CACHE_PROPERTIES,
     JSON_MULTI_VALUED,
     ReferenceResolver,
     SecretStore,
     json_members,
 )
+from secretbridge.backends.references import reference_properties, validate_references, wants_references
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
 from secretbridge.core.errors import FailedPrecondition, NotFound, SecretStoreError
-from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
+from secretbridge.core.metadata import ParsedMetadata, Property
 from secretbridge.core.names import show_name
-from secretbridge.core.policy import ALLOW_VAULT_HOSTS_SETTING, STRICT, OperatorPolicy
+from secretbridge.core.policy import STRICT, OperatorPolicy
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SECRETS_PATH = "/mnt/secrets"
-
-
-def _check_hosts(hosts: tuple[str, ...]) -> str | None:
-    for host in hosts:
-        try:
-            parse_vault_host(host)
-        except ValueError as err:
-            return f"must list hosts as host or host:port: {err}"
-    return None
 
 
 CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
@@ -70,31 +59,6 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
         default=DEFAULT_SECRETS_PATH,
     ),
     JSON_MULTI_VALUED,
-    Property(
-        "resolveKeyVaultReferences",
-        "Resolve values of the form `@Microsoft.KeyVault(...)` through Key Vault with this "
-        "instance's identity; `false` serves them as the literal text.",
-        Kind.BOOL,
-        default=True,
-    ),
-    Property(
-        "keyVaultReferenceHosts",
-        "Deprecated: hosts outside Azure are the operator's to allow (`serve --allow-vault-host`). "
-        "Accepted with a warning only when every entry is a host the operator listed too.",
-        Kind.LIST,
-        default=(),
-        check=_check_hosts,
-    ),
-    Property(
-        "maxRetries",
-        "Retries of one Key Vault or token-endpoint call while resolving a reference (the Azure "
-        "SDK's retry_total/retry_status); a 429 is first waited out (Retry-After, for every request to "
-        f"the vault) and resent up to {MAX_THROTTLED_RESENDS} times before it counts as one.",
-        Kind.INT,
-        default=3,
-        minimum=0,
-        maximum=10,
-    ),
 )
 
 
@@ -124,41 +88,17 @@ class ContainerAppsStore(SecretStore):
     )
     properties: ClassVar[tuple[Property, ...]] = (
         *CONTAINERAPPS_PROPERTIES,
-        *AZURE_PROPERTIES,
-        *CACHE_PROPERTIES,
+        *reference_properties("serves them as the literal text"),
     )
 
     @classmethod
     def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
-        return bool(metadata["resolveKeyVaultReferences"])
+        return wants_references(metadata)
 
     @classmethod
     def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:
-        """`keyVaultReferenceHosts` (deprecated) may name only hosts the operator listed; warns when
-        it is set at all, and when references are served as literal text anyway."""
-        warnings = super().validate(metadata, policy)
-        hosts = metadata["keyVaultReferenceHosts"] if metadata.known("keyVaultReferenceHosts") else ()
-        problems: list[tuple[str, str]] = []
-        for entry in hosts:
-            host, port = parse_vault_host(entry)
-            if not operator_listed(policy.vault_hosts, host, port):
-                problems.append(("keyVaultReferenceHosts", (
-                    f"metadata property 'keyVaultReferenceHosts' lists {show_host(host, port)}, which the operator "
-                    f"has not allowed; a Component cannot allow a vault host outside Azure itself: start serve "
-                    f"with --allow-vault-host {show_host(host, port)} (or list it in SECRETBRIDGE_ALLOW_VAULT_HOSTS)"
-                )))
-        if problems:
-            raise MetadataErrors(problems)
-        if hosts:
-            warnings.append(
-                "metadata property 'keyVaultReferenceHosts' is deprecated and grants nothing: hosts outside "
-                f"Azure are allowed by the operator ({ALLOW_VAULT_HOSTS_SETTING}); remove it"
-            )
-            if metadata.known("resolveKeyVaultReferences") and not metadata["resolveKeyVaultReferences"]:
-                warnings.append(
-                    "metadata property 'keyVaultReferenceHosts' has no effect: resolveKeyVaultReferences is false"
-                )
-        return warnings
+        """The reference rules shared with `env` (`keyVaultReferenceHosts` only repeats the operator's)."""
+        return super().validate(metadata, policy) + validate_references(metadata, policy)
 
     def __init__(
         self,

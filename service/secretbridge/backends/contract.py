@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
@@ -20,6 +21,15 @@ from secretbridge.core.policy import STRICT, OperatorPolicy
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
+
+#: Events a store reports through `SecretStore.notice` for the runtime to count (a bounded set).
+#: A Key Vault secret served although it is past its `exp` or before its `nbf`.
+OUTSIDE_VALIDITY = "outside_validity"
+NOTICES: tuple[str, ...] = (OUTSIDE_VALIDITY,)
+
+
+def _ignore(event: str) -> None:
+    """The default notice hook: nobody is counting (validate, check, tests)."""
 
 #: What a remote backend's cache in front of it understands (the runtime's cache reads these values).
 CACHE_PROPERTIES: tuple[Property, ...] = (
@@ -157,6 +167,12 @@ class SecretStore(abc.ABC):
         self.resolver = resolver
         #: What the operator allowed (vault hosts outside Azure, size caps); never from metadata.
         self.policy = policy
+        #: Set by the runtime to count what `notice` reports (metrics live above the backends).
+        self.on_notice: Callable[[str], None] = _ignore
+
+    def notice(self, event: str) -> None:
+        """Report one of `NOTICES` (e.g. a secret served outside its validity) to whoever counts."""
+        self.on_notice(event)
 
     @classmethod
     def validate(cls, metadata: ParsedMetadata, policy: OperatorPolicy = STRICT) -> list[str]:

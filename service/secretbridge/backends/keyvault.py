@@ -26,8 +26,15 @@ from secretbridge.azure.identity import (
     build_credential,
     describe_identity,
     environment_of,
+    refuse_disabled_identity,
 )
-from secretbridge.backends.contract import JSON_MULTI_VALUED, ReferenceResolver, SecretStore, json_members
+from secretbridge.backends.contract import (
+    JSON_MULTI_VALUED,
+    OUTSIDE_VALIDITY,
+    ReferenceResolver,
+    SecretStore,
+    json_members,
+)
 from secretbridge.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -47,13 +54,16 @@ _PREFIX = re.compile(r"^[0-9A-Za-z-]{0,126}$")
 _DEFAULT_TIMEOUT = 30.0
 #: Key Vault lists secrets 25 to a page.
 LIST_PAGE = 25
+#: Secrets warned about being served outside their validity, per instance (then only counted).
+_MAX_WARNED = 10_000
 
 
 KEYVAULT_PROPERTIES: tuple[Property, ...] = (
     Property(
         "vaultName",
         "The Key Vault's name (`myvault`); the host is `<vaultName>.<suffix of azureEnvironment>`. "
-        "A full host such as `myvault.vault.azure.net` is accepted and sets the environment. "
+        "A full host (`myvault.vault.azure.net`) or the vault's URL (`https://myvault.vault.azure.net/`) "
+        "is accepted and sets the environment. "
         "Exactly one of vaultName and vaultUri.",
     ),
     Property(
@@ -83,11 +93,19 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
         default="",
     ),
     Property(
-        "allowExpired",
-        "Serve secrets past their expiry (`exp`) or before their activation date (`nbf`); by default "
-        "they are refused with FAILED_PRECONDITION and left out of BulkGet.",
+        "refuseExpired",
+        "Refuse secrets past their expiry (`exp`) or before their activation date (`nbf`) with "
+        "FAILED_PRECONDITION, and leave them out of BulkGet. By default they are served, as Key Vault "
+        "and Dapr's built-in store serve them, with a warning (once per secret) and a metric.",
         Kind.BOOL,
         default=False,
+    ),
+    Property(
+        "allowExpired",
+        "Deprecated: the opposite of refuseExpired (`false` refuses expired and not-yet-valid secrets).",
+        Kind.BOOL,
+        deprecated='use refuseExpired (secrets outside their validity are now served by default; '
+        'refuseExpired: "true" refuses them); refuseExpired wins when both are set',
     ),
     Property(
         "bulkConcurrency",
@@ -139,7 +157,12 @@ def _resolve_vault(metadata: ParsedMetadata) -> _Vault | None:
     name, uri = metadata.get("vaultName"), metadata.get("vaultUri")
     environment = environment_of(metadata)
     if name:
-        name = name.strip().lower().rstrip(".")
+        # A name, a host or the vault's URL (the built-in store accepts the first two and
+        # https://<host>; a trailing slash, as the portal copies it, is accepted too).
+        name = name.strip().lower()
+        if name.startswith("https://"):
+            name = name[len("https://"):]
+        name = name.rstrip("/").rstrip(".")
         for env, suffix in VAULT_SUFFIXES.items():
             if name.endswith("." + suffix):
                 if metadata.given("azureEnvironment") and metadata.known("azureEnvironment") \
@@ -205,13 +228,18 @@ class KeyVaultStore(SecretStore):
         policy: OperatorPolicy = STRICT,
     ) -> None:
         super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
+        refuse_disabled_identity(metadata)
         vault, prefix = self._settings(metadata, policy)
         assert vault is not None, "Init metadata has every value resolved"
         self.vault_url, self.environment, self.vault_label = vault
         self.verify_challenge_resource = not metadata.get("disableChallengeResourceVerification", False)
         self.key_prefix: str = prefix
         self.dashes = (metadata.get("nameMapping") or "none") == "dashes"
-        self.allow_expired = bool(metadata.get("allowExpired", False))
+        if metadata.given("refuseExpired") or not metadata.given("allowExpired"):
+            self.refuse_expired = bool(metadata.get("refuseExpired", False))
+        else:
+            self.refuse_expired = not metadata["allowExpired"]
+        self._warned_validity: set[str] = set()
         self.bulk_concurrency = int(metadata.get("bulkConcurrency") or 32)
         self.bulk_skip_errors = bool(metadata.get("bulkSkipErrors", False))
         self.max_retries = int(metadata.get("maxRetries") if metadata.get("maxRetries") is not None else 3)
@@ -228,6 +256,7 @@ class KeyVaultStore(SecretStore):
         with a vault host; a vault host outside Azure, and `disableChallengeResourceVerification`,
         only where the operator's `policy` lists the host; `keyPrefix` within Key Vault's name rule.
         Raises `MetadataErrors` listing every rule broken."""
+        refuse_disabled_identity(metadata)
         cls._settings(metadata, policy)
         return []
 
@@ -342,15 +371,26 @@ class KeyVaultStore(SecretStore):
     def _shape(self, name: str, value: str) -> dict[str, str]:
         return json_members(name, value) if self.multi_valued else {name: value}
 
-    def _validity_problem(self, expires_on: datetime | None, not_before: datetime | None) -> str | None:
-        if self.allow_expired:
-            return None
+    @staticmethod
+    def _validity_problem(expires_on: datetime | None, not_before: datetime | None) -> str | None:
         now = datetime.now(UTC)
         if expires_on is not None and expires_on <= now:
             return f"expired at {expires_on.isoformat()}"
         if not_before is not None and not_before > now:
             return f"is not valid before {not_before.isoformat()}"
         return None
+
+    def _served_outside_validity(self, name: str, problem: str) -> None:
+        """Count a secret served although it is outside its validity; warn once per secret."""
+        self.notice(OUTSIDE_VALIDITY)
+        if name in self._warned_validity or len(self._warned_validity) >= _MAX_WARNED:
+            return
+        self._warned_validity.add(name)
+        logger.warning(
+            "a secret outside its validity is served, as Key Vault serves it; set refuseExpired to refuse it",
+            extra={"instance": self.instance, "backend": self.backend, "secret": name,
+                   "vault": self.vault_label, "reason": problem},
+        )
 
     # -- reads ------------------------------------------------------------------------------------
     async def get(self, name: str, version: str | None = None) -> dict[str, str]:
@@ -359,10 +399,12 @@ class KeyVaultStore(SecretStore):
         secret = await self.reader.get(vault_name, version, shown=name)
         problem = self._validity_problem(secret.expires_on, secret.not_before)
         if problem is not None:
-            raise FailedPrecondition(
-                f"secret {show_name(name)} in {self.vault_label} {problem}; set metadata allowExpired: "
-                '"true" to serve it anyway'
-            )
+            if self.refuse_expired:
+                raise FailedPrecondition(
+                    f"secret {show_name(name)} in {self.vault_label} {problem}, and metadata refuseExpired "
+                    "is true"
+                )
+            self._served_outside_validity(name, problem)
         return self._shape(name, secret.value)
 
     async def markers(
@@ -400,7 +442,8 @@ class KeyVaultStore(SecretStore):
         return found, max(1, math.ceil(seen / LIST_PAGE))
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
-        """Every enabled, currently valid secret under `keyPrefix`, at most `limit` of them.
+        """Every enabled secret under `keyPrefix` (currently valid ones only with `refuseExpired`),
+        at most `limit` of them.
 
         Reads start as soon as the page naming a secret arrives, while the next pages are still
         being listed: `bulkConcurrency` readers take names in listing order. Listing stops once
@@ -433,8 +476,14 @@ class KeyVaultStore(SecretStore):
                                "error": type(exc).__name__, "reason": exc.message},
                     )
                     continue
-                if secret is not None:
-                    results[app_name] = self._shape(app_name, secret.value)
+                if secret is None:
+                    continue
+                problem = self._validity_problem(secret.expires_on, secret.not_before)
+                if problem is not None:
+                    if self.refuse_expired:
+                        continue  # expired since it was listed
+                    self._served_outside_validity(app_name, problem)
+                results[app_name] = self._shape(app_name, secret.value)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -446,7 +495,9 @@ class KeyVaultStore(SecretStore):
                         vault_name: str = props.name or ""
                         if not vault_name.lower().startswith(prefix) or len(vault_name) == len(prefix):
                             continue
-                        if props.enabled is False or self._validity_problem(props.expires_on, props.not_before):
+                        if props.enabled is False or (
+                            self.refuse_expired and self._validity_problem(props.expires_on, props.not_before)
+                        ):
                             skipped += 1
                             continue
                         app_name = vault_name[len(prefix):]

@@ -6,8 +6,17 @@ at Init, word its error messages (always naming the property), and produce the
 reference tables in the README (`secretbridge backends --markdown`), the way
 Dapr's components-contrib keeps a metadata.yaml beside each store.
 
-Names match case-insensitively, as daprd's own metadata decoding does, so a
-YAML written for a built-in store keeps working after a one-line `type:` change.
+Values are decoded as Dapr decodes them (dapr/kit's metadata decoder), so a YAML written for a
+built-in store keeps its meaning after a `type:` change:
+
+- names match case-insensitively;
+- booleans are Dapr's truthy strings (`1`, `t`, `true`, `y`, `yes`, `on`, any case) and their
+  opposites (`0`, `f`, `false`, `n`, `no`, `off`); other text is refused naming the property (Dapr
+  reads it as false, which hides a typo);
+- durations are Go durations (`500ms`, `1h30m`) or a bare whole number of seconds (`30`);
+- a property with aliases takes the first spelling present in its declaration order (name first,
+  then the aliases as listed, which is the order components-contrib lists them); a later
+  spelling present as well is ignored with a warning. An empty value counts as not set.
 """
 
 from __future__ import annotations
@@ -32,15 +41,31 @@ class Kind(StrEnum):
     LIST = "list"
 
 
+#: Dapr's truthy strings (dapr/kit `strings.IsTruthy`) and the opposites we accept as false.
+TRUTHY = frozenset({"1", "t", "true", "y", "yes", "on"})
+FALSY = frozenset({"0", "f", "false", "n", "no", "off"})
+
+_BARE_SECONDS = re.compile(r"[+-]?\d+")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def parse_bool(text: str) -> bool:
+    """Dapr's truthiness, strict: raises ValueError for text that is neither truthy nor falsy."""
+    lowered = text.strip().lower()
+    if lowered in TRUTHY:
+        return True
+    if lowered in FALSY:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
 def parse_duration(text: str) -> float:
-    """Parse a Go-style duration (`500ms`, `30s`, `5m`, `1h30m`, `0`) into seconds."""
+    """Parse a Go-style duration (`500ms`, `30s`, `5m`, `1h30m`, `0`) or bare seconds (`30`) into seconds."""
     value = text.strip()
-    if value == "0":
-        return 0.0
+    if _BARE_SECONDS.fullmatch(value):
+        # As dapr/kit: what Go's ParseDuration refuses is tried as whole seconds.
+        return float(int(value))
     pos, total = 0, 0.0
     while pos < len(value):
         match = _DURATION_PART.match(value, pos)
@@ -83,6 +108,8 @@ class Property:
     maximum: float | None = None
     # Extra validation of the parsed value; returns an error text or None.
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+    #: Set for a property kept for old Components: what to use instead (a warning when it is used).
+    deprecated: str = ""
 
     def parse(self, raw: str) -> Any:
         """Turn the string from the Component YAML into a typed value."""
@@ -90,10 +117,12 @@ class Property:
         text = raw.strip()
         value: Any
         if self.kind is Kind.BOOL:
-            lowered = text.lower()
-            if lowered not in ("true", "false"):
-                raise self._error(f'must be "true" or "false", got {shown}')
-            value = lowered == "true"
+            try:
+                value = parse_bool(text)
+            except ValueError:
+                raise self._error(
+                    f'must be a boolean ("true", "false", or Dapr\'s 1/0, t/f, y/n, yes/no, on/off), got {shown}'
+                ) from None
         elif self.kind is Kind.INT:
             try:
                 value = int(text)
@@ -104,7 +133,8 @@ class Property:
                 value = parse_duration(text)
             except ValueError:
                 raise self._error(
-                    f"must be a duration such as 500ms, 30s, 5m or 1h (0 turns it off), got {shown}"
+                    f"must be a duration such as 500ms, 30s, 5m or 1h, or a whole number of seconds "
+                    f"(0 turns it off), got {shown}"
                 ) from None
         elif self.kind is Kind.LIST:
             value = tuple(item.strip() for item in text.split(",") if item.strip())
@@ -164,6 +194,8 @@ class ParsedMetadata:
     defaulted: frozenset[str]
     unknown: tuple[str, ...]
     suggestions: dict[str, str]
+    #: (property, text): spellings ignored because an earlier alias won, deprecated properties used.
+    warnings: tuple[tuple[str, str], ...] = ()
     #: Properties given with a value only daprd knows (a `secretKeyRef`): present, value unknown.
     unresolved: frozenset[str] = frozenset()
     #: (property, text) of every problem found, in `collect` mode (else the first one is raised).
@@ -208,13 +240,13 @@ def parse_metadata(
             raise err
         problems.append((prop, err.message))
 
-    by_name: dict[str, Property] = {}
+    by_name: dict[str, tuple[Property, int]] = {}
     for prop in properties:
-        for spelling in (prop.name, *prop.aliases):
-            by_name[spelling.lower()] = prop
+        for rank, spelling in enumerate((prop.name, *prop.aliases)):
+            by_name[spelling.lower()] = (prop, rank)
     later = {key.lower() for key in unresolved}
-    values: dict[str, Any] = {}
-    seen_from: dict[str, str] = {}
+    # Every spelling given, per property: (rank in the declaration, key as written, text).
+    given: dict[str, list[tuple[int, str, str]]] = {}
     unknown: list[str] = []
     referenced: set[str] = set()
     for key, text in raw.items():
@@ -222,22 +254,44 @@ def parse_metadata(
         if found is None:
             unknown.append(key)
             continue
-        prop = found
-        if prop.name in seen_from:
+        prop, rank = found
+        spellings = given.setdefault(prop.name, [])
+        twin = next((k for r, k, _ in spellings if r == rank), None)
+        if twin is not None:
+            # The same spelling in two cases: daprd's decoder refuses this too.
             problem(prop.name, InvalidArgument(
-                f"metadata property '{prop.name}' is given twice (as '{seen_from[prop.name]}' and '{key}')"
+                f"metadata property '{prop.name}' is given twice (as '{twin}' and '{key}')"
             ))
             continue
-        seen_from[prop.name] = key
-        if key.lower() in later:
-            referenced.add(prop.name)
-            continue
-        if text.strip() == "":
+        spellings.append((rank, key, text))
+    values: dict[str, Any] = {}
+    warnings: list[tuple[str, str]] = []
+    by_canonical = {p.name: p for p in properties}
+    for name, spellings in given.items():
+        prop = by_canonical[name]
+        spellings.sort()
+        # A spelling daprd resolves later (a secretKeyRef) counts as set, whatever its text here.
+        chosen = next(
+            ((key, text) for _, key, text in spellings if key.lower() in later or text.strip() != ""), None
+        )
+        if len(spellings) > 1:
+            used = chosen[0] if chosen is not None else spellings[0][1]
+            ignored = ", ".join(f"'{key}'" for _, key, _ in spellings if key != used)
+            warnings.append((name, (
+                f"metadata property '{name}' is given more than once; '{used}' is used and {ignored} "
+                "ignored (the first in Dapr's alias order wins)"
+            )))
+        if prop.deprecated:
+            warnings.append((name, f"metadata property '{spellings[0][1]}' is deprecated: {prop.deprecated}"))
+        if chosen is None:
             continue  # an empty value means "not set", as in daprd
+        if chosen[0].lower() in later:
+            referenced.add(name)
+            continue
         try:
-            values[prop.name] = prop.parse(text)
+            values[name] = prop.parse(chosen[1])
         except InvalidArgument as err:
-            problem(prop.name, err)
+            problem(name, err)
     defaulted = []
     for prop in properties:
         if prop.name in values:
@@ -257,6 +311,7 @@ def parse_metadata(
         defaulted=frozenset(defaulted),
         unknown=tuple(unknown),
         suggestions=suggestions,
+        warnings=tuple(warnings),
         unresolved=frozenset(referenced),
         errors=tuple(problems),
     )
@@ -273,7 +328,8 @@ def markdown_table(properties: Iterable[Property]) -> str:
         if prop.choices:
             kind = " \\| ".join(f"`{c}`" for c in prop.choices)
         default = f"`{prop.default_text()}`" if prop.default_text() else ""
+        description = prop.description.replace("|", "\\|")  # a bare | would end the cell
         rows.append(
-            f"| `{prop.name}` | {kind} | {default} | {'yes' if prop.required else ''} | {prop.description} |"
+            f"| `{prop.name}` | {kind} | {default} | {'yes' if prop.required else ''} | {description} |"
         )
     return "\n".join(rows)

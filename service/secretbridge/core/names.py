@@ -63,7 +63,7 @@ def get_options(metadata: Mapping[str, str], *, supports_versions: bool, backend
 
 
 def bulk_options(metadata: Mapping[str, str]) -> BulkOptions:
-    """Read `maxresults`: a positive whole number, or absent."""
+    """Read `maxresults`: a whole number; absent, 0 or negative means no limit (as Dapr's stores)."""
     text = metadata.get("maxresults", "").strip()
     if not text:
         return BulkOptions()
@@ -71,8 +71,6 @@ def bulk_options(metadata: Mapping[str, str]) -> BulkOptions:
         limit = int(text)
     except ValueError:
         raise InvalidArgument(
-            f"request metadata 'maxresults' must be a positive whole number, got {show_name(text)}"
+            f"request metadata 'maxresults' must be a whole number (0 or less: no limit), got {show_name(text)}"
         ) from None
-    if limit < 1:
-        raise InvalidArgument(f"request metadata 'maxresults' must be at least 1, got {limit}")
-    return BulkOptions(limit=limit)
+    return BulkOptions(limit=limit if limit > 0 else None)

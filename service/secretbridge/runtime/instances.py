@@ -29,7 +29,7 @@ from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import check_name, get_options, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.runtime.cache import CachedStore
-from secretbridge.runtime.metrics import BACKEND_UP
+from secretbridge.runtime.metrics import BACKEND_UP, notice_counter
 from secretbridge.runtime.state import Saved, StateStore
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ async def build_instance(
         log.warning(warning, extra={"instance": name, "backend": cls.backend, "property": prop})
     resolver = references_resolver(metadata, instance=name) if cls.wants_resolver(metadata) else None
     store = cls(metadata, instance=name, resolver=resolver, policy=policy)
+    store.on_notice = notice_counter(name, cls.backend)
     cached = CachedStore(store, metadata, instance=name) if cls.remote else None
     try:
         await store.open()

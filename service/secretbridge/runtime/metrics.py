@@ -66,12 +66,31 @@ BACKEND_UP = Gauge(
     "whose cache still serves leaves the pod ready.",
     ["instance", "backend"],
 )
+OUTSIDE_VALIDITY_SERVED = Counter(
+    "secretbridge_outside_validity_served_total",
+    "Key Vault secrets read from the vault and served although past their expiry or before their "
+    "activation date (as Key Vault serves them; refuseExpired refuses them).",
+    ["instance", "backend"],
+)
 REFRESHES = Counter(
     "secretbridge_refresh_ahead_total",
     "Background refreshes of hot keys before they expired, by outcome: ok, error, or unchanged "
     "(confirmed by a listing, not read again).",
     ["instance", "outcome"],
 )
+
+
+def notice_counter(instance: str, backend: str) -> Callable[[str], None]:
+    """The hook a store reports its notices through (`SecretStore.on_notice`), counting each."""
+    from secretbridge.backends.contract import OUTSIDE_VALIDITY
+
+    served = OUTSIDE_VALIDITY_SERVED.labels(instance, backend)
+
+    def count(event: str) -> None:
+        if event == OUTSIDE_VALIDITY:
+            served.inc()
+
+    return count
 
 
 def metrics_text() -> bytes:

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
 import ssl
 import stat
@@ -191,15 +192,30 @@ async def _identity(report: _Report, metadata: ParsedMetadata, scope: str,
                     options: DoctorOptions) -> _Identity | None:
     """The credential step and the token step; the credential (kept open) when a token was had."""
     from secretbridge.azure.causes import Cause, classify_cause, describe_cause
-    from secretbridge.azure.identity import AuthMethod, build_credential, describe_identity, select_auth_method
+    from secretbridge.azure.identity import (
+        AuthMethod,
+        build_credential,
+        describe_identity,
+        plan_identity,
+        select_auth_method,
+    )
     from secretbridge.azure.redaction import safe_cause
     from secretbridge.azure.vault import HttpSession
 
-    method = select_auth_method(metadata)
     identity = describe_identity(metadata)
     seen = _seen_variables()
+    try:
+        method = select_auth_method(metadata)
+    except SecretStoreError as err:  # azureAuthMethods is none, or lists nothing configured
+        report.add("credential", FAIL, f"{err.message} (seen: {seen})",
+                   "list in azureAuthMethods a method this environment has, or configure one it lists")
+        return None
+    # An unreachable IMDS is the end only when nothing usable follows managed identity: in a chain the
+    # next method is tried (the Azure CLI on a laptop, when `az` is installed).
+    after = [c.method for c in plan_identity(metadata).usable if c.method is not AuthMethod.MANAGED_IDENTITY]
+    alone = not after or (after == [AuthMethod.CLI] and shutil.which("az") is None)
     imds: str | None = None
-    if method is AuthMethod.MANAGED_IDENTITY and not any(os.environ.get(n) for n in _MI_ENDPOINT_VARS):
+    if alone and method is AuthMethod.MANAGED_IDENTITY and not any(os.environ.get(n) for n in _MI_ENDPOINT_VARS):
         host, port = options.imds()
         problem = await asyncio.to_thread(_tcp_probe, host, port, min(options.timeout, 2.0))
         if problem is not None:
@@ -217,7 +233,7 @@ async def _identity(report: _Report, metadata: ParsedMetadata, scope: str,
     else:
         advertised = next((n for n in _MI_ENDPOINT_VARS if os.environ.get(n)), None)
         why = (f"{advertised} is set" if method is AuthMethod.MANAGED_IDENTITY and advertised
-               else f"azureAuthMethod resolves to {method.value}")
+               else f"azureAuthMethods starts with {method.value}")
     report.add("credential", OK, f"{identity} ({why}; seen: {seen})")
 
     http = await HttpSession.create(connection_timeout=options.timeout, read_timeout=options.timeout)
@@ -247,7 +263,7 @@ async def _identity(report: _Report, metadata: ParsedMetadata, scope: str,
             fix = (f"assign the user-assigned identity with client id {client_id} to this app "
                    "(az containerapp identity assign --user-assigned <its resource id>), or fix azureClientId")
         else:
-            fix = "check that this app has an identity assigned and that azureAuthMethod fits where it runs"
+            fix = "check that this app has an identity assigned and that azureAuthMethods fits where it runs"
         report.add("token", FAIL, f"no Key Vault token for {identity}: {detail}", fix)
         return None
     claims = token_claims(token.token)
