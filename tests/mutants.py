@@ -149,10 +149,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "maxresults-zero", "core/names.py",
-        "    if limit < 1:\n",
-        "    if limit < 0:\n",
+        "    return BulkOptions(limit=limit if limit > 0 else None)\n",
+        "    return BulkOptions(limit=limit if limit >= 0 else None)\n",
         ("tests/test_local_stores.py::test_maxresults_is_exact_and_validated",),
-        "maxresults 0 is accepted",
+        "maxresults 0 answers nothing instead of everything (Dapr's stores: 0 or less is no limit)",
     ),
     Mutant(
         "maxresults-off-by-one", "backends/file.py",
@@ -171,8 +171,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "ttl-ignored", "runtime/cache.py",
-        "self._put(key, _Entry(data, now + self.ttl, now + self.ttl * REFRESH_AHEAD_AT, last_used=now))",
-        "self._put(key, _Entry(data, now + 10 * self.ttl, now + 10 * self.ttl * REFRESH_AHEAD_AT, last_used=now))",
+        "        ttl = self.ttl * (1 - TTL_JITTER * self.random())\n",
+        "        ttl = 10 * self.ttl * (1 - TTL_JITTER * self.random())\n",
         ("tests/test_cache.py::test_a_value_is_read_once_per_ttl_and_rotation_is_seen_after_it",
          "tests/test_keyvault_cache.py::test_rotation_is_seen_within_the_ttl"),
         "a rotated value is not seen once cacheTTL has passed",
@@ -223,7 +223,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "check-parses-secret-key-refs", "core/metadata.py",
-        "        if key.lower() in later:\n            referenced.add(prop.name)\n            continue\n",
+        "        if chosen[0].lower() in later:\n            referenced.add(name)\n            continue\n",
         "",
         ("tests/test_check.py::test_secret_key_ref_properties_count_as_given_and_are_not_parsed",),
         "secretbridge check judges a secretKeyRef property's placeholder",
