@@ -31,15 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from secretbridge.azure.identity import environment_of
-from secretbridge.azure.references import ReferenceTarget, is_reference, vet_reference
+from secretbridge.azure.references import ReferenceTarget, is_reference
 from secretbridge.backends.contract import (
     JSON_MULTI_VALUED,
     ReferenceResolver,
     SecretStore,
     json_members,
 )
-from secretbridge.backends.references import reference_properties, validate_references, wants_references
+from secretbridge.backends.references import (
+    KeyVaultReferences,
+    reference_properties,
+    validate_references,
+    wants_references,
+)
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
 from secretbridge.core.errors import FailedPrecondition, NotFound, SecretStoreError
 from secretbridge.core.metadata import ParsedMetadata, Property
@@ -111,7 +115,7 @@ class ContainerAppsStore(SecretStore):
         super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
         self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser(), policy.max_file_bytes)
         self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
-        self.allowed_hosts = policy.vault_hosts
+        self.references = KeyVaultReferences(metadata, resolver, policy)
         # (generation, name -> _Known) for an atomic-writer volume; replaced whole on a swap.
         self._by_generation: tuple[tuple[int, int, str] | None, dict[str, _Known]] = (None, {})
         # name -> (signature, _Known) for a plain folder.
@@ -259,21 +263,12 @@ class ContainerAppsStore(SecretStore):
     def _shape(self, name: str, value: str) -> dict[str, str]:
         return json_members(name, value) if self.multi_valued else {name: value}
 
-    # -- references -------------------------------------------------------------------------------
+    # -- references: vetted when a file is read, resolved (through the shared helper) when served ------
     def _vet(self, name: str, text: str) -> ReferenceTarget:
-        return vet_reference(name, text, environment_of(self.metadata), self.allowed_hosts)
+        return self.references.vet(name, text)
 
     async def _resolve(self, name: str, text: str) -> str:
-        return await self._resolve_target(name, self._vet(name, text))
+        return await self.references.resolve(name, text)
 
     async def _resolve_target(self, name: str, target: ReferenceTarget) -> str:
-        if self.resolver is None:
-            raise FailedPrecondition(f"secret {show_name(name)}: Key Vault reference resolution is not open")
-        try:
-            data = await self.resolver.get(target.key, target.version)
-        except SecretStoreError as err:
-            raise type(err)(
-                f"secret {show_name(name)} is a Key Vault reference to {target.shown} that cannot be "
-                f"resolved: {err.message}"
-            ) from None
-        return data[target.key]
+        return await self.references.resolve_target(name, target)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from secretbridge.azure.budget import MAX_THROTTLED_RESENDS
 from secretbridge.azure.hosts import operator_listed, parse_vault_host, show_host
 from secretbridge.azure.identity import AZURE_PROPERTIES, environment_of
-from secretbridge.azure.references import is_reference, vet_reference
+from secretbridge.azure.references import ReferenceTarget, is_reference, vet_reference
 from secretbridge.backends.contract import CACHE_PROPERTIES, ReferenceResolver
 from secretbridge.core.errors import FailedPrecondition, SecretStoreError
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
@@ -116,12 +116,19 @@ class KeyVaultReferences:
         """Whether `text` is a reference this store must resolve rather than serve."""
         return self.enabled and is_reference(text)
 
+    def vet(self, name: str, text: str) -> ReferenceTarget:
+        """Where the reference held by secret `name` points (refused outside Azure and the operator's hosts)."""
+        return vet_reference(name, text, self.environment, self.allowed_hosts)
+
     async def resolve(self, name: str, text: str) -> str:
         """The value the reference held by secret `name` points at; raises naming both and the cause.
 
         The literal is never part of a message: it is the secret's value.
         """
-        target = vet_reference(name, text, self.environment, self.allowed_hosts)
+        return await self.resolve_target(name, self.vet(name, text))
+
+    async def resolve_target(self, name: str, target: ReferenceTarget) -> str:
+        """The value at a vetted reference's `target` (secret `name` held it)."""
         if self.resolver is None:
             raise FailedPrecondition(f"secret {show_name(name)}: Key Vault reference resolution is not open")
         try:
