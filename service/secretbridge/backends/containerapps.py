@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from secretbridge.azure.references import ReferenceTarget, is_reference
+from secretbridge.azure.references import ReferenceTarget
 from secretbridge.backends.contract import (
     JSON_MULTI_VALUED,
     ReferenceResolver,
@@ -114,7 +114,6 @@ class ContainerAppsStore(SecretStore):
     ) -> None:
         super().__init__(metadata, instance=instance, resolver=resolver, policy=policy)
         self.volume = Volume(Path(str(metadata["secretsPath"])).expanduser(), policy.max_file_bytes)
-        self.resolve_references = bool(metadata["resolveKeyVaultReferences"])
         self.references = KeyVaultReferences(metadata, resolver, policy)
         # (generation, name -> _Known) for an atomic-writer volume; replaced whole on a swap.
         self._by_generation: tuple[tuple[int, int, str] | None, dict[str, _Known]] = (None, {})
@@ -127,7 +126,7 @@ class ContainerAppsStore(SecretStore):
         log.info(
             "secret volume opened",
             extra={"instance": self.instance, "path": str(self.volume.path),
-                   "key_vault_references": self.resolve_references},
+                   "key_vault_references": self.references.enabled},
         )
 
     async def check(self) -> None:
@@ -199,7 +198,7 @@ class ContainerAppsStore(SecretStore):
                 return _Known(missing=skip.error)
             raise skip.error from None
         text = decode(name, raw)
-        if self.resolve_references and is_reference(text):
+        if self.references.applies(text):
             return _Known(reference=self._vet(name, text))
         return _Known(data=self._shape(name, text))
 
@@ -256,7 +255,7 @@ class ContainerAppsStore(SecretStore):
         return texts
 
     async def _value(self, name: str, text: str) -> dict[str, str]:
-        if self.resolve_references and is_reference(text):
+        if self.references.applies(text):
             text = await self._resolve(name, text)
         return self._shape(name, text)
 
