@@ -207,7 +207,7 @@ def render_cached_get(section: Mapping[str, Any]) -> list[str]:
 
 def serving_model_lines(section: Mapping[str, Any]) -> list[str]:
     """DESIGN.md's question: which serving model is faster for secretbridge, level by level."""
-    lines = ["    serving model (secretbridge threaded 16 workers / aio variant, calls/s):"]
+    lines = [f"    serving model ({section['production']} / aio variant, calls/s):"]
     threaded_wins = 0
     levels = section["levels"]
     for level in levels:

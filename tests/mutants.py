@@ -228,6 +228,21 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_check.py::test_secret_key_ref_properties_count_as_given_and_are_not_parsed",),
         "secretbridge check judges a secretKeyRef property's placeholder",
     ),
+    Mutant(
+        "miss-holds-a-running-slot", "runtime/server.py",
+        "with self.admission.enter(instance.name), waiting():",
+        "with self.admission.enter(instance.name):",
+        ("tests/test_reach_and_bounds.py::test_a_slow_instance_cannot_starve_the_others",),
+        "a Get waiting on a slow vault keeps one of the few running slots, so four misses stall every hit",
+    ),
+    Mutant(
+        "pool-loses-a-returning-worker", "runtime/workers.py",
+        "                # Back at once, even past `running`: its answer is in and should go out now.\n"
+        "                self._busy += 1\n",
+        "                pass\n",
+        ("tests/test_workers.py::test_the_limit_still_holds_after_calls_have_waited",),
+        "a call back from waiting is not counted, so every wait lets one more call run at once for good",
+    ),
 )
 
 

@@ -35,8 +35,9 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     for level in cached["levels"]:
         labels = {r["label"] for r in level["results"]}
         assert {"echo aio", "echo threaded (4 workers)", "echo threaded (16 workers)",
-                "secretbridge threaded (16 workers)", "secretbridge aio (bench variant)",
-                "secretbridge file (16 workers)", "secretbridge containerapps (16 workers)"} <= labels
+                "secretbridge threaded (64 workers)", "secretbridge threaded (4 workers)",
+                "secretbridge aio (bench variant)",
+                "secretbridge file (64 workers)", "secretbridge containerapps (64 workers)"} <= labels
         assert all(r["calls"] > 0 and not r["errors"] for r in level["results"])
     assert cached["vault_reads_during_load"] == 0  # the load saw cache hits only
 

@@ -47,6 +47,7 @@ from secretbridge.runtime.loop import LoopThread
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS, start_http
 from secretbridge.runtime.readiness import IDLE_AFTER, READY_GRACE, ReadinessPolicy, readiness
 from secretbridge.runtime.state import StateStore, default_state_dir
+from secretbridge.runtime.workers import WorkerPool, waiting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -210,7 +211,7 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
 
     def _run(self, instance: Instance, coro: Any) -> Any:
         try:
-            with self.admission.enter(instance.name):
+            with self.admission.enter(instance.name), waiting():
                 return self.io.run(coro, instance.call_timeout)
         except errors.ResourceExhausted:
             coro.close()  # never scheduled
@@ -220,7 +221,7 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         properties = dict(request.metadata.properties)
 
         def work(instance: str) -> secretstore_pb2.SecretStoreInitResponse:
-            with self.admission.enter(instance):
+            with self.admission.enter(instance), waiting():
                 try:
                     self.io.run(self.instances.init(instance, properties), INIT_TIMEOUT)
                 except TimeoutError:
@@ -409,6 +410,7 @@ class SecretBridgeServer:
         self.admission = Admission(options.workers)
         self.health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
+        self._workers: WorkerPool | None = None
         self._http: Any = None
         self.http_port: int | None = None
         self._stopped = threading.Event()
@@ -476,8 +478,9 @@ class SecretBridgeServer:
         # Saved instances open before daprd can connect (bounded: see _recover), once the folder
         # they are kept in has passed the checks above.
         self._recover()
+        self._workers = WorkerPool(self.options.workers, thread_name_prefix="secretbridge-grpc")
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="secretbridge-grpc"),
+            self._workers,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 # Never send what daprd cannot read; BulkGet says so first (check_answer_size).
@@ -526,6 +529,8 @@ class SecretBridgeServer:
         if self._grpc is not None:
             self._grpc.stop(0).wait(2)
             self._grpc = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
         if self._http is not None:
             with contextlib.suppress(Exception):
                 self.io.run(self._http.cleanup(), 2)
@@ -583,6 +588,8 @@ class SecretBridgeServer:
         self.health.enter_graceful_shutdown()
         if self._grpc is not None:
             self._grpc.stop(self.options.shutdown_grace).wait(self.options.shutdown_grace + 1)
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)  # idle workers end; a call past the grace ends on its own
         with contextlib.suppress(Exception):
             self.io.run(self.instances.close_all(), 5)
         if self._http is not None:
