@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
@@ -281,6 +282,23 @@ async def test_get_latest_version_and_case(fake_vault: FakeKeyVault, open_store:
     assert "db-password" in message and "ffff" in message
     message = await expect(NotFound, store.get("nope"))
     assert "'nope'" in message and fake_vault.url in message
+
+
+async def test_every_vault_request_carries_its_own_client_request_id(
+    fake_vault: FakeKeyVault, open_store: OpenStore
+) -> None:
+    # Key Vault's logs and Azure support find a request by this id; each must be unique and GUID-shaped.
+    for n in range(30):
+        fake_vault.set_secret(f"s-{n}", "v")
+    store = await open_store(vault_metadata(fake_vault))
+    fake_vault.reset_counters()
+    assert len(await store.bulk_get()) == 30
+    await store.get("s-1")
+    ids = fake_vault.request_ids
+    challenges = fake_vault.count("challenge")  # the first request is sent again with a token, same id
+    assert challenges >= 1 and len(ids) == 30 + 2 + 1 + challenges  # the reads, two pages, one Get
+    assert len(set(ids)) == len(ids) - challenges
+    assert all(i is not None and re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", i) for i in ids)
 
 
 async def test_bad_names_are_refused_before_the_vault(fake_vault: FakeKeyVault, open_store: OpenStore) -> None:

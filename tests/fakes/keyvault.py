@@ -140,6 +140,7 @@ class FakeKeyVault(BackgroundServer):
         self._counts: Counter[str] = Counter()
         self._log: list[tuple[str, str, dict[str, str]]] = []
         self._arrivals: list[tuple[float, str]] = []
+        self._request_ids: list[str | None] = []
         self._latency = 0.0
         self._throttle_left = 0
         self._retry_after: float | None = None
@@ -314,6 +315,12 @@ class FakeKeyVault(BackgroundServer):
             return list(self._arrivals)
 
     @property
+    def request_ids(self) -> list[str | None]:
+        """Each request's `x-ms-client-request-id` (None when it had none), oldest first."""
+        with self.lock:
+            return list(self._request_ids)
+
+    @property
     def max_in_flight(self) -> int:
         """The most requests that were being answered at the same time."""
         with self.lock:
@@ -337,6 +344,7 @@ class FakeKeyVault(BackgroundServer):
             self._counts.clear()
             self._log.clear()
             self._arrivals.clear()
+            self._request_ids.clear()
             self._max_in_flight = self._in_flight
             self._max_reads_in_flight = self._reads_in_flight
 
@@ -383,6 +391,7 @@ class FakeKeyVault(BackgroundServer):
             self._log.append((request.method, request.path, dict(request.query)))
             kind = "list" if segments == ["secrets"] else "read" if read else "other"
             self._arrivals.append((time.monotonic(), kind))
+            self._request_ids.append(request.headers.get("x-ms-client-request-id"))
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             if read:

@@ -13,10 +13,12 @@ when they are set after aiohttp was imported (aiohttp builds its own default con
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import ssl
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -162,12 +164,39 @@ class ListedSecret:
     updated_on: datetime | None
 
 
+def _id_path(identifier: Any) -> list[str]:
+    """The path of a Key Vault id (`https://<vault>/secrets/<name>[/<version>]`) split at `/`: `['', 'secrets', ...]`.
+
+    By hand rather than `urlsplit`, which costs more than the rest of the parsing for ids that
+    are all different (its cache never hits); ids carry no query or fragment.
+    """
+    text = str(identifier or "")
+    scheme_end = text.find("://")
+    slash = text.find("/", scheme_end + 3) if scheme_end >= 0 else -1
+    return text[slash:].split("/") if slash >= 0 else [""]
+
+
+def _request_ids() -> Iterator[str]:
+    """`x-ms-client-request-id` values: GUID-shaped, unique in this process (a random prefix, then a counter).
+
+    azure-core's own (`RequestIdPolicy`) is a `uuid1` per request, which asks libuuid for a clock
+    with the GIL held (a file lock or a round trip to uuidd): 7 % of the loop's time in a cold
+    BulkGet of 1,000 here. The policy leaves a request that already has the header alone.
+    """
+    prefix = uuid.uuid4().hex
+    head = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+    return (f"{head}{n & 0xFFFFFFFFFFFF:012x}" for n in itertools.count())
+
+
+_REQUEST_IDS = _request_ids()
+
+
 def _listed(item: Any) -> ListedSecret:
     if not isinstance(item, dict):
         raise ValueError("the vault's page holds an item that is not a secret")
     attributes = item.get("attributes") or {}
     # The id is https://<vault>/secrets/<name>.
-    segments = urlsplit(str(item.get("id") or "")).path.split("/")
+    segments = _id_path(item.get("id"))
     return ListedSecret(
         name=segments[2] if len(segments) > 2 and segments[1] == "secrets" else "",
         enabled=attributes.get("enabled") is not False,
@@ -259,17 +288,12 @@ class VaultReader:
         (`map_error` with the generated operation's map, else `HttpResponseError`), so `error`
         sees the same exceptions either way.
         """
-        path = f"/secrets/{quote(name, safe='')}/{quote(version or '', safe='')}"
-        response = await self._client.send_request(HttpRequest("GET", path, headers={"Accept": "application/json"}))
-        if response.status_code != 200:
-            map_error(status_code=response.status_code, response=response, error_map=_GET_ERROR_MAP)
-            raise HttpResponseError(response=response)
-        bundle = json.loads(response.content)
+        bundle = await self._fetch(f"/secrets/{quote(name, safe='')}/{quote(version or '', safe='')}")
         if not isinstance(bundle, dict) or not isinstance(bundle.get("value", ""), str):
             raise ValueError("the vault's answer is not a secret bundle")
         attributes = bundle.get("attributes") or {}
         # The id is https://<vault>/secrets/<name>/<version>: the vault's spelling of the name.
-        segments = urlsplit(str(bundle.get("id") or "")).path.split("/")
+        segments = _id_path(bundle.get("id"))
         named = len(segments) > 2 and segments[1] == "secrets" and segments[2]
         return VaultSecret(
             name=segments[2] if named else name,
@@ -279,6 +303,16 @@ class VaultReader:
             expires_on=_epoch(attributes.get("exp")),
             not_before=_epoch(attributes.get("nbf")),
         )
+
+    async def _fetch(self, url: str) -> Any:
+        """`GET url` (relative to the vault, or a nextLink on it) through the client's pipeline: the parsed
+        body of a 200; otherwise what the SDK's generated operation would raise for that status."""
+        headers = {"Accept": "application/json", "x-ms-client-request-id": next(_REQUEST_IDS)}
+        response = await self._client.send_request(HttpRequest("GET", url, headers=headers))
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=_GET_ERROR_MAP)
+            raise HttpResponseError(response=response)
+        return json.loads(response.content)
 
     async def list_properties(self) -> AsyncGenerator[ListedSecret, None]:
         """Every secret's latest attributes, `GET /secrets` page by page (25 a page), as the SDK's
@@ -291,13 +325,7 @@ class VaultReader:
         url: str | None = f"/secrets?maxresults={LIST_PAGE}"
         while url:
             try:
-                response = await self._client.send_request(
-                    HttpRequest("GET", url, headers={"Accept": "application/json"})
-                )
-                if response.status_code != 200:
-                    map_error(status_code=response.status_code, response=response, error_map=_GET_ERROR_MAP)
-                    raise HttpResponseError(response=response)
-                page = json.loads(response.content)
+                page = await self._fetch(url)
                 if not isinstance(page, dict) or not isinstance(page.get("value") or [], list):
                     raise ValueError("the vault's answer is not a page of secrets")
                 items = [_listed(item) for item in page.get("value") or []]
