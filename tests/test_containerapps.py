@@ -19,7 +19,7 @@ import pytest
 import yaml
 from secretbridge.backends import COMMON_PROPERTIES, properties_for
 from secretbridge.backends.containerapps import ContainerAppsStore
-from secretbridge.core.metadata import markdown_table
+from secretbridge.core.metadata import markdown_table, parse_metadata
 
 from tests.support import Bridge
 
@@ -126,7 +126,7 @@ def test_plain_layout_of_regular_files(bridge: Bridge, tmp_path: Path) -> None:
     (root / ".hidden").write_text("dot-file")  # a single leading dot is an ordinary file name
     (root / "sub").mkdir()
     (root / "sub" / "inner").write_text("not a secret")
-    init(bridge, root)
+    init(bridge, root, recheckInterval="0s")
     assert bridge.get("a") == {"a": "alpha"}
     assert bridge.get(".hidden") == {".hidden": "dot-file"}
     code, message = code_of(lambda: bridge.get("sub"))
@@ -153,7 +153,7 @@ def test_a_data_swap_shows_new_and_changed_secrets_and_drops_removed_ones(
 def test_a_secret_is_visible_as_soon_as_data_is_swapped_before_its_link_exists(
     bridge: Bridge, volume: AtomicVolume
 ) -> None:
-    init(bridge, volume.root)
+    init(bridge, volume.root, recheckInterval="0s")
     # Between the rename of ..data and the creation of the top-level link, kubelet's writer has
     # the new secret only under ..data; serve it from there.
     fresh = volume.root / "..manual"
@@ -168,13 +168,45 @@ def test_a_secret_is_visible_as_soon_as_data_is_swapped_before_its_link_exists(
 
 
 def test_reads_racing_with_swaps_never_see_a_mixture(bridge: Bridge, volume: AtomicVolume) -> None:
-    init(bridge, volume.root)
+    init(bridge, volume.root, recheckInterval="0s")  # every read looks at ..data
     for round_ in range(30):
         value = f"v{round_}"
         volume.write({"a": value, "b": value})
         data = bridge.bulk_get()
         assert data["a"]["a"] == data["b"]["b"] == value
         assert bridge.get("a") == {"a": value}
+
+
+async def test_a_swap_is_served_within_recheck_interval_without_looking_on_every_read(
+    volume: AtomicVolume, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "p").write_text("one")
+    os.utime(plain / "p", (time.time() - 10, time.time() - 10))  # settled: remembered by its stat
+    for root, name, old, new in ((volume.root, "api-key", "k3y-value", "k3y-2"), (plain, "p", "one", "two")):
+        metadata = parse_metadata((*COMMON_PROPERTIES, *ContainerAppsStore.properties),
+                                  {"backend": "containerapps", "secretsPath": str(root)})
+        store = ContainerAppsStore(metadata, instance="t")
+        now = [100.0]
+
+        def clock(now: list[float] = now) -> float:
+            return now[0]
+
+        store.recheck.clock = clock
+        await store.open()
+        assert store.read_now(name) == {name: old}
+        if root == plain:
+            staged = plain / "p.new"
+            staged.write_text(new)
+            os.replace(staged, plain / "p")
+        else:
+            volume.write({**SECRETS, "api-key": new})
+        now[0] += 0.5
+        assert store.read_now(name) == {name: old}  # within the interval: what was read, no readlink or stat
+        now[0] += 0.6
+        assert store.read_now(name) == {name: new}
+        assert await store.get(name) == {name: new}
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ async def test_a_change_is_noticed_within_recheck_interval_and_not_stat_per_read
                               {"backend": "file", "secretsFile": str(path), "recheckInterval": "1s"})
     store = FileStore(metadata, instance="t")
     now = [100.0]
-    store.clock = lambda: now[0]
+    store.recheck.clock = lambda: now[0]
     await store.open()
     staged = _write(tmp_path / "s.json.new", '{"k": "new"}')
     os.replace(staged, path)

@@ -3,8 +3,9 @@
 Container Apps writes one file per secret into the volume (file name = secret name, content =
 value), with the kubelet's atomic-writer layout; `backends.volume` reads it safely. A Get is
 answered on the gRPC worker (`read_now`) from what was read under the volume's current `..data`
-target: one readlink and one stat per Get tell whether a swap happened, and a swap is seen by the
-very next read. In a plain folder (no `..data`) a file's stat decides whether it is read again.
+target: one readlink and one stat, at most every `recheckInterval` (1 s), tell whether a swap
+happened, so a swap is served within that long (0 looks on every read). In a plain folder (no
+`..data`) a file's stat, as often, decides whether it is read again.
 BulkGet scans the folder on a worker thread. Values are served byte for byte (a trailing newline stays); a file that
 is not UTF-8 is refused with FAILED_PRECONDITION (gRPC strings must be UTF-8).
 
@@ -38,6 +39,7 @@ from secretbridge.backends.contract import (
     SecretStore,
     json_members,
 )
+from secretbridge.backends.recheck import RECHECK_INTERVAL, Recheck
 from secretbridge.backends.references import (
     KeyVaultReferences,
     reference_properties,
@@ -63,6 +65,7 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
         default=DEFAULT_SECRETS_PATH,
     ),
     JSON_MULTI_VALUED,
+    RECHECK_INTERVAL,
 )
 
 
@@ -117,17 +120,25 @@ class ContainerAppsStore(SecretStore):
         self.references = KeyVaultReferences(metadata, resolver, policy)
         # (generation, name -> _Known) for an atomic-writer volume; replaced whole on a swap.
         self._by_generation: tuple[tuple[int, int, str] | None, dict[str, _Known]] = (None, {})
-        # name -> (signature, _Known) for a plain folder.
-        self._by_signature: dict[str, tuple[tuple[int, int, int, int], _Known]] = {}
+        # name -> (signature, _Known, when it was last stat'ed) for a plain folder.
+        self._by_signature: dict[str, tuple[tuple[int, int, int, int], _Known, float]] = {}
+        # The volume's generation when it was last looked at (None: a plain folder); see _generation_now.
+        self.recheck = Recheck(metadata["recheckInterval"])
+        self._generation: tuple[int, int, str] | None = None
 
     async def open(self) -> None:
         """Check secretsPath (nothing is contacted: references are resolved when first read)."""
-        await asyncio.to_thread(self.volume.check)
+        await asyncio.to_thread(self._open_volume)
         log.info(
             "secret volume opened",
             extra={"instance": self.instance, "path": str(self.volume.path),
                    "key_vault_references": self.references.enabled},
         )
+
+    def _open_volume(self) -> None:
+        self.volume.check()
+        self._generation = self.volume.generation()
+        self.recheck.seen()
 
     async def check(self) -> None:
         """With failFast: the volume is readable and every reference in it resolves."""
@@ -163,7 +174,7 @@ class ContainerAppsStore(SecretStore):
 
     def _known(self, name: str) -> _Known:
         """What the volume holds for `name` now, read again only when the volume changed."""
-        generation = self.volume.generation()
+        generation = self._generation_now()
         if generation is not None:
             current, known_by_name = self._by_generation
             if current != generation:
@@ -176,16 +187,31 @@ class ContainerAppsStore(SecretStore):
                 if len(known_by_name) < _KNOWN_MAX:
                     known_by_name[name] = known
             return known
+        now = self.recheck.clock()
+        remembered = self._by_signature.get(name)
+        if remembered is not None and now - remembered[2] < self.recheck.interval:
+            return remembered[1]
         signature = self.volume.signature(name)
-        remembered = self._by_signature.get(name) if signature is not None else None
-        if remembered is not None and remembered[0] == signature:
+        if remembered is not None and signature is not None and remembered[0] == signature:
+            self._by_signature[name] = (signature, remembered[1], now)
             return remembered[1]
         known = self._read_known(name)
         if signature is not None and time.time_ns() - signature[2] >= _SETTLE_NS:
             if len(self._by_signature) >= _KNOWN_MAX:
                 self._by_signature.clear()
-            self._by_signature[name] = (signature, known)
+            self._by_signature[name] = (signature, known, now)
+        elif remembered is not None:
+            del self._by_signature[name]
         return known
+
+    def _generation_now(self) -> tuple[int, int, str] | None:
+        """The volume's generation, looked at again (one readlink, one stat) at most every recheckInterval."""
+        if self.recheck.claim():
+            try:
+                self._generation = self.volume.generation()
+            finally:
+                self.recheck.done()
+        return self._generation
 
     def _read_known(self, name: str) -> _Known:
         """Read `name`'s file safely; only its absence is remembered among failures."""

@@ -22,11 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +32,7 @@ import yaml
 
 from secretbridge.backends.contract import SecretStore
 from secretbridge.backends.files import read_regular_file
+from secretbridge.backends.recheck import RECHECK_INTERVAL, Recheck
 from secretbridge.core.errors import FailedPrecondition, NotFound
 from secretbridge.core.metadata import Kind, Property
 from secretbridge.core.names import show_name
@@ -139,29 +137,16 @@ class FileStore(SecretStore):
             Kind.BOOL,
             default=False,
         ),
-        Property(
-            "recheckInterval",
-            "How often a read checks (with one stat) whether the file changed; an edit is served "
-            "within this long. 0 checks on every read.",
-            Kind.DURATION,
-            default=1.0,
-            minimum=0.0,
-        ),
+        RECHECK_INTERVAL,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = Path(self.metadata["secretsFile"]).expanduser()
         self.separator: str = self.metadata["nestedSeparator"]
-        self.recheck_interval: float = self.metadata["recheckInterval"]
-        # Injectable so tests move time instead of sleeping through the interval.
-        self.clock: Callable[[], float] = time.monotonic
+        self.recheck = Recheck(self.metadata["recheckInterval"])
         self._snapshot: _Snapshot | None = None
         self._bad_signature: tuple[int, int, int] | None = None
-        # When the file was last stat'ed (monotonic); reads in between trust the snapshot.
-        self._checked_at = -math.inf
-        # One reader re-reads a changed file; the others keep serving the snapshot meanwhile.
-        self._reloading = threading.Lock()
 
     def _stat(self) -> tuple[int, int, int]:
         info = os.stat(self.path)
@@ -210,7 +195,7 @@ class FileStore(SecretStore):
 
     async def open(self) -> None:
         self._snapshot = await asyncio.to_thread(self._load)
-        self._checked_at = self.clock()
+        self.recheck.seen()
         log.info(
             "secrets file loaded",
             extra={"instance": self.instance, "path": str(self.path), "secrets": len(self._snapshot.secrets)},
@@ -220,20 +205,19 @@ class FileStore(SecretStore):
         """The latest good content; stats the file at most every recheckInterval (any thread but the loop)."""
         snapshot = self._snapshot
         assert snapshot is not None, "open() was not called"
-        now = self.clock()
-        if now - self._checked_at < self.recheck_interval or not self._reloading.acquire(blocking=False):
+        # One reader stats (and re-reads a changed file); the others keep serving the snapshot meanwhile.
+        if not self.recheck.claim():
             return snapshot.secrets
         try:
-            self._checked_at = now
             return self._recheck(snapshot)
         finally:
-            self._reloading.release()
+            self.recheck.done()
 
     async def _current(self) -> dict[str, dict[str, str]]:
         """As `_current_now`, from the loop: a check that is due (a stat, perhaps a re-read) runs on a worker thread."""
         snapshot = self._snapshot
         assert snapshot is not None, "open() was not called"
-        if self.clock() - self._checked_at < self.recheck_interval:
+        if self.recheck.fresh():
             return snapshot.secrets
         return await asyncio.to_thread(self._current_now)
 
