@@ -255,10 +255,12 @@ def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
 def _level(inflight: int, per_server: list[list[dict[str, Any]]], by_label: dict[str, ServerSpec]) -> dict[str, Any]:
     """One in-flight level: each server's best round, and its ratios to the fastest bare echo round by round.
 
-    The row shows the best round (noise only ever slows a run down). The ratios pair each round
-    with the same round's fastest echo (measured seconds apart, on the same machine's mood) and
-    take the median over the rounds: a best-of-rounds ratio would set one server's best of N runs
-    against the best of 3N echo runs, which favours the echo more the more rounds there are.
+    The row shows the best round (noise only ever slows a run down). The fastest echo is the echo
+    server with the highest median throughput (for p50, the lowest median p50) at this level; each
+    round is paired with that echo's run of the same round (seconds apart, on the same machine's
+    mood) and the ratio is the median over the rounds. Taking the best of each server's N runs
+    against the best of the echoes' 3N runs, or each round's fastest of three echoes, would set
+    one draw against the best of several and favour the echo more the more echoes and rounds.
     """
     results = []
     for rounds in per_server:
@@ -267,21 +269,25 @@ def _level(inflight: int, per_server: list[list[dict[str, Any]]], by_label: dict
         best.update(kind=spec.kind, model=spec.model, workers=spec.workers,
                     every_round=[round(r["throughput"], 1) for r in rounds], rounds=rounds)
         results.append(best)
-    echoes = [r for r in results if r["kind"] == "echo"]
-    ceiling = max(echoes, key=lambda r: r["throughput"])
     count = min(len(r["rounds"]) for r in results)
-    fastest = [max(e["rounds"][i]["throughput"] for e in echoes) for i in range(count)]
-    quickest = [min(e["rounds"][i]["p50_ms"] for e in echoes) for i in range(count)]
+    echoes = [r for r in results if r["kind"] == "echo"]
+    ceiling = max(echoes, key=lambda r: statistics.median(x["throughput"] for x in r["rounds"]))
+    quickest = min(echoes, key=lambda r: statistics.median(x["p50_ms"] for x in r["rounds"]))
+    fastest = [x["throughput"] for x in ceiling["rounds"]]
+    lowest = [x["p50_ms"] for x in quickest["rounds"]]
     for result in results:
-        own = result.pop("rounds")
+        own = result["rounds"]
         result["ratio_rounds"] = [own[i]["throughput"] / fastest[i] if fastest[i] else 0.0 for i in range(count)]
-        result["p50_ratio_rounds"] = [own[i]["p50_ms"] / quickest[i] if quickest[i] else 0.0 for i in range(count)]
+        result["p50_ratio_rounds"] = [own[i]["p50_ms"] / lowest[i] if lowest[i] else 0.0 for i in range(count)]
         result["ratio_to_ceiling"] = statistics.median(result["ratio_rounds"])
         result["p50_to_ceiling"] = statistics.median(result["p50_ratio_rounds"])
+    for result in results:
+        del result["rounds"]
     return {
         "inflight": inflight,
         "ceiling": ceiling["label"],
         "ceiling_throughput": ceiling["throughput"],
+        "p50_ceiling": quickest["label"],
         "results": results,
     }
 
