@@ -43,9 +43,9 @@ from tests.support import Bridge
 
 #: Key Vault's largest page: BulkGet lists this many names per request.
 LIST_PAGE = 25
-#: keyvault's default bulkConcurrency (its declared property default).
 #: The production server is measured as it ships: `serve` with its default worker count.
 PRODUCTION_WORKERS = DEFAULT_WORKERS
+#: keyvault's default bulkConcurrency (its declared property default).
 DEFAULT_BULK_CONCURRENCY: int = next(p.default for p in KEYVAULT_PROPERTIES if p.name == "bulkConcurrency")
 
 
@@ -55,8 +55,8 @@ class Settings:
 
     name: str
     levels: tuple[int, ...] = (1, 16, 64)
-    # Short runs, many rounds: this machine's noise comes and goes within seconds, so more
-    # interleaved chances give every server the same odds of a quiet moment (best round counts).
+    # Short runs, many rounds: this machine's noise comes and goes within seconds, so (a) pairs
+    # each round with the same round's echo and takes the median over many of them (see _level).
     seconds: float = 1.0
     rounds: int = 6
     max_calls: int = 40_000
@@ -195,7 +195,7 @@ def cached_get(ctx: Context, settings: Settings) -> dict[str, object]:
         _bench_server(ctx, "echo aio", "echo-aio", "aio", "echo-aio"),
         _bench_server(ctx, "echo threaded (4 workers)", "echo-threaded", "threaded", "echo-t4", 4),
         _bench_server(ctx, "echo threaded (16 workers)", "echo-threaded", "threaded", "echo-t16", 16),
-        _production(ctx, "bridge-prod", PRODUCTION_WORKERS),
+        _production(ctx, "bridge-prod"),
         _production(ctx, "bridge-t4", 4),
         _bench_server(ctx, "secretbridge aio (bench variant)", "bridge-aio", "aio", "bridge-aio"),
     ]
@@ -276,13 +276,11 @@ def _level(inflight: int, per_server: list[list[dict[str, Any]]], by_label: dict
     fastest = [x["throughput"] for x in ceiling["rounds"]]
     lowest = [x["p50_ms"] for x in quickest["rounds"]]
     for result in results:
-        own = result["rounds"]
+        own = result.pop("rounds")
         result["ratio_rounds"] = [own[i]["throughput"] / fastest[i] if fastest[i] else 0.0 for i in range(count)]
         result["p50_ratio_rounds"] = [own[i]["p50_ms"] / lowest[i] if lowest[i] else 0.0 for i in range(count)]
         result["ratio_to_ceiling"] = statistics.median(result["ratio_rounds"])
         result["p50_to_ceiling"] = statistics.median(result["p50_ratio_rounds"])
-    for result in results:
-        del result["rounds"]
     return {
         "inflight": inflight,
         "ceiling": ceiling["label"],
@@ -430,7 +428,7 @@ def hot_reads(ctx: Context, settings: Settings) -> dict[str, object]:
     order = [names[i % len(names)] for i in range(settings.reads)]
     random.Random(5).shuffle(order)
     # The default worker count: with 16, one instance's share (14) is below 16 cold misses in flight.
-    with _running(ctx, [_production(ctx, "bridge-hot", workers=PRODUCTION_WORKERS)]) as (server,):
+    with _running(ctx, [_production(ctx, "bridge-hot")]) as (server,):
         bridge = Bridge(server.socket)
         try:
             bridge.init(rig.metadata(), instance=INSTANCE)
@@ -487,7 +485,7 @@ def _memory_once(ctx: Context, settings: Settings, names: list[str], how: str) -
     rig = ctx.rig
     # The production default of 64 workers: priming keeps rss_prime_inflight misses in flight, within
     # what the bulkhead lets one instance hold (a 16-worker server would refuse most of them).
-    with _running(ctx, [_production(ctx, f"bridge-mem-{how}", workers=PRODUCTION_WORKERS)]) as (server,):
+    with _running(ctx, [_production(ctx, f"bridge-mem-{how}")]) as (server,):
         time.sleep(0.5)  # let start-up settle (lazy imports, thread stacks touched)
         idle = server.rss_kib()
         bridge = Bridge(server.socket)
@@ -545,7 +543,7 @@ def bulkhead(ctx: Context, settings: Settings) -> dict[str, object]:
     rig.fake.set_latency(0.0)
     secrets = ctx.folder / "bulkhead-secrets.json"
     secrets.write_text('{"db-password": "fast"}')
-    with _running(ctx, [_production(ctx, "bridge-bulkhead", workers=PRODUCTION_WORKERS)]) as (server,):
+    with _running(ctx, [_production(ctx, "bridge-bulkhead")]) as (server,):
         bridge = Bridge(server.socket)
         try:
             bridge.init(rig.metadata(requestTimeout="60s", negativeCacheTTL="0"), instance="slow")

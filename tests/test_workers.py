@@ -20,6 +20,17 @@ def _until(predicate: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
+def _waits_on(backend: threading.Event, answer: str | None = None) -> Callable[[], str | None]:
+    """A call that waits on `backend` as a miss waits on the I/O loop (inside `waiting()`)."""
+
+    def call() -> str | None:
+        with waiting():
+            backend.wait(10)
+        return answer
+
+    return call
+
+
 def test_at_most_running_calls_run_at_once_and_all_finish() -> None:
     pool = WorkerPool(16, running=3)
     release = threading.Event()
@@ -48,13 +59,7 @@ def test_at_most_running_calls_run_at_once_and_all_finish() -> None:
 def test_a_call_waiting_on_a_backend_lets_the_next_one_start() -> None:
     pool = WorkerPool(8, running=1)
     backend = threading.Event()
-
-    def slow() -> str:
-        with waiting():
-            backend.wait(10)
-        return "slow"
-
-    first = pool.submit(slow)
+    first = pool.submit(_waits_on(backend, "slow"))
     second = pool.submit(lambda: "fast")
     # With one running slot and no step-out, "fast" would wait behind "slow".
     assert second.result(10) == "fast"
@@ -68,18 +73,14 @@ def test_the_limit_still_holds_after_calls_have_waited() -> None:
     pool = WorkerPool(8, running=1)
     backend = threading.Event()
 
-    def waits() -> None:
-        with waiting():
-            backend.wait(10)
-
     def holds(i: int) -> int:
         backend.wait(10)
         return i
 
-    first = pool.submit(waits)
+    first = pool.submit(_waits_on(backend))
     second = pool.submit(holds, 2)
     third = pool.submit(holds, 3)
-    # "waits" stepped out, so "holds 2" runs; "holds 3" must wait its turn, before and after "waits" is back.
+    # The first stepped out, so "holds 2" runs; "holds 3" must wait its turn, before and after "waits" is back.
     time.sleep(SETTLE)
     assert not third.running()
     backend.set()
@@ -99,12 +100,7 @@ def test_the_limit_still_holds_after_calls_have_waited() -> None:
 def test_max_workers_bounds_the_threads_even_when_all_wait() -> None:
     pool = WorkerPool(2, running=2)
     backend = threading.Event()
-
-    def slow() -> None:
-        with waiting():
-            backend.wait(10)
-
-    held = [pool.submit(slow) for _ in range(2)]
+    held = [pool.submit(_waits_on(backend)) for _ in range(2)]
     third = pool.submit(lambda: "third")
     with pytest.raises(futures.TimeoutError):
         third.result(SETTLE)  # both threads are taken

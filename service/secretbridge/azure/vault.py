@@ -18,7 +18,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -176,19 +176,17 @@ def _id_path(identifier: Any) -> list[str]:
     return text[slash:].split("/") if slash >= 0 else [""]
 
 
-def _request_ids() -> Iterator[str]:
-    """`x-ms-client-request-id` values: GUID-shaped, unique in this process (a random prefix, then a counter).
-
-    azure-core's own (`RequestIdPolicy`) is a `uuid1` per request, which asks libuuid for a clock
-    with the GIL held (a file lock or a round trip to uuidd): 7 % of the loop's time in a cold
-    BulkGet of 1,000 here. The policy leaves a request that already has the header alone.
-    """
-    prefix = uuid.uuid4().hex
-    head = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
-    return (f"{head}{n & 0xFFFFFFFFFFFF:012x}" for n in itertools.count())
+#: `x-ms-client-request-id` values: GUID-shaped, unique in this process (a random prefix, then a
+#: counter). azure-core's own (`RequestIdPolicy`) is a `uuid1` per request, which asks libuuid for
+#: a clock with the GIL held (a file lock or a round trip to uuidd): 7 % of the loop's time in a
+#: cold BulkGet of 1,000 here. The policy leaves a request that already has the header alone.
+#: A count, not a generator: several loops (one per server in tests) may draw at once.
+_REQUEST_ID_HEAD = str(uuid.uuid4())[:24]  # "xxxxxxxx-xxxx-xxxx-xxxx-": the counter fills the last group
+_REQUEST_COUNT = itertools.count()
 
 
-_REQUEST_IDS = _request_ids()
+def _request_id() -> str:
+    return f"{_REQUEST_ID_HEAD}{next(_REQUEST_COUNT) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _listed(item: Any) -> ListedSecret:
@@ -307,7 +305,7 @@ class VaultReader:
     async def _fetch(self, url: str) -> Any:
         """`GET url` (relative to the vault, or a nextLink on it) through the client's pipeline: the parsed
         body of a 200; otherwise what the SDK's generated operation would raise for that status."""
-        headers = {"Accept": "application/json", "x-ms-client-request-id": next(_REQUEST_IDS)}
+        headers = {"Accept": "application/json", "x-ms-client-request-id": _request_id()}
         response = await self._client.send_request(HttpRequest("GET", url, headers=headers))
         if response.status_code != 200:
             map_error(status_code=response.status_code, response=response, error_map=_GET_ERROR_MAP)

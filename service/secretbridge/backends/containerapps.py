@@ -187,10 +187,10 @@ class ContainerAppsStore(SecretStore):
                 if len(known_by_name) < _KNOWN_MAX:
                     known_by_name[name] = known
             return known
-        now = self.recheck.clock()
         remembered = self._by_signature.get(name)
-        if remembered is not None and now - remembered[2] < self.recheck.interval:
+        if remembered is not None and self.recheck.recent(remembered[2]):
             return remembered[1]
+        now = self.recheck.clock()
         signature = self.volume.signature(name)
         if remembered is not None and signature is not None and remembered[0] == signature:
             self._by_signature[name] = (signature, remembered[1], now)

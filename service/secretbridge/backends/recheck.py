@@ -37,9 +37,13 @@ class Recheck:
         self._checked_at = -math.inf
         self._checking = threading.Lock()
 
+    def recent(self, checked_at: float) -> bool:
+        """Whether a look taken at `checked_at` (on `clock`) is still within the interval."""
+        return self.clock() - checked_at < self.interval
+
     def fresh(self) -> bool:
         """Whether what was last seen is recent enough to be trusted without looking."""
-        return self.clock() - self._checked_at < self.interval
+        return self.recent(self._checked_at)
 
     def claim(self) -> bool:
         """True when a look is due and the caller is the one to take it (it then calls `done()`)."""
