@@ -496,6 +496,33 @@ async def test_reads_use_the_clients_api_version(fake_vault: FakeKeyVault, open_
     assert versions == {store.reader._client.api_version}  # the SDK's own, listing and reads alike
 
 
+async def test_reads_carry_the_sdks_user_agent_and_a_request_id(
+    fake_vault: FakeKeyVault, open_store: OpenStore
+) -> None:
+    fake_vault.set_secret("a", "1")
+    store = await open_store(vault_metadata(fake_vault))
+    fake_vault.reset_counters()
+    await store.get("a")
+    agents = fake_vault.user_agents
+    assert agents and all(agent.startswith("azsdk-python-keyvault-secrets/") for agent in agents)
+    assert all(fake_vault.request_ids)
+
+
+async def test_a_redirect_is_refused_and_the_token_goes_nowhere(
+    kv_certs, fake_identity: FakeManagedIdentity, fake_vault: FakeKeyVault,  # type: ignore[no-untyped-def]
+    open_store: OpenStore,
+) -> None:
+    fake_vault.set_secret("a", "1")
+    with FakeKeyVault(kv_certs, identity=fake_identity) as elsewhere:
+        elsewhere.set_secret("a", "stolen")
+        store = await open_store(vault_metadata(fake_vault, maxRetries="0"))
+        fake_vault.redirect(1, elsewhere.url)
+        with pytest.raises(Unavailable, match=r"read secret 'a' \(307"):
+            await store.get("a")
+        assert elsewhere.count() == 0
+        assert await store.get("a") == {"a": "1"}  # the next read is the vault's own again
+
+
 async def test_session_pool_and_proxies(azure_env: pytest.MonkeyPatch, fake_vault: FakeKeyVault,
                                         open_store: OpenStore) -> None:
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
@@ -726,11 +753,15 @@ async def test_nothing_secret_reaches_messages_or_logs(
         fake_identity.tokens.revoke_all()
         fake_identity.fail(5, 500)
         messages.append(str(await _error_of(store.get("s1"))))
+        # A store with no token yet meets the failing identity endpoint, which quotes the header.
+        fresh = await open_store(vault_metadata(fake_vault, azureClientId="cid", maxRetries="0"))
+        messages.append(str(await _error_of(fresh.get("s1"))))
         fake_vault.go_down()
         messages.append(str(await _error_of(store.get("s3"))))
     forbidden = [*values, "top-secret-disabled", fake_identity.identity_header, *fake_identity.issued()]
     text = caplog.text + "\n".join(messages) + "\n".join(str(r.__dict__) for r in caplog.records)
-    assert "[redacted]" in text  # a quoted header or token reached an error, and was scrubbed
+    print("MSGS", messages)
+    assert "[redacted]" in messages[-2]  # the quoted identity header reached an error, scrubbed
     for item in forbidden:
         assert item not in text
 

@@ -141,10 +141,13 @@ class FakeKeyVault(BackgroundServer):
         self._log: list[tuple[str, str, dict[str, str]]] = []
         self._arrivals: list[tuple[float, str]] = []
         self._request_ids: list[str | None] = []
+        self._user_agents: list[str] = []
         self._latency = 0.0
         self._throttle_left = 0
         self._retry_after: float | None = None
         self._fail_left = 0
+        self._redirect_left = 0
+        self._redirect_to = ""
         self._fail_status = 503
         self._forbidden = False
         self._access_policy = False
@@ -277,6 +280,13 @@ class FakeKeyVault(BackgroundServer):
             self._fail_left = n
             self._fail_status = status
 
+    def redirect(self, n: int, location: str) -> None:
+        """Answer the next `n` authenticated requests with `307 Temporary Redirect` to `location`
+        (its path and query are the request's)."""
+        with self.lock:
+            self._redirect_left = n
+            self._redirect_to = location.rstrip("/")
+
     def forbid(self, forbidden: bool = True, *, access_policy: bool = False) -> None:
         """Refuse every authenticated request with 403: ForbiddenByRbac (a vault using Azure RBAC,
         no role assignment), or with `access_policy` AccessDenied (a vault using access policies)."""
@@ -321,6 +331,12 @@ class FakeKeyVault(BackgroundServer):
             return list(self._request_ids)
 
     @property
+    def user_agents(self) -> list[str]:
+        """Each request's `User-Agent` ("" when it had none), oldest first."""
+        with self.lock:
+            return list(self._user_agents)
+
+    @property
     def max_in_flight(self) -> int:
         """The most requests that were being answered at the same time."""
         with self.lock:
@@ -345,6 +361,7 @@ class FakeKeyVault(BackgroundServer):
             self._log.clear()
             self._arrivals.clear()
             self._request_ids.clear()
+            self._user_agents.clear()
             self._max_in_flight = self._in_flight
             self._max_reads_in_flight = self._reads_in_flight
 
@@ -392,6 +409,7 @@ class FakeKeyVault(BackgroundServer):
             kind = "list" if segments == ["secrets"] else "read" if read else "other"
             self._arrivals.append((time.monotonic(), kind))
             self._request_ids.append(request.headers.get("x-ms-client-request-id"))
+            self._user_agents.append(request.headers.get("User-Agent", ""))
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             if read:
@@ -438,12 +456,18 @@ class FakeKeyVault(BackgroundServer):
                 fail_status: int | None = self._fail_status
             else:
                 fail_status = None
+            redirect_to = ""
+            if fail_status is None and not throttled and self._redirect_left > 0:
+                self._redirect_left -= 1
+                redirect_to = self._redirect_to + request.path_qs
             forbidden, access_policy = self._forbidden, self._access_policy
         if throttled:
             headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
             return _error(429, "Throttled",
                           "Request was not processed because too many requests were received. "
                           "Reason: VaultRequestTypeLimitReached" + quoted, headers=headers)
+        if redirect_to:
+            return web.Response(status=307, headers={"Location": redirect_to})
         if fail_status is not None:
             code = "ServiceUnavailable" if fail_status == 503 else "InternalServerError"
             return _error(fail_status, code, "The service is temporarily unavailable (injected by the test)." + quoted)
