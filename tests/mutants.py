@@ -243,6 +243,16 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_workers.py::test_the_limit_still_holds_after_calls_have_waited",),
         "a call back from waiting is not counted, so every wait lets one more call run at once for good",
     ),
+    Mutant(
+        "vault-reads-follow-redirects", "azure/vault.py",
+        "            CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),\n"
+        "            BudgetPolicy(self.budget),\n",
+        "            __import__('azure.core.pipeline.policies', fromlist=['_']).AsyncRedirectPolicy(),\n"
+        "            CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),\n"
+        "            BudgetPolicy(self.budget),\n",
+        ("tests/test_keyvault.py::test_a_redirect_is_refused_and_the_token_goes_nowhere",),
+        "a vault read follows a redirect to another server (the SDK's full pipeline would)",
+    ),
 )
 
 
