@@ -31,7 +31,7 @@ from typing import Any
 
 import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
-from secretbridge.runtime.server import DEFAULT_WORKERS
+from secretbridge.core.policy import DEFAULT_WORKERS
 
 from bench import daprd, procs
 from bench.load import LoadJob, run_in_subprocess

@@ -17,6 +17,7 @@ from secretbridge.core.logs import configure
 from secretbridge.core.policy import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_VOLUME_BYTES,
+    DEFAULT_WORKERS,
     OperatorPolicy,
 )
 from secretbridge.core.sockets import FOLDER_HELP
@@ -280,8 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"most bytes one scan of a secret volume reads (default {DEFAULT_MAX_VOLUME_BYTES})",
     )
     serve.add_argument(
-        "--workers", type=_positive, default=64,
-        help="gRPC worker threads (default 64); one instance may hold at most seven eighths of them",
+        "--workers", type=_positive, default=DEFAULT_WORKERS,
+        help=f"gRPC worker threads (default {DEFAULT_WORKERS}); one instance may hold at most seven eighths of them",
     )
     serve.add_argument("--http-host", default="0.0.0.0", help="address for /metrics, /healthz, /readyz")
     serve.add_argument(

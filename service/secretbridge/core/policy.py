@@ -23,6 +23,9 @@ ALLOW_VAULT_HOSTS_SETTING = f"{ALLOW_VAULT_HOST_FLAG} / {ALLOW_VAULT_HOSTS_ENV}"
 DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
 #: The most bytes one BulkGet reads from a secret volume (Container Apps allows 100 secrets per app).
 DEFAULT_MAX_VOLUME_BYTES = 64 * 1024 * 1024
+#: `serve --workers`: gRPC worker threads. A waiting thread costs little, and a slow instance's
+#: share (seven eighths, 56) still leaves 8 for everyone else's hits.
+DEFAULT_WORKERS = 64
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from secretbridge.azure.redaction import redact
 from secretbridge.core import errors
 from secretbridge.core.logs import safe_traceback
 from secretbridge.core.names import bulk_options
-from secretbridge.core.policy import STRICT, OperatorPolicy
+from secretbridge.core.policy import DEFAULT_WORKERS, STRICT, OperatorPolicy
 from secretbridge.core.sockets import DEFAULT_SOCKET_NAME, FOLDER_FLAG, prepare_folder
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, DEFAULT_MAX_INSTANCES, Instance, Instances, label
@@ -77,9 +77,6 @@ STATUS_BY_ERROR: dict[type[errors.SecretStoreError], grpc.StatusCode] = {
 }
 #: The metric label for calls naming an instance that is not initialised (junk headers stay one series).
 UNKNOWN_INSTANCE_LABEL = "(unknown)"
-#: The default number of gRPC worker threads: a waiting thread costs little, and a slow
-#: instance's share (seven eighths, 56) still leaves 8 for everyone else's hits.
-DEFAULT_WORKERS = 64
 
 
 def instance_share(workers: int) -> int:
