@@ -387,6 +387,7 @@ def bulk_get(ctx: Context, settings: Settings) -> dict[str, object]:
         "secrets": settings.bulk_secrets,
         "vault_latency_s": settings.latency,
         "sequential_s": sequential,
+        "vault_prioritised": rig.prioritised,
         "runs": runs,
     }
 
