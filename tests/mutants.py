@@ -245,10 +245,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "vault-reads-follow-redirects", "azure/vault.py",
-        "            CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),\n"
+        "            retries(),\n"
         "            BudgetPolicy(self.budget),\n",
         "            __import__('azure.core.pipeline.policies', fromlist=['_']).AsyncRedirectPolicy(),\n"
-        "            CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),\n"
+        "            retries(),\n"
         "            BudgetPolicy(self.budget),\n",
         ("tests/test_keyvault.py::test_a_redirect_is_refused_and_the_token_goes_nowhere",),
         "a vault read follows a redirect to another server (the SDK's full pipeline would)",

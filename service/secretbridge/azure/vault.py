@@ -255,10 +255,13 @@ class VaultReader:
         self._metadata = metadata
         # Every request to this vault host, from any instance in the process, spends one budget.
         self.budget = budget_for(urlsplit(self.vault_url).netloc)
+        # Each pipeline needs policies of its own (a policy links to the next one in its pipeline).
+        def retries() -> CauseAwareRetryPolicy:
+            return CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries)
+
         self._client = SecretClient(
             self.vault_url, credential, transport=transport, verify_challenge_resource=verify_challenge_resource,
-            retry_policy=CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),
-            per_retry_policies=[BudgetPolicy(self.budget)],
+            retry_policy=retries(), per_retry_policies=[BudgetPolicy(self.budget)],
         )
         self._api_version: str = self._client.api_version
         # What the SDK's UserAgentPolicy sends (with AZURE_HTTP_USER_AGENT when set), made once.
@@ -271,7 +274,7 @@ class VaultReader:
         # request below, proxies come from the session, bodies are parsed here, and Key Vault does
         # not redirect (a token must not follow one anywhere: a 3xx is a failure).
         self._pipeline: AsyncPipeline[HttpRequest, Any] = AsyncPipeline(transport, [
-            CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries),
+            retries(),
             BudgetPolicy(self.budget),
             AsyncChallengeAuthPolicy(credential, verify_challenge_resource=verify_challenge_resource),
         ])
