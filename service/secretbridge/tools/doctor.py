@@ -3,10 +3,11 @@
 For each secretbridge Component in the resources: its metadata (as `check` validates it); for Key
 Vault, which credential would be used and why, whether a Key Vault token can be had (the
 principal's object id is printed; the token never is), the vault host's DNS answer, TCP and TLS,
-then listing and reading one secret; for the Container Apps volume, its layout, how many secrets
-and whether each Key Vault reference resolves. With `--socket`, a running server: the folder and
-the socket as daprd's user sees them, reflection, and whether each Component's instance was
-initialised.
+then listing and reading one secret (for a certificate's secret, also its public certificate and key,
+which need roles of their own: warnings, since only `objectType` requests read them); for the Container
+Apps volume, its layout, how many secrets and whether each Key Vault reference resolves. With
+`--socket`, a running server: the folder and the socket as daprd's user sees them, reflection, and
+whether each Component's instance was initialised.
 
 Every step is a `Step` (component, step, verdict ok/warn/fail, detail, fix). Nothing here prints a
 secret value, a token or an identity header: details are built from names, addresses and error
