@@ -332,3 +332,19 @@ def test_env_serves_no_certificate_shapes(bridge: Bridge) -> None:
     bridge.init({"backend": "env"})
     error = rpc_error(bridge.get, "PATH", {"format": "pem"})
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "'format'" in error.details()
+
+
+def test_a_container_apps_reference_to_a_certificate_serves_the_same_pem(
+    bridge: Bridge, tmp_path: Path, fake_vault: FakeKeyVault, rsa_chain: Chain, ec_chain: Chain
+) -> None:
+    """A Container Apps secret that is a Key Vault reference to a certificate's secret resolves to its
+    PKCS#12; `certificateFormat` turns it into the same PEM and TLS keys as the other stores."""
+    stock(fake_vault, rsa_chain, ec_chain)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "tls-api").write_text(f"@Microsoft.KeyVault(SecretUri={fake_vault.url}/secrets/tls-p12)")
+    bridge.init({"backend": "containerapps", "secretsPath": str(volume), "certificateFormat": "pem",
+                 "multiValued": "true", "maxRetries": "0"})
+    assert bridge.get("tls-api") == expected_tls(rsa_chain)
+    assert bridge.get("tls-api", {"format": "pem"}) == {"tls-api": expected_pem(rsa_chain)}
+    assert bridge.bulk_get() == {"tls-api": expected_tls(rsa_chain)}
