@@ -179,6 +179,7 @@ def test_keyvault_serves_a_certificate_in_each_shape(
     assert bridge.get("tls-p12", {"format": "tls"}) == expected_tls(rsa_chain)
     assert bridge.get("tls-pem", {"format": "raw"}) == {"tls-pem": scrambled_pem(ec_chain)}
     assert bridge.get("tls-p12", {"objectType": "certificate"}) == {"tls-p12": pem_of(rsa_chain.leaf)}
+    assert bridge.get("tls-pem", {"objectType": "cert"}) == {"tls-pem": pem_of(ec_chain.leaf)}  # the CSI spelling
     public = rsa_chain.key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()

@@ -35,6 +35,8 @@ FORMATS: tuple[str, ...] = (RAW, PEM, TLS)
 #: What a Get may ask for with request metadata `objectType`.
 SECRET, CERTIFICATE, KEY = "secret", "certificate", "key"
 OBJECT_TYPES: tuple[str, ...] = (SECRET, CERTIFICATE, KEY)
+#: Other spellings of an object type users know: the Secrets Store CSI driver's `objectType: cert`.
+OBJECT_TYPE_ALIASES = {"cert": CERTIFICATE}
 #: The content types Key Vault gives a certificate's secret.
 PKCS12_TYPE = "application/x-pkcs12"
 PEM_TYPE = "application/x-pem-file"
@@ -210,6 +212,7 @@ def _from_pkcs12(der: bytes) -> Bundle:
 
 def _from_pem(value: str) -> Bundle:
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     key: Any = None
@@ -229,7 +232,7 @@ def _from_pem(value: str) -> Bundle:
                 key = serialization.load_pem_private_key(block.encode("ascii"), password=None)
             except (ValueError, TypeError):
                 raise CertificateProblem(f"its private key ({kind}) does not parse") from None
-            except Exception:  # an unsupported algorithm raises the library's own error
+            except UnsupportedAlgorithm:
                 raise CertificateProblem(f"its private key ({kind}) is of an unsupported type") from None
     if key is None and not certificates:
         raise CertificateProblem("it holds no PEM certificate or private key")

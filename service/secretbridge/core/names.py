@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from secretbridge.core.certificates import FORMATS, OBJECT_TYPES, PEM, SECRET
+from secretbridge.core.certificates import FORMATS, OBJECT_TYPE_ALIASES, OBJECT_TYPES, PEM, SECRET
 from secretbridge.core.errors import InvalidArgument
 
 MAX_NAME_LENGTH = 1024
@@ -69,11 +69,13 @@ class BulkOptions:
     view: View = DEFAULT_VIEW
 
 
-def _choice(metadata: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str | None:
+def _choice(
+    metadata: Mapping[str, str], key: str, choices: tuple[str, ...], aliases: Mapping[str, str] | None = None
+) -> str | None:
     text = metadata.get(key, "").strip()
     if not text:
         return None
-    chosen = text.lower()
+    chosen = (aliases or {}).get(text.lower(), text.lower())
     if chosen not in choices:
         raise InvalidArgument(f"request metadata '{key}' must be one of {', '.join(choices)}; got {show_name(text)}")
     return chosen
@@ -82,7 +84,7 @@ def _choice(metadata: Mapping[str, str], key: str, choices: tuple[str, ...]) -> 
 def view_of(metadata: Mapping[str, str], *, object_types: tuple[str, ...], certificates: bool, backend: str,
             bulk: bool = False) -> View:
     """Read `objectType` and `format`, refusing what this backend (or a BulkGet) cannot serve."""
-    object_type = _choice(metadata, "objectType", OBJECT_TYPES) or SECRET
+    object_type = _choice(metadata, "objectType", OBJECT_TYPES, OBJECT_TYPE_ALIASES) or SECRET
     shape = _choice(metadata, "format", FORMATS)
     if object_type != SECRET:
         if bulk:

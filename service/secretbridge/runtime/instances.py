@@ -124,17 +124,20 @@ class Instance:
     def _permitted(self, name: str) -> bool:
         return name not in self.denied and (not self.allowed or name in self.allowed)
 
-    def peek(self, name: str, options: GetOptions) -> dict[str, str] | None:
+    def peek(self, name: str, options: GetOptions | None = None) -> dict[str, str] | None:
         """An answer from memory, on the calling thread, without touching the loop; else None.
 
         Remote stores answer from the cache; local ones from their `read_now` (which may raise
         the store's errors, e.g. NotFound).
         """
+        options = options or _PLAIN
         if self.cached is not None:
             return self.cached.peek(name, options.version, options.view)
         return self.store.read_now(name, options.version, options.view)
 
-    async def get(self, name: str, options: GetOptions) -> dict[str, str]:
+    async def get(self, name: str, options: GetOptions | None = None) -> dict[str, str]:
+        """One secret as `options` (from `check_get`; None: the latest, as the instance serves it) asks."""
+        options = options or _PLAIN
         reader = self.cached or self.store
         return await reader.get(name, options.version, options.view)
 
