@@ -173,8 +173,10 @@ class ContainerAppsStore(SecretStore):
         if known.missing is not None:
             raise known.missing
         if known.reference is None:
-            return dict(self.shape_data(name, known.data or {}, view))
-        return self._shape(name, await self._resolve_target(name, known.reference), view)
+            data = known.data or {}
+            return dict(await self.shape_off_loop(view, lambda: self.shape_data(name, data, view)))
+        value = await self._resolve_target(name, known.reference)
+        return await self.shape_off_loop(view, lambda: self._shape(name, value, view))
 
     def _known(self, name: str) -> _Known:
         """What the volume holds for `name` now, read again only when the volume changed."""
@@ -289,7 +291,7 @@ class ContainerAppsStore(SecretStore):
     async def _value(self, name: str, text: str, view: View) -> dict[str, str]:
         if self.references.applies(text):
             text = await self._resolve(name, text)
-        return self._shape(name, text, view, bulk=True)
+        return await self.shape_off_loop(view, lambda: self._shape(name, text, view, bulk=True))
 
     def _plain(self, name: str, value: str) -> dict[str, str]:
         return json_members(name, value) if self.multi_valued else {name: value}

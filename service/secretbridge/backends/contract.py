@@ -12,15 +12,18 @@ synchronous read, `read_now`, is the fast path a gRPC worker tries first.
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from secretbridge.core import certificates
 from secretbridge.core.errors import FailedPrecondition
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
+
+T = TypeVar("T")
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
@@ -224,6 +227,14 @@ class SecretStore(abc.ABC):
             return view.format
         configured = str(self.metadata.get("certificateFormat") or certificates.RAW)
         return certificates.TLS if configured == certificates.PEM and self.multi_valued else configured
+
+    async def shape_off_loop(self, view: View, shape: Callable[[], T]) -> T:
+        """Run `shape` (a call that may convert a certificate) where it cannot stall the loop: on a
+        worker thread when `view` may convert (parsing an RSA key is a tenth of a second of CPU),
+        inline when it serves values as stored."""
+        if self.certificate_shape(view) == certificates.RAW:
+            return shape()
+        return await asyncio.to_thread(shape)
 
     def shape_data(self, name: str, data: dict[str, str], view: View, *, bulk: bool = False) -> dict[str, str]:
         """A secret as the store read it (`{name: value}`, or several keys), with a certificate in the

@@ -258,9 +258,12 @@ class FileStore(SecretStore):
         return self.shape_data(name, data, view, bulk=bulk)  # shared, never mutated: callers only serialise it
 
     async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
-        return dict(self._lookup(await self._current(), name, view))
+        secrets = await self._current()
+        return dict(await self.shape_off_loop(view, lambda: self._lookup(secrets, name, view)))
 
     async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
         secrets = await self._current()
         names = list(secrets)[:limit] if limit is not None else list(secrets)
-        return {name: dict(self._lookup(secrets, name, view, bulk=True)) for name in names}
+        return await self.shape_off_loop(
+            view, lambda: {name: dict(self._lookup(secrets, name, view, bulk=True)) for name in names}
+        )

@@ -414,7 +414,7 @@ class KeyVaultStore(SecretStore):
             return await self._public_part(name, vault_name, version, view.object_type)
         secret = await self.reader.get(vault_name, version, shown=name)
         self._judge_validity(name, "secret", secret.expires_on, secret.not_before)
-        return self._shape(name, secret, view)
+        return await self.shape_off_loop(view, lambda: self._shape(name, secret, view))
 
     def _judge_validity(self, name: str, kind: str, expires_on: datetime | None, not_before: datetime | None) -> None:
         problem = self._validity_problem(expires_on, not_before)
@@ -434,6 +434,7 @@ class KeyVaultStore(SecretStore):
             raise FailedPrecondition(f"{kind} {show_name(name)} is disabled in {self.vault_label}")
         self._judge_validity(name, kind, found.expires_on, found.not_before)
         try:
+            # Public parts only: no private key to check, a fraction of a millisecond on the loop.
             if kind == certificates.CERTIFICATE:
                 pem = certificates.certificate_pem(str(found.bundle.get("cer") or ""))
             else:
@@ -505,7 +506,9 @@ class KeyVaultStore(SecretStore):
                 try:
                     # Deleted or disabled since it was listed: as if it had not been listed.
                     secret = await reader.get_if_present(vault_name, shown=app_name)
-                    shaped = self._shape(app_name, secret, view, bulk=True) if secret is not None else None
+                    shaped = None if secret is None else await self.shape_off_loop(
+                        view, lambda: self._shape(app_name, secret, view, bulk=True)  # noqa: B023 - awaited here
+                    )
                 except SecretStoreError as exc:
                     if not self.bulk_skip_errors:
                         raise type(exc)(f"BulkGet stopped at secret {show_name(app_name)}: {exc.message}") from None

@@ -96,6 +96,7 @@ def _pem_blocks(value: str) -> list[tuple[str, str]]:
     return [(match.group(1), match.group(0)) for match in _PEM_BLOCK.finditer(value)]
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def candidate(value: str, content_type: str | None = None) -> bool:
     """Whether `value` presents itself as a certificate with its private key: Key Vault's content
     type for a certificate's secret, a PEM text with both a CERTIFICATE and a PRIVATE KEY block, or
@@ -229,7 +230,11 @@ def _from_pem(value: str) -> Bundle:
             if kind == "ENCRYPTED PRIVATE KEY":
                 raise CertificateProblem("its private key is encrypted; store it without a password")
             try:
-                key = serialization.load_pem_private_key(block.encode("ascii"), password=None)
+                # Only transcoded, never used to sign here: the RSA consistency check (0.1 s of CPU for a
+                # 2048-bit key) is left to the TLS library that uses it.
+                key = serialization.load_pem_private_key(
+                    block.encode("ascii"), password=None, unsafe_skip_rsa_key_validation=True
+                )
             except (ValueError, TypeError):
                 raise CertificateProblem(f"its private key ({kind}) does not parse") from None
             except UnsupportedAlgorithm:
@@ -240,24 +245,25 @@ def _from_pem(value: str) -> Bundle:
 
 
 @lru_cache(maxsize=_REMEMBERED)
-def _converted(value: str, content_type: str | None, shape: str) -> tuple[tuple[str, str], ...] | str:
+def _parsed(value: str, content_type: str | None) -> Bundle | str:
     try:
-        bundle = parse(value, content_type)
+        return parse(value, content_type)
     except CertificateProblem as problem:
         return str(problem)  # remembered too: a broken value is not parsed again on every read
-    return ((shape, bundle.pem()),) if shape == PEM else tuple(bundle.tls().items())
 
 
 def convert(name: str, value: str, shape: str, content_type: str | None = None) -> dict[str, str]:
     """`value` in `shape` (`pem`: `{name: text}`, `tls`: the three keys); raises `CertificateProblem`.
 
-    Conversions are remembered (the last few hundred), so a store answering from memory
-    does not parse the same bundle on every read.
+    Parsing is CPU work (a PKCS#12 with a 2048-bit RSA key takes about 0.15 s, its key check
+    included), so parsed bundles are remembered (the last few hundred values): a store answering
+    from memory does not parse the same bundle on every read. Async callers run a conversion that
+    may not be remembered on a worker thread.
     """
-    converted = _converted(value, content_type, shape)
-    if isinstance(converted, str):
-        raise CertificateProblem(converted)
-    return {name: converted[0][1]} if shape == PEM else dict(converted)
+    parsed = _parsed(value, content_type)
+    if isinstance(parsed, str):
+        raise CertificateProblem(parsed)
+    return {name: parsed.pem()} if shape == PEM else parsed.tls()
 
 
 def certificate_pem(cer: str) -> str:
