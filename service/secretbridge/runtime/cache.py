@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from secretbridge.core.certificates import SECRET
 from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, SecretStoreError, Unavailable
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
@@ -248,7 +249,7 @@ class CachedStore:
     def _listed(key: _Key) -> bool:
         """Whether a listing of secrets can tell if this entry changed: the latest version of a
         secret (a certificate's or key's public part is not in the secrets' listing)."""
-        return key[1] is None and key[2].object_type == "secret"
+        return key[1] is None and key[2].object_type == SECRET
 
     async def _load(self, key: _Key) -> dict[str, str]:
         name, version, view = key
