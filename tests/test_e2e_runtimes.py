@@ -8,6 +8,7 @@ The app is examples/read_secrets.py: the real `dapr` SDK over gRPC, and plain HT
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import time
 from collections.abc import Iterator
@@ -257,15 +258,16 @@ class _EarlyDaprd:
 
 def _daprd_without_its_socket(folder: Path, resources: Path, bound: float = 90.0) -> _EarlyDaprd:
     """Start daprd before any socket exists and ask it for `local/k` until it exits (or `bound` passes)."""
-    http = free_port()
-    command = daprd_command(daprd_binary(), resources=resources, http=http, grpc=free_port(), config=None)
+    port = free_port()
+    command = daprd_command(daprd_binary(), resources=resources, http=port, grpc=free_port(), config=None)
     daprd = start_command(command, folder / "daprd-early.log", env=daprd_env(folder, None))
     answers: set[int] = set()
     deadline = time.monotonic() + bound
     try:
         while daprd.popen.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                answers.add(http_get(f"http://127.0.0.1:{http}/v1.0/secrets/local/k", timeout=2)[0])
+            # daprd may exit halfway through an answer: a reset or a cut-off reply is no answer.
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                answers.add(http_get(f"http://127.0.0.1:{port}/v1.0/secrets/local/k", timeout=2)[0])
             time.sleep(0.05)
         exit_code = daprd.popen.poll()
     finally:
