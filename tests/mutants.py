@@ -253,6 +253,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_keyvault.py::test_a_redirect_is_refused_and_the_token_goes_nowhere",),
         "a vault read follows a redirect to another server (the SDK's full pipeline would)",
     ),
+    Mutant(
+        "dev-forgets-the-lean-resolver", "dev.py",
+        '        spec["nameResolution"] = resolution\n',
+        "        pass\n",
+        ("tests/test_e2e_dev.py",),
+        "`make run` hands the lean daprd no name resolver, so it logs `couldn't find name resolver mdns/v1`",
+    ),
 )
 
 
