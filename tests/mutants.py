@@ -276,6 +276,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_certificates.py::test_certificate_format_pem_applies_to_certificates_only_and_in_bulk",),
         "certificateFormat: pem tries to convert every secret, and a plain one fails instead of being served",
     ),
+    # -- the first minute under the lean daprd -------------------------------------------------------
+    Mutant(
+        "dev-forgets-the-lean-resolver", "dev.py",
+        '        spec["nameResolution"] = resolution\n',
+        "        pass\n",
+        ("tests/test_e2e_dev.py",),
+        "`make run` hands the lean daprd no name resolver, so it logs `couldn't find name resolver mdns/v1`",
+    ),
 )
 
 
