@@ -225,36 +225,55 @@ def test_the_writable_check_sees_what_it_should() -> None:
 
 
 class Pod:
-    """The container as the manifests run it, and its socket folder on the host."""
+    """The container as a layout's manifest runs it, and its socket folder on the host.
 
-    def __init__(self, engine: Any, ref: str, work: Path) -> None:
+    `kubernetes` (app-manual.yaml): the container's runAsUser and runAsGroup, the pod's fsGroup added to its
+    groups, the emptyDir group-owned by the fsGroup with the setgid bit, as the kubelet leaves it.
+    `containerapps` (app.yaml): no securityContext, so the image's own user and group; an EmptyDir owned by
+    root, mode 0777, as Kubernetes creates one (Container Apps documents neither).
+    """
+
+    def __init__(self, engine: Any, ref: str, work: Path, layout: str) -> None:
         self.engine, self.ref = engine, ref
-        sidecar = manual_sidecar()
-        container, pod = sidecar["container"], sidecar["pod"]
-        security = container["securityContext"]
-        self.uid, self.gid, self.fs_group = security["runAsUser"], security["runAsGroup"], pod["fsGroup"]
-        self.args = container["args"]
         self.name = f"sbimg-pod-{uuid.uuid4().hex[:8]}"
-        (mount,) = container["volumeMounts"]
-        assert mount["mountPath"] == SOCKET_FOLDER
-        # The emptyDir as the kubelet leaves it with an fsGroup: group-owned by it, setgid, group-writable.
         self.sockets = work / "sockets"
         self.sockets.mkdir()
-        os.chown(self.sockets, 0, self.fs_group)
-        os.chmod(self.sockets, 0o2777)
-        # A Container Apps secret volume: one file per secret, read-only.
+        if layout == "kubernetes":
+            sidecar = manual_sidecar()
+            container = sidecar["container"]
+            security = container["securityContext"]
+            self.fs_group: int | None = sidecar["pod"]["fsGroup"]
+            self.identity = ["--user", f"{security['runAsUser']}:{security['runAsGroup']}",
+                             "--group-add", str(self.fs_group)]
+            self.uid = security["runAsUser"]
+            os.chown(self.sockets, 0, sidecar["pod"]["fsGroup"])
+            os.chmod(self.sockets, 0o2777)
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            secrets_path = "/mnt/secrets"  # the backend's default; the Kubernetes Component uses Key Vault
+        else:
+            container = container_app()
+            self.fs_group = None
+            self.identity = []
+            self.uid = int(engine.inspect(ref)["Config"]["User"].split(":")[0])
+            os.chmod(self.sockets, 0o777)
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            secrets_path = next(m["mountPath"] for m in container["volumeMounts"] if m["volumeName"] == "app-secrets")
+        assert SOCKET_FOLDER in mounts, mounts
+        self.args = container["args"]
+        self.secrets_path = secrets_path
+        # A secret volume: one file per secret, read-only.
         self.secrets = work / "secrets"
         self.secrets.mkdir()
         (self.secrets / "db-password").write_text(SECRET)
         self.socket = self.sockets / f"{args_value(container, '--name')}.sock"
+        self.socket_group = int(args_value(container, "--socket-group") or -1)
 
     def run_command(self) -> list[str]:
         podman = ["--pull=never", "--read-only-tmpfs=false"] if self.engine.name == "podman" else []
         return [
             "run", "--detach", "--name", self.name, *podman,
-            "--network=none", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-            "--user", f"{self.uid}:{self.gid}", "--group-add", str(self.fs_group),
-            "--volume", f"{self.sockets}:{SOCKET_FOLDER}", "--volume", f"{self.secrets}:/mnt/secrets:ro",
+            "--network=none", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", *self.identity,
+            "--volume", f"{self.sockets}:{SOCKET_FOLDER}", "--volume", f"{self.secrets}:{self.secrets_path}:ro",
             self.ref, *self.args,
         ]
 
@@ -288,17 +307,18 @@ class Pod:
 
 
 @contextlib.contextmanager
-def pod_beside_daprd(engine: Any, ref: str) -> Iterator[tuple[Pod, Any, dict[str, str]]]:
-    """The container, then daprd (as 65532, in the pod's fsGroup) once the socket exists; (pod, daprd, app env)."""
+def pod_beside_daprd(engine: Any, ref: str, layout: str) -> Iterator[tuple[Pod, Any, dict[str, str]]]:
+    """The container, then daprd (as 65532, in the pod's fsGroup if any) once the socket exists; (pod, daprd,
+    the app's environment)."""
     work = short_tempdir("sbimg-")
     os.chmod(work, 0o755)  # daprd's user reads its resources here
-    pod = Pod(engine, ref, work)
+    pod = Pod(engine, ref, work, layout)
     resources = work / "resources"
     resources.mkdir()
     (resources / "secrets.yaml").write_text(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: secrets}\n"
         "spec:\n  type: secretstores.secretbridge\n  version: v1\n  metadata:\n"
-        "    - {name: backend, value: containerapps}\n    - {name: secretsPath, value: /mnt/secrets}\n"
+        f"    - {{name: backend, value: containerapps}}\n    - {{name: secretsPath, value: {pod.secrets_path}}}\n"
     )
     os.chmod(resources, 0o755)
     daprd = None
@@ -312,7 +332,8 @@ def pod_beside_daprd(engine: Any, ref: str) -> Iterator[tuple[Pod, Any, dict[str
         log = work / "daprd.log"
         handle = open(log, "wb")  # noqa: SIM115 - daprd's output, for the failure message
         daprd = subprocess.Popen(command, env=daprd_env(pod.sockets, None), stdout=handle, stderr=subprocess.STDOUT,
-                                 user=DAPRD_USER, group=DAPRD_USER, extra_groups=[pod.fs_group], cwd=work)
+                                 user=DAPRD_USER, group=DAPRD_USER, cwd=work,
+                                 extra_groups=[] if pod.fs_group is None else [pod.fs_group])
         handle.close()
         health = f"http://127.0.0.1:{http}/v1.0/healthz"
         try:
@@ -341,13 +362,16 @@ def read_through_daprd(env: dict[str, str]) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_the_image_serves_daprd_as_a_pod_runs_it(image: tuple[Any, str]) -> None:
+@pytest.mark.parametrize("layout", ["kubernetes", "containerapps"])
+def test_the_image_serves_daprd_as_a_pod_runs_it(image: tuple[Any, str], layout: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("the pod test runs the container as the manifests' uid and daprd as 65532: it needs root")
     engine, ref = image
-    with pod_beside_daprd(engine, ref) as (pod, daprd, env):
+    with pod_beside_daprd(engine, ref, layout) as (pod, daprd, env):
+        # daprd reaches the socket through its group alone: mode 0660, the group daprd's image runs as.
         info = pod.socket.stat()
-        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (pod.uid, pod.fs_group, 0o660)
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (pod.uid, DAPRD_USER, 0o660)
+        assert pod.socket_group == DAPRD_USER
 
         read = read_through_daprd(env)
         assert read["grpc"]["get"]["db-password"] == {"data": {"db-password": SECRET}}, read
@@ -365,7 +389,7 @@ def test_the_image_serves_daprd_as_a_pod_runs_it(image: tuple[Any, str]) -> None
         (kept,) = state.iterdir()
         assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (pod.uid, 0o700)
         assert (kept.stat().st_uid, kept.stat().st_mode & 0o777) == (pod.uid, 0o600)
-        assert "/mnt/secrets" in kept.read_text() and SECRET not in kept.read_text()
+        assert pod.secrets_path in kept.read_text() and SECRET not in kept.read_text()
 
         # What the kubelet sends when the pod stops: the socket goes, the process exits cleanly.
         pod.engine.run("kill", "--signal", "TERM", pod.name)

@@ -49,6 +49,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -188,6 +189,8 @@ def private_podman(install: bool = True) -> Engine:
     home = cache_dir() / "containers"
     conf = home / "conf"
     conf.mkdir(parents=True, exist_ok=True)
+    # Podman's run-time state (locks, mounts) belongs on a folder that a reboot empties; one per storage root.
+    runroot = (Path("/run") if os.geteuid() == 0 else home) / f"secretbridge-containers-{_digest(str(home))}"
     nofile = _hard_limit(resource.RLIMIT_NOFILE, 1 << 20)
     nproc = _hard_limit(resource.RLIMIT_NPROC, MAX_NPROC)
     files = {
@@ -199,7 +202,7 @@ def private_podman(install: bool = True) -> Engine:
         ),
         "storage.conf": (
             f'[storage]\ndriver = "overlay"\ngraphroot = "{home / "storage"}"\n'
-            f'runroot = "{Path("/run/secretbridge-containers") if os.geteuid() == 0 else home / "run"}"\n'
+            f'runroot = "{runroot}"\n'
         ),
         # Short names resolve nowhere: nothing is ever pulled.
         "registries.conf": "unqualified-search-registries = []\n",
@@ -255,7 +258,7 @@ def debian_base(engine: Engine, refresh: bool = False) -> str:
         if refresh or not tarball.exists():
             _ensure_commands(BASE_PACKAGES)
             _say(f"making the base from Debian {DEBIAN_SUITE}'s packages (mmdebstrap) into {tarball}")
-            partial = tarball.with_suffix(".tmp")
+            partial, started = tarball.with_suffix(".tmp"), time.monotonic()
             done = subprocess.run(["mmdebstrap", "--quiet", "--format=tar", *MMDEBSTRAP, DEBIAN_SUITE, str(partial)],
                                   capture_output=True, text=True, check=False)
             if done.returncode != 0:
@@ -263,6 +266,7 @@ def debian_base(engine: Engine, refresh: bool = False) -> str:
                 lines = done.stderr.strip().splitlines()
                 raise ImageError(f"mmdebstrap failed: {lines[-1] if lines else done.returncode}")
             partial.rename(tarball)
+            _say(f"base made in {time.monotonic() - started:.0f} s ({tarball.stat().st_size / 1e6:.0f} MB)")
             if engine.exists(ref):
                 engine.run("rmi", "--force", ref, check=False)
         if not engine.exists(ref):
@@ -337,12 +341,14 @@ def build(engine: Engine | None = None, base: str | None = None, refresh: bool =
         if cert:
             args += ["--secret", f"id=pip-cert,src={cert}"]
         _say(f"building {ref} with {engine.name}")
+        started = time.monotonic()
         # The build stage gets a name of its own so that pruning keeps its cached layers (the locked dependencies).
         for extra in (["--target", "build", "--tag", f"{IMAGE_NAME}-build:cache"], ["--tag", ref]):
             done = subprocess.run(engine.popen_args(*args, *extra, str(REPO)), env={**os.environ, **engine.env},
                                   stdout=sys.stderr, check=False)
             if done.returncode != 0:
                 raise ImageError(f"{engine.name} build failed ({done.returncode}); its output is above")
+        _say(f"built in {time.monotonic() - started:.0f} s")
         engine.run("tag", ref, f"{IMAGE_NAME}:{version()}")
         if engine.private:
             _prune(engine, keep=ref)
