@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock daprd image clean mutants
+.PHONY: setup run test lint bench proto docs lock daprd compat image clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ daprd:
 # IMAGE_ENGINE=docker|podman the engine, IMAGE_REFRESH=1 makes the Debian base and the image again.
 image:
 	@$(PYTHON) tools/image/build_image.py
+
+# The version matrix: builds every daprd release tools/daprd keeps (the pin and releases/*) and runs the daprd
+# suites under each; prints a table (release, passed, failed, what differs). Not part of `make test`, which runs
+# the pin only.
+compat: setup
+	$(PY) tools/daprd/compat.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache
