@@ -157,12 +157,17 @@ def _ensure_commands(packages: dict[str, str], install: bool = True) -> None:
     _say(f"installing {' '.join(names)} from Debian's packages")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     lock_wait = ["-o", "DPkg::Lock::Timeout=600"]
-    for step in (["apt-get", *lock_wait, "update", "-qq"],
-                 ["apt-get", *lock_wait, "install", "-y", "-qq", "--no-install-recommends", *names]):
-        done = subprocess.run(step, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            raise ImageError(f"{' '.join(step[:1] + step[3:4])} failed: {lines[-1] if lines else done.returncode}")
+    # A source that cannot be refreshed (a third-party repository) is no reason to stop: the install says
+    # whether what it needs was found.
+    update = subprocess.run(["apt-get", *lock_wait, "update", "-qq"], env=env, capture_output=True, text=True,
+                            check=False)
+    if update.returncode != 0:
+        _say(f"apt-get update: {(update.stderr or update.stdout).strip().splitlines()[-1:]}")
+    command = ["apt-get", *lock_wait, "install", "-y", "-qq", "--no-install-recommends", *names]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise ImageError(f"apt-get install {' '.join(names)} failed: {lines[-1] if lines else done.returncode}")
 
 
 def _docker_answers() -> bool:
