@@ -350,7 +350,7 @@ def pod_beside_daprd(engine: Any, ref: str, layout: str) -> Iterator[tuple[Pod, 
             except subprocess.TimeoutExpired:
                 daprd.kill()
                 daprd.wait()
-        engine.run("rm", "--force", "--time", "2", pod.name, check=False)
+        engine.run("rm", "--force", pod.name, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
