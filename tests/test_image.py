@@ -200,7 +200,7 @@ def test_the_image_user_can_write_only_the_socket_folder(image: tuple[Any, str])
         export = subprocess.run(engine.popen_args("export", name), env={**os.environ, **engine.env},
                                 capture_output=True, check=True)
     finally:
-        engine.run("rm", "--force", name, check=False)
+        engine.run("rm", "--force", "--volumes", name, check=False)  # and the anonymous volume
     with tarfile.open(fileobj=io.BytesIO(export.stdout)) as tar:
         members = tar.getmembers()
     writable = sorted("/" + m.name.strip("./") for m in members if writable_by(m, uid, {gid, pod["fsGroup"]}))
@@ -350,7 +350,7 @@ def pod_beside_daprd(engine: Any, ref: str, layout: str) -> Iterator[tuple[Pod, 
             except subprocess.TimeoutExpired:
                 daprd.kill()
                 daprd.wait()
-        engine.run("rm", "--force", pod.name, check=False)
+        engine.run("rm", "--force", "--volumes", pod.name, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
