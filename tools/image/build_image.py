@@ -336,6 +336,7 @@ def build(engine: Engine | None = None, base: str | None = None, refresh: bool =
         python_image = base_ref(engine, base, refresh)
         ref = image_ref(engine, python_image)
         if engine.exists(ref) and not refresh:
+            engine.run("tag", ref, f"{IMAGE_NAME}:{version()}")  # the plain tag names the current sources' image
             return engine, ref
         args = ["build", "--file", str(DOCKERFILE)]
         if python_image:
