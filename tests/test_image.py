@@ -224,6 +224,20 @@ def test_the_writable_check_sees_what_it_should() -> None:
 # -- the pod ---------------------------------------------------------------------------------------------
 
 
+def confinement(security: dict[str, Any]) -> list[str]:
+    """The engine flags for a container securityContext (its user and group aside)."""
+    flags = []
+    if security.get("readOnlyRootFilesystem"):
+        flags.append("--read-only")
+    flags += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
+    flags += [f"--cap-add={cap}" for cap in security.get("capabilities", {}).get("add", [])]
+    if security.get("allowPrivilegeEscalation") is False:
+        flags.append("--security-opt=no-new-privileges")
+    # seccompProfile RuntimeDefault is what the engine applies unless told otherwise.
+    assert security.get("seccompProfile", {}).get("type", "RuntimeDefault") == "RuntimeDefault", security
+    return flags
+
+
 class Pod:
     """The container as a layout's manifest runs it, and its socket folder on the host.
 
@@ -245,6 +259,7 @@ class Pod:
             self.fs_group: int | None = sidecar["pod"]["fsGroup"]
             self.identity = ["--user", f"{security['runAsUser']}:{security['runAsGroup']}",
                              "--group-add", str(self.fs_group)]
+            self.confinement = confinement(security)
             self.uid = security["runAsUser"]
             os.chown(self.sockets, 0, sidecar["pod"]["fsGroup"])
             os.chmod(self.sockets, 0o2777)
@@ -254,6 +269,9 @@ class Pod:
             container = container_app()
             self.fs_group = None
             self.identity = []
+            # Container Apps sets none of these; the pod runs confined as the Kubernetes manifests ask anyway, so
+            # the image is shown to need no more there than here.
+            self.confinement = confinement(manual_sidecar()["container"]["securityContext"])
             self.uid = int(engine.inspect(ref)["Config"]["User"].split(":")[0])
             os.chmod(self.sockets, 0o777)
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -269,10 +287,11 @@ class Pod:
         self.socket_group = int(args_value(container, "--socket-group") or -1)
 
     def run_command(self) -> list[str]:
+        assert {"--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges"} <= set(self.confinement)
         podman = ["--pull=never", "--read-only-tmpfs=false"] if self.engine.name == "podman" else []
         return [
             "run", "--detach", "--name", self.name, *podman,
-            "--network=none", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", *self.identity,
+            "--network=none", *self.confinement, *self.identity,
             "--volume", f"{self.sockets}:{SOCKET_FOLDER}", "--volume", f"{self.secrets}:{self.secrets_path}:ro",
             self.ref, *self.args,
         ]
