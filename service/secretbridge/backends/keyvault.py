@@ -354,6 +354,11 @@ class KeyVaultStore(SecretStore):
         reader = self._reader
         return reader.failing() if reader is not None else None
 
+    def watch_failure(self, future: asyncio.Future[str]) -> None:
+        """Resolve `future` at the next failed attempt against the vault or the identity."""
+        if self._reader is not None:
+            self._reader.watch_failure(future)
+
     # -- names and values -------------------------------------------------------------------------
     def vault_name(self, name: str) -> str:
         """The vault's name for the app's `name` (mapping + prefix), or `InvalidArgument` saying why."""

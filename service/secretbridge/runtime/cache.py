@@ -68,7 +68,9 @@ class Source(Protocol):
 
     A source may also say whether its backend is failing now, `failing() -> str | None` (the cause,
     known from the first failed attempt of any client sharing that backend, None once it answers):
-    while it says so, reads past their TTL are answered from held values without waiting.
+    while it says so, reads past their TTL are answered from held values without waiting; and
+    `watch_failure(future)`, which resolves the future at the next failed attempt, so a read
+    already waiting for a refresh stops waiting then.
 
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
@@ -152,6 +154,8 @@ class CachedStore:
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
         # Keys in `_inflight` whose read was started by a reader with nothing held (counted work).
         self._misses: set[_Key] = set()
+        # Readers waiting for a refresh (staleWait): a failed call here ends their wait at once.
+        self._watchers: set[asyncio.Future[str]] = set()
         self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
         self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
@@ -260,11 +264,19 @@ class CachedStore:
         if task is None:
             entry.refreshing = True
             task = self._refresh_one(key)
+        # Wait for the refresh, for staleWait at most, and no longer than until an attempt fails.
+        failure: asyncio.Future[str] = self._loop.create_future()
+        self._watchers.add(failure)
+        watch = getattr(self.store, "watch_failure", None)
+        if watch is not None:
+            watch(failure)
         try:
-            async with asyncio.timeout(self.stale_wait):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            pass
+            await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failure.cancel()
+            self._watchers.discard(failure)
+        if task.done():
+            return task.result()  # the fresh value; or the decision (deleted, disabled) it met
         held = self._entries.get(key)
         if held is None or held.data is None:  # dropped meanwhile (deleted, disabled): ask again
             return await self.get(*key)
@@ -486,7 +498,11 @@ class CachedStore:
         CACHE_ENTRIES.labels(self.instance).set(len(self._entries))
 
     def _down(self, cause: str) -> None:
-        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause."""
+        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause; readers
+        waiting for a refresh are answered from held values now."""
+        for watcher in list(self._watchers):
+            if not watcher.done():
+                watcher.set_result(cause)
         self.last_error = cause
         if self.down_since is None:
             self.down_since = self.clock()
