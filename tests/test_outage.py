@@ -19,7 +19,7 @@ import pytest
 from secretbridge.runtime.metrics import STALE_SERVED
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
-from tests.support import Bridge, eventually, move_time, serve_bridge
+from tests.support import Bridge, MovedClock, eventually, move_time, serve_bridge
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -178,3 +178,70 @@ def test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so(
         bridge.get("off", instance="disabled")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     fake_vault.fail(0)
+
+
+def test_what_one_instance_learns_of_a_failing_vault_every_instance_on_that_vault_knows(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("db", "old")
+    for name in ("first", "second"):
+        bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance=name)
+    clocks = {name: move_time(bridge, name) for name in ("first", "second")}
+    for name in clocks:
+        assert bridge.get("db", instance=name) == {"db": "old"}
+    fake_vault.fail(1, 503)
+    fake_vault.hold(skip=1)
+    clocks["first"].advance(31)
+    assert bridge.get("db", instance="first") == {"db": "old"}  # its refresh met the 503
+    assert eventually(lambda: fake_vault.held == 1)
+    clocks["second"].advance(31)
+    assert bridge.get("db", instance="second") == {"db": "old"}  # at once: the vault is known to be failing
+    fake_vault.release()
+
+
+def three_secrets(bridge: Bridge, fake_vault: FakeKeyVault, instance: str, **extra: str) -> MovedClock:
+    """s-0, s-1, s-2 in the vault, an instance on it, and its cache's clock."""
+    for n in range(3):
+        fake_vault.set_secret(f"s-{n}", f"v-{n}")
+    bridge.init(keyvault(fake_vault, **extra), instance=instance)
+    return move_time(bridge, instance)
+
+
+def test_bulk_get_answers_its_held_listing_while_the_vault_holds_the_refresh(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    clock = three_secrets(bridge, fake_vault, "bulk-hung")
+    every = bridge.bulk_get(instance="bulk-hung")
+    assert every == {f"s-{n}": {f"s-{n}": f"v-{n}"} for n in range(3)}
+    fake_vault.hang()
+    clock.advance(31)
+    assert bridge.bulk_get(instance="bulk-hung") == every
+    assert fake_vault.held >= 1  # the refresh's listing is still unanswered
+    fake_vault.release()
+
+
+def test_bulk_get_answers_held_values_for_the_secrets_it_cannot_read_and_fails_only_for_the_rest(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    clock = three_secrets(bridge, fake_vault, "bulk-partial", staleWait=LONG_WAIT)
+    for n in range(2):  # s-0 and s-1 are held (read by Get); s-2 never was
+        assert bridge.get(f"s-{n}", instance="bulk-partial") == {f"s-{n}": f"v-{n}"}
+    fake_vault.set_secret("s-0", "rotated")
+    fake_vault.break_secret("s-1", 503)  # the vault lists it but cannot read it
+    clock.advance(31)
+    every = bridge.bulk_get(instance="bulk-partial")
+    assert every == {"s-0": {"s-0": "rotated"}, "s-1": {"s-1": "v-1"}, "s-2": {"s-2": "v-2"}}
+    # Now s-2 cannot be read either; it is held (the BulkGet primed it), so it is answered too.
+    fake_vault.break_secret("s-2", 503)
+    clock.advance(31)
+    assert bridge.bulk_get(instance="bulk-partial")["s-2"] == {"s-2": "v-2"}
+    # A secret with nothing held that cannot be read fails the call, which says how many and why.
+    fake_vault.set_secret("s-3", "new")
+    fake_vault.break_secret("s-3", 503)
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance="bulk-partial")  # a cold cache
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.bulk_get(instance="bulk-partial")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = err.value.details() or ""
+    assert "could not read 3 of the 4 secrets" in details and "no value is held" in details, details
+    assert "503" in details
