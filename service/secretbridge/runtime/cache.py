@@ -388,7 +388,7 @@ class CachedStore:
             self._stale_since = now
         if now - self._stale_logged_at >= STALE_LOG_EVERY:
             self._stale_logged_at = now
-            cause = self._outage.message if self._outage is not None else "unknown"
+            cause = self.failing() or f"the refresh did not answer within staleWait ({format_duration(self.stale_wait)})"
             log.warning(
                 "backend failing; serving a stale value",
                 extra={
