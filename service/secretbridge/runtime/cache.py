@@ -388,7 +388,8 @@ class CachedStore:
             self._stale_since = now
         if now - self._stale_logged_at >= STALE_LOG_EVERY:
             self._stale_logged_at = now
-            cause = self.failing() or f"the refresh did not answer within staleWait ({format_duration(self.stale_wait)})"
+            waited = format_duration(self.stale_wait)
+            cause = self.failing() or f"the refresh did not answer within staleWait ({waited})"
             log.warning(
                 "backend failing; serving a stale value",
                 extra={
