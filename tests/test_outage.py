@@ -245,3 +245,19 @@ def test_bulk_get_answers_held_values_for_the_secrets_it_cannot_read_and_fails_o
     details = err.value.details() or ""
     assert "could not read 3 of the 4 secrets" in details and "no value is held" in details, details
     assert "503" in details
+
+
+def test_an_attempt_that_outlives_its_share_of_request_timeout_marks_the_vault_failing(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("db", "old")
+    # Eleven attempts share requestTimeout: one unanswered for 1 s marks the vault failing.
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, requestTimeout="11s", maxRetries="10"), instance="share")
+    clock = move_time(bridge, "share")
+    assert bridge.get("db", instance="share") == {"db": "old"}
+    fake_vault.hang()
+    clock.advance(31)
+    # Answered once the attempt outlived its share, long before the call's own requestTimeout.
+    assert bridge.get("db", instance="share", timeout=8) == {"db": "old"}
+    assert eventually(lambda: fake_vault.held == 1)
+    fake_vault.release()
