@@ -242,7 +242,7 @@ def test_a_slow_instance_cannot_starve_the_others(
                    and "saturated" in text for code, text in refused)
         # Forty more callers of secrets already being read are no new work: none is refused, none
         # holds a worker another instance needs.
-        waiting_on = [key for key, _ in cache._misses][:4]
+        waiting_on = [key[0] for key in cache._misses][:4]
         for n in range(40):
             pool.submit(read, waiting_on[n % len(waiting_on)])
         assert eventually(lambda: fake_vault.held >= 14, within=30)
