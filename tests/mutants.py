@@ -301,11 +301,18 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "disabled-served-stale", "runtime/cache.py",
-        "            # Disabled, refused, forbidden: the backend decided; the old value is not served again.\n"
-        "            self._entries.pop(key, None)\n",
+        "                # Disabled, expired, access revoked: the backend decided; the old value is not served again.\n"
+        "                self._entries.pop(key, None)\n",
         "",
         ("tests/test_outage.py::test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so",),
         "a secret the vault says is disabled is served stale again once the vault fails",
+    ),
+    Mutant(
+        "identity-refusal-drops-held-values", "core/errors.py",
+        "    if isinstance(err, IdentityRefused):\n        return False\n",
+        "",
+        ("tests/test_outage.py::test_a_held_value_is_served_while_the_vault_refuses_a_valid_token",),
+        "a vault's 401 to a valid token (an identity incident) drops held values: reads fail instead of served stale",
     ),
     Mutant(
         "waiters-take-shares", "runtime/server.py",

@@ -19,6 +19,7 @@ from secretbridge.backends.keyvault import KeyVaultStore
 from secretbridge.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
+    IdentityRefused,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -461,7 +462,7 @@ async def test_unknown_user_assigned_identity_is_permission_denied(
     fake_identity.user_assigned = {"the-right-one"}
     fake_vault.set_secret("x", "y")
     store = await open_store(vault_metadata(fake_vault, azureClientId="a-wrong-one"))
-    message = await expect(PermissionDenied, store.get("x"))
+    message = await expect(IdentityRefused, store.get("x"))
     assert "a-wrong-one" in message and "Identity not found" in message
 
 
@@ -471,7 +472,7 @@ async def test_refused_token_is_permission_denied(fake_vault: FakeKeyVault, fake
     store = await open_store(vault_metadata(fake_vault))
     await store.get("x")
     fake_identity.tokens.revoke_all()
-    message = await expect(PermissionDenied, store.get("x"))
+    message = await expect(IdentityRefused, store.get("x"))
     assert "401" in message and "system-assigned" in message
 
 
@@ -808,7 +809,7 @@ async def test_service_principal_from_metadata(kv_certs, azure_env: pytest.Monke
         http_challenge_cache.clear()
         bad = await open_store(vault_metadata(vault, azureTenantId=TENANT, azureClientId="sp-client",
                                               spnClientSecret="a-wrong-secret-value"))
-        message = await expect(PermissionDenied, bad.get("dev"))
+        message = await expect(IdentityRefused, bad.get("dev"))
         assert "service principal with client id sp-client" in message
         assert "a-wrong-secret-value" not in message and secret not in message
 
@@ -855,7 +856,7 @@ async def test_a_configured_client_secret_echoed_by_the_token_endpoint_is_scrubb
         with caplog.at_level(logging.DEBUG):
             store = await open_store(vault_metadata(vault, azureTenantId=TENANT, azureClientId="sp-client",
                                                     azureClientSecret=configured))
-            message = await expect(PermissionDenied, store.get("dev"))
+            message = await expect(IdentityRefused, store.get("dev"))
     # The endpoint's reason is shown (so the scrubbing is what keeps the secret out) ...
     assert "AADSTS7000215" in message and "[redacted]" in message
     # ... and the secret it quoted is not.

@@ -261,3 +261,75 @@ def test_an_attempt_that_outlives_its_share_of_request_timeout_marks_the_vault_f
     assert bridge.get("db", instance="share", timeout=8) == {"db": "old"}
     assert eventually(lambda: fake_vault.held == 1)
     fake_vault.release()
+
+
+def assert_rotation_lands(bridge: Bridge, clock: MovedClock, instance: str) -> None:
+    """Once the identity is accepted again, the refresh brings the value the vault holds now."""
+    clock.advance(31)
+    assert eventually(lambda: bridge.get("db", instance=instance) == {"db": "new"})
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_a_held_value_is_served_while_the_token_endpoint_refuses_the_identity(
+    bridge: Bridge, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity, status: int
+) -> None:
+    """A refused identity (an incident of the identity, not of the secret) does not take held values away."""
+    fake_identity.lifetime = 1  # the token expires at once: the refresh must ask for another
+    fake_vault.set_secret("db", "old")
+    instance = f"idrefused-{status}"
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance=instance)
+    clock = move_time(bridge, instance)
+    assert bridge.get("db", instance=instance) == {"db": "old"}
+    time.sleep(2)  # let the token expire (a wait, not a measurement)
+    fake_identity.fail(math.inf, status)
+    fake_vault.set_secret("db", "new")
+    served = stale_count(instance)
+    clock.advance(31)
+    for _ in range(3):
+        assert bridge.get("db", instance=instance) == {"db": "old"}
+    assert stale_count(instance) >= served + 3
+    fake_identity.fail(0)
+    assert_rotation_lands(bridge, clock, instance)
+
+
+def test_a_held_value_is_served_while_the_vault_refuses_a_valid_token(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("db", "old")
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance="tokenrefused")
+    clock = move_time(bridge, "tokenrefused")
+    assert bridge.get("db", instance="tokenrefused") == {"db": "old"}
+    fake_vault.refuse_tokens()
+    fake_vault.set_secret("db", "new")
+    clock.advance(31)
+    for _ in range(3):
+        assert bridge.get("db", instance="tokenrefused") == {"db": "old"}
+    found = bridge.server.instances.find("tokenrefused")
+    assert found is not None and found.cached is not None
+    assert found.cached.failing() is not None  # known as failing: later reads do not wait on the vault
+    # With nothing held, the refusal is the answer, and it names the cause.
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.get("never-read", instance="tokenrefused")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "refused the token" in (err.value.details() or "")
+    fake_vault.refuse_tokens(False)
+    assert_rotation_lands(bridge, clock, "tokenrefused")
+
+
+def test_a_secret_whose_access_is_revoked_is_not_served_stale(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
+    """403 for the secret: the operator removed the grant and means it now, not after maxStale."""
+    fake_vault.set_secret("db", "old")
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, maxStale="1h"), instance="revoked")
+    clock = move_time(bridge, "revoked")
+    assert bridge.get("db", instance="revoked") == {"db": "old"}
+    fake_vault.forbid()
+    clock.advance(31)
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.get("db", instance="revoked")
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    fake_vault.forbid(False)
+    fake_vault.fail(math.inf, 503)  # the old value is gone for good, even when the vault then fails
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.get("db", instance="revoked")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    fake_vault.fail(0)

@@ -157,6 +157,7 @@ class FakeKeyVault(BackgroundServer):
         self._redirect_to = ""
         self._fail_status = 503
         self._forbidden = False
+        self._refusing = False
         self._access_policy = False
         self._broken: dict[str, int] = {}
         # When True, error answers quote the request's Authorization header (and a broken secret's
@@ -331,6 +332,12 @@ class FakeKeyVault(BackgroundServer):
             self._redirect_left = n
             self._redirect_to = location.rstrip("/")
 
+    def refuse_tokens(self, refuse: bool = True) -> None:
+        """Answer 401 to every token, even one the identity just issued (the vault's tenant no longer
+        trusts the identity); `refuse_tokens(False)` accepts them again."""
+        with self.lock:
+            self._refusing = refuse
+
     def forbid(self, forbidden: bool = True, *, access_policy: bool = False) -> None:
         """Refuse every authenticated request with 403: ForbiddenByRbac (a vault using Azure RBAC,
         no role assignment), or with `access_policy` AccessDenied (a vault using access policies)."""
@@ -482,7 +489,7 @@ class FakeKeyVault(BackgroundServer):
         if scheme.lower() != "bearer" or not token:
             return self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
         quoted = f" (the request carried Authorization: {scheme} {token})" if self.echo_requests else ""
-        if self._tokens is not None and token not in self._tokens:
+        if self._refusing or (self._tokens is not None and token not in self._tokens):
             return self._challenge("AKV10022: Invalid audience or token." + quoted)
         with self.lock:
             over = self._over_limit()

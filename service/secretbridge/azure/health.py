@@ -118,11 +118,12 @@ class HealthPolicy(AsyncHTTPPolicy):
         try:
             response = await self.next.send(request)
         except ClientAuthenticationError as exc:
-            # The token request failed (the challenge policy asks for it inside this attempt);
-            # a refusal (4xx) is a decision, and leaves the marks alone.
+            # The token request failed (the challenge policy asks for it inside this attempt). A
+            # refusal (4xx) marks the identity failing too: it is no decision about any secret, so
+            # held values are answered through it (`core.errors.decides_about_secret`).
             status = getattr(exc, "status_code", None)
-            if status is None or failing_status(status):
-                (self.identity or self.vault).failed("the token request failed")
+            failure = "the token request failed" if status is None else f"the token endpoint answered {status}"
+            (self.identity or self.vault).failed(failure)
             raise
         except Exception as exc:
             self.vault.failed(describe_cause(exc) or f"the request failed ({classify_cause(exc).value})")
@@ -133,6 +134,10 @@ class HealthPolicy(AsyncHTTPPolicy):
         status = response.http_response.status_code
         if failing_status(status):
             self.vault.failed(f"the vault answered {status}")
+        elif status == 401 and "Authorization" in request.http_request.headers:
+            # Not the first challenge: the vault refused a token it was sent (another tenant, a revoked
+            # identity). The challenge policy asks once more; until something is answered, it fails.
+            (self.identity or self.vault).failed("the vault refused the token (401)")
         elif status != 401:  # 401 is the challenge every client meets first: it says nothing either way
             self.vault.answered()
             if self.identity is not None:

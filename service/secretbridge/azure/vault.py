@@ -59,6 +59,7 @@ from secretbridge.azure.redaction import safe_cause
 from secretbridge.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
+    IdentityRefused,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -508,7 +509,7 @@ class VaultReader:
         if isinstance(exc, ClientAuthenticationError):
             status = getattr(exc, "status_code", None)
             if self._from_vault(exc):
-                return PermissionDenied(
+                return IdentityRefused(
                     f"{label} refused the token of {identity} ({status} Unauthorized) trying to {doing}; "
                     "the identity may belong to another tenant than the vault"
                 )
@@ -524,7 +525,7 @@ class VaultReader:
                     f"could not get a token for {identity} to {doing} in {label}: {token_cause}",
                     cause=kind.value if kind in PERMANENT_CAUSES else Cause.TOKEN.value,
                 )
-            return PermissionDenied(
+            return IdentityRefused(
                 f"the token endpoint refused {identity} ({status}) trying to {doing} in {label}: {cause}",
                 cause=Cause.TOKEN.value,
             )

@@ -35,6 +35,11 @@ class PermissionDenied(SecretStoreError):
     """The store refused: the identity lacks rights, or a name is denied here."""
 
 
+class IdentityRefused(PermissionDenied):
+    """The identity itself was refused (the vault answered 401 to its token, or the token endpoint
+    refused it): a problem of the identity, not a decision about any one secret."""
+
+
 class FailedPrecondition(SecretStoreError):
     """The request cannot be served in the current state (not initialised,
     disabled or expired secret, unusable resource named in metadata)."""
@@ -51,3 +56,15 @@ class DeadlineExceeded(SecretStoreError):
 class ResourceExhausted(SecretStoreError):
     """Too much at once: this instance already holds its share of the server (calls waiting on its
     backend), or an answer is larger than the caller accepts (daprd reads at most 4 MiB)."""
+
+
+def decides_about_secret(err: SecretStoreError) -> bool:
+    """Whether `err` is the backend's decision about the secret itself, so a value held for it must
+    not be served again: deleted (NotFound), disabled or expired (FailedPrecondition), or access to
+    it revoked (PermissionDenied: an operator who removes a grant means it to take effect, and
+    serving the old value until maxStale would defeat that). An identity that cannot get or use a
+    token (`IdentityRefused`), an unreachable, slow or throttled backend are not: held values are
+    served through them, within maxStale."""
+    if isinstance(err, IdentityRefused):
+        return False
+    return isinstance(err, NotFound | FailedPrecondition | PermissionDenied)

@@ -26,6 +26,7 @@ from secretbridge.core.errors import (
     ResourceExhausted,
     SecretStoreError,
     Unavailable,
+    decides_about_secret,
 )
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
@@ -124,9 +125,10 @@ class CachedStore:
     the backend is known to be failing (`Source.failing`, or the latest call here failed) it gets
     the held value at once. Only a read with nothing held waits for the backend; such reads of
     distinct keys are the backend work `work_limit` bounds (many readers of one key are one piece
-    of work). Only backend unavailability (`Unavailable`, `DeadlineExceeded`) is answered with a
-    stale value: a secret that was disabled, deleted or whose access was revoked is a decision,
-    surfaced at once, and its held value is dropped.
+    of work). A secret that was disabled, deleted or whose access was revoked is a decision
+    (`core.errors.decides_about_secret`), surfaced at once, and its held value is dropped; any other
+    failure (unavailable, too slow, throttled, the identity refused) is answered with the held value
+    within maxStale.
     """
 
     def __init__(
@@ -376,14 +378,15 @@ class CachedStore:
                 now = self.clock()
                 self._put(key, _Entry(None, now + self.negative_ttl, math.inf, not_found=err.message))
             raise
-        except (Unavailable, DeadlineExceeded) as err:
+        except SecretStoreError as err:
+            if decides_about_secret(err):
+                # Disabled, expired, access revoked: the backend decided; the old value is not served again.
+                self._entries.pop(key, None)
+                raise
+            # Unreachable, slow, throttled, or the identity refused: nothing was said about the secret.
             stale = self._entries.get(key)
             if stale is not None and stale.data is not None:
                 return self._serve_stale(name, stale, err)
-            raise
-        except SecretStoreError:
-            # Disabled, refused, forbidden: the backend decided; the old value is not served again.
-            self._entries.pop(key, None)
             raise
         self._fresh_again()
         self._remember(key, data)
