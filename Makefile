@@ -26,6 +26,8 @@ run: setup
 test: setup lint
 	@$(PYTHON) tools/daprd/get_daprd.py >/dev/null || { [ "$$CI" != true ] || exit 1; \
 		echo "daprd could not be had (above): the tests that need it will skip"; }
+	@$(PY) -m tests.apps >/dev/null || { [ "$$CI" != true ] || exit 1; \
+		echo "the Go/JavaScript SDK apps could not be had (above): their tests will skip"; }
 	$(PY) -m pytest -q
 
 lint: setup
