@@ -33,7 +33,7 @@ import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
 from secretbridge.core.policy import DEFAULT_WORKERS
 
-from bench import daprd, procs
+from bench import daprd, procs, wrk
 from bench.load import LoadJob, run_in_subprocess
 from bench.procs import ServerProcess
 from bench.vault import VaultRig
@@ -86,6 +86,9 @@ class Settings:
     limit_requests: int = 800
     limit_window: float = 2.0
     side_secrets: int = 1_000
+    # (i): wrk counts whole seconds; rounds interleaved as in (a).
+    through_seconds: int = 1
+    through_rounds: int = 7
 
 
 FULL = Settings("full")
@@ -94,6 +97,7 @@ SMOKE = Settings(
     bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
     fleet_replicas=2, fleet_cold=5, fleet_ttl="1s", fleet_period=0.5, fleet_seconds=2.0, fleet_rotate_every=0.5,
     limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3, side_secrets=20,
+    through_rounds=1,
 )
 
 
@@ -820,9 +824,9 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
         env = dict(ctx.env)
         env["SSL_CERT_FILE"] = str(certs.ca_path)
         stores: dict[str, dict[str, Any]] = {}
-        with daprd.running(folder, daprd_path, env) as base:
+        with daprd.running(folder, daprd_path, env) as started:
             for store in (daprd.BUILTIN, daprd.BRIDGE):
-                url = f"{base}/secrets/{store}"
+                url = f"{started.base}/secrets/{store}"
                 vault.reset_counters()
                 # Every hot secret read once first (secretbridge's cache is primed by it, as by an
                 # app's first reads); counted with the load's reads below.
@@ -868,6 +872,107 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
     }
 
 
+# ---- (i) the limit through daprd ------------------------------------------------------------------
+
+#: (i)'s stores, all in one daprd: (label, Component name, Component type, its metadata (filled in later)).
+#: The built-in file store has no socket hop at all; the echoes are the fastest a Python pluggable
+#: store can answer; secretbridge serves its three Components on one socket, as deployed.
+BUILTIN_FILE = "built-in local.file"
+ECHOES = ("echo threaded", "echo aio")
+THROUGH_BRIDGE = ("secretbridge file", "secretbridge containerapps", "secretbridge keyvault (cached)")
+
+
+def _component(name: str, kind: str, metadata: dict[str, str]) -> str:
+    items = "".join(f"  - name: {key}\n    value: {json.dumps(value)}\n" for key, value in metadata.items())
+    return (f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n"
+            f"  type: secretstores.{kind}\n  version: v1\n  metadata:\n{items}")
+
+
+def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
+    """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
+    store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
+    level, as ratios to the faster echo and to the built-in store, paired round by round."""
+    daprd_path, why = daprd.find_daprd()
+    if daprd_path is None:
+        return {"skipped": why or "no daprd"}
+    rig = ctx.rig
+    rig.clear()
+    names = hot_names(settings.hot)
+    rig.preload(names)
+    folder = ctx.folder / "through"
+    folder.mkdir(exist_ok=True)
+    locals_ = local_metadata(folder, names)
+    sockets = folder / "sockets"
+    stores = {  # label → (Component name, type, metadata)
+        BUILTIN_FILE: ("builtin-file", "local.file", {"secretsFile": locals_["bench-file"]["secretsFile"]}),
+        "echo threaded": ("echo-threaded", "echo-threaded", {}),
+        "echo aio": ("echo-aio", "echo-aio", {}),
+        "secretbridge file": ("sb-file", "secretbridge", locals_["bench-file"]),
+        "secretbridge containerapps": ("sb-containerapps", "secretbridge", locals_["bench-containerapps"]),
+        # A TTL longer than the section: every measured read is a cache hit.
+        "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", rig.metadata(cacheTTL="1h")),
+    }
+    components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
+    plugs = [(kind, procs.bench_server_argv(kind, sockets / f"{kind}.sock", PRODUCTION_WORKERS if "threaded" in kind
+                                            else None)) for kind in ("echo-threaded", "echo-aio")]
+    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs) as started:
+        for label, (name, _, _) in stores.items():
+            for key in names:  # every store answers every name (secretbridge's keyvault cache is primed)
+                status, body = daprd.http_get(f"{started.base}/secrets/{name}/{key}", timeout=60)
+                if status != 200:
+                    raise RuntimeError(f"{label}: GET {key} answered {status}: {body[:300]!r}")
+        rig.fake.reset_counters()
+        for label, (name, _, _) in stores.items():  # warm daprd's connections and each server's threads
+            wrk.run(label, started.base, name, names, 16, settings.through_seconds, folder, ctx.env, 2_000)
+        for round_ in range(settings.through_rounds):
+            order = list(stores.items())
+            random.Random(round_).shuffle(order)
+            for inflight in settings.levels:
+                for label, (name, _, _) in order:
+                    result = wrk.run(label, started.base, name, names, inflight, settings.through_seconds, folder,
+                                     ctx.env, settings.max_calls)
+                    measured.setdefault((label, inflight), []).append(result)
+        vault_reads = rig.fake.count("get")
+        cpu = {name: procs.process_cpu_seconds(pid) for name, pid in started.pids.items()}
+    return {
+        "daprd": str(daprd_path),
+        "load": wrk.generator(),
+        "hot_secrets": len(names),
+        "seconds_per_run": settings.through_seconds,
+        "rounds": settings.through_rounds,
+        "vault_reads_during_load": vault_reads,
+        "process_cpu_s": cpu,
+        "levels": [_through_level(inflight, {label: measured[(label, inflight)] for label in stores})
+                   for inflight in settings.levels],
+    }
+
+
+def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each store's best round, and round-by-round ratios (median over rounds) to the echo with the
+    highest median throughput at this level and to the built-in store (see `_level`)."""
+    echo = max(ECHOES, key=lambda label: statistics.median(r["throughput"] for r in runs[label]))
+
+    def ratios(own: list[dict[str, Any]], base: list[dict[str, Any]], field: str) -> list[float]:
+        return [a[field] / b[field] if b[field] else 0.0 for a, b in zip(own, base, strict=True)]
+
+    results = []
+    for rounds in runs.values():
+        best = dict(max(rounds, key=lambda r: r["throughput"]))
+        to_echo = ratios(rounds, runs[echo], "throughput")
+        to_builtin = ratios(rounds, runs[BUILTIN_FILE], "throughput")
+        best.update(
+            every_round=[round(r["throughput"], 1) for r in rounds],
+            ratio_rounds=to_echo, ratio_to_echo=statistics.median(to_echo),
+            builtin_ratio_rounds=to_builtin, ratio_to_builtin=statistics.median(to_builtin),
+            p50_to_echo=statistics.median(ratios(rounds, runs[echo], "p50_ms")),
+            p50_to_builtin=statistics.median(ratios(rounds, runs[BUILTIN_FILE], "p50_ms")),
+            errors={k: v for r in rounds for k, v in r["errors"].items()},
+        )
+        results.append(best)
+    return {"inflight": inflight, "echo": echo, "results": results}
+
+
 SECTIONS = {
     "cached_get": cached_get,
     "bulk_get": bulk_get,
@@ -877,4 +982,5 @@ SECTIONS = {
     "fleet": fleet,
     "limited_bulk": limited_bulk,
     "side_by_side": side_by_side,
+    "through_daprd": through_daprd,
 }

@@ -8,7 +8,9 @@
   threaded alternative. DESIGN.md asks for both to be measured and the faster kept.
 
 The echo servers are the ceiling: no Python work but the handler call itself, so
-the gap between them and secretbridge is what secretbridge's own code costs.
+the gap between them and secretbridge is what secretbridge's own code costs. They
+are complete pluggable secret stores as daprd sees one (reflection, Init, Features),
+so daprd can load them too: section (i) puts one behind daprd.
 
 Run one with `python -m bench.servers KIND --socket PATH [--workers N]`; it serves
 until SIGTERM or SIGINT.
@@ -27,6 +29,7 @@ from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 from secretbridge.core import errors
 from secretbridge.core.logs import configure
 from secretbridge.core.names import bulk_options
@@ -34,7 +37,7 @@ from secretbridge.core.policy import OperatorPolicy
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS
-from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, STATUS_BY_ERROR
+from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, SERVICE_NAME, STATUS_BY_ERROR
 
 from bench.workload import ECHO_KEY, INSTANCE_HEADER, secret_value
 
@@ -53,10 +56,17 @@ def echo_reply() -> secretstore_pb2.GetSecretResponse:
 
 
 class ThreadedEcho(secretstore_pb2_grpc.SecretStoreServicer):
-    """Get answers a constant; everything else is UNIMPLEMENTED (the base class)."""
+    """Get answers a constant; Init and Features answer empty (what daprd needs to load it); the
+    rest is UNIMPLEMENTED (the base class)."""
 
     def __init__(self) -> None:
         self.reply = echo_reply()
+
+    def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.ServicerContext) -> Any:
+        return secretstore_pb2.SecretStoreInitResponse()
+
+    def Features(self, request: common_pb2.FeaturesRequest, context: grpc.ServicerContext) -> Any:
+        return common_pb2.FeaturesResponse()
 
     def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.ServicerContext) -> Any:
         return self.reply
@@ -68,8 +78,19 @@ class AioEcho(secretstore_pb2_grpc.SecretStoreServicer):
     def __init__(self) -> None:
         self.reply = echo_reply()
 
+    async def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.aio.ServicerContext) -> Any:
+        return secretstore_pb2.SecretStoreInitResponse()
+
+    async def Features(self, request: common_pb2.FeaturesRequest, context: grpc.aio.ServicerContext) -> Any:
+        return common_pb2.FeaturesResponse()
+
     async def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.aio.ServicerContext) -> Any:
         return self.reply
+
+
+def _discoverable(server: grpc.Server | grpc.aio.Server) -> None:
+    """gRPC reflection, which daprd's pluggable discovery asks for the services a socket serves."""
+    reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
 
 
 def _instance_of(context: grpc.aio.ServicerContext) -> str:
@@ -158,6 +179,7 @@ def serve_threaded(socket_path: str, workers: int) -> None:
     """The threaded echo, until SIGTERM/SIGINT."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
     secretstore_pb2_grpc.add_SecretStoreServicer_to_server(ThreadedEcho(), server)
+    _discoverable(server)
     if server.add_insecure_port(f"unix:{socket_path}") == 0:
         raise SystemExit(f"could not listen on {socket_path}")
     server.start()
@@ -177,6 +199,7 @@ async def serve_aio(socket_path: str, kind: str) -> None:
     instances = Instances(policy=OperatorPolicy(vault_hosts=frozenset({("127.0.0.1", None)})))
     servicer: secretstore_pb2_grpc.SecretStoreServicer = AioEcho() if kind == "echo-aio" else AioBridge(instances)
     secretstore_pb2_grpc.add_SecretStoreServicer_to_server(servicer, server)
+    _discoverable(server)
     if server.add_insecure_port(f"unix:{socket_path}") == 0:
         raise SystemExit(f"could not listen on {socket_path}")
     await server.start()
