@@ -415,20 +415,36 @@ def render_through_daprd(section: Mapping[str, Any]) -> list[str]:
         f"secrets every store holds; {section['rounds']} interleaved rounds of {section['seconds_per_run']} s "
         "per store and level. Ratios are medians of the same round's ratios: to the faster bare Python echo "
         "pluggable store at that level (the ceiling for a Python store), and to daprd's built-in local.file "
-        "(the ceiling for any store: no socket hop)",
+        "(the ceiling for any store: no socket hop). CPU: medians of µs per Get, daprd's and the store "
+        "process's",
     ]
-    header = ["store", "in flight", "calls/s (best)", "p50 ms", "p99 ms", "/ echo", "/ built-in", "p50 / echo"]
+    header = ["store", "in flight", "calls/s (best)", "p50 ms", "p99 ms", "/ echo", "/ built-in", "p50 / echo",
+              "daprd µs", "store µs"]
     rows = []
     for level in section["levels"]:
         for r in level["results"]:
             echo = " (ceiling)" if r["label"] == level["echo"] else ""
+            cpu = r.get("cpu_us_per_call", {})
             rows.append([r["label"] + echo, str(level["inflight"]), f"{r['throughput']:,.0f}", f"{r['p50_ms']:.2f}",
                          f"{r['p99_ms']:.2f}", f"{r['ratio_to_echo']:.2f}", f"{r['ratio_to_builtin']:.2f}",
-                         f"{r['p50_to_echo']:.2f}"])
+                         f"{r['p50_to_echo']:.2f}", f"{cpu.get('daprd', 0):.0f}",
+                         f"{cpu['store']:.0f}" if "store" in cpu else "-"])
             if r["errors"]:
-                rows.append([f"  errors: {r['errors']}", "", "", "", "", "", "", ""])
-    cpu = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in section["process_cpu_s"].items())
-    return [*lines, "", *_table(header, rows), "", f"CPU used over the section: {cpu}"]
+                rows.append([f"  errors: {r['errors']}", *[""] * (len(header) - 1)])
+    lines += ["", *_table(header, rows)]
+    for label, found in section.get("profiles", {}).items():
+        if "skipped" in found:
+            lines += ["", f"profile of {label}: skipped: {found['skipped']}"]
+            continue
+        load = found["load"]
+        lines += ["", f"profile of {label} (py-spy, {found['samples']:,} samples of the thread holding the GIL, "
+                  f"16 in flight, {load['throughput']:,.0f} Gets/s, "
+                  f"store {load['cpu_us_per_call'].get('store', 0):.0f} µs/Get):"]
+        lines += [f"  {share * 100:5.1f} %  {part}" for part, share in found["parts"].items()]
+        lines.append(f"  with secretbridge's frames on the stack: {found['secretbridge_inclusive'] * 100:.1f} %; "
+                     "top running functions: "
+                     + ", ".join(f"{name} {share * 100:.0f} %" for name, share in found["top"]))
+    return lines
 
 
 RENDERERS = {

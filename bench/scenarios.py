@@ -33,7 +33,7 @@ import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
 from secretbridge.core.policy import DEFAULT_WORKERS
 
-from bench import daprd, procs, wrk
+from bench import daprd, procs, profile, wrk
 from bench.load import LoadJob, run_in_subprocess
 from bench.procs import ServerProcess
 from bench.vault import VaultRig
@@ -89,6 +89,9 @@ class Settings:
     # (i): wrk counts whole seconds; rounds interleaved as in (a).
     through_seconds: int = 1
     through_rounds: int = 7
+    through_warmup: bool = True
+    # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
+    through_profile_seconds: int = 6
 
 
 FULL = Settings("full")
@@ -97,7 +100,7 @@ SMOKE = Settings(
     bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
     fleet_replicas=2, fleet_cold=5, fleet_ttl="1s", fleet_period=0.5, fleet_seconds=2.0, fleet_rotate_every=0.5,
     limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3, side_secrets=20,
-    through_rounds=1,
+    through_rounds=1, through_warmup=False, through_profile_seconds=0,
 )
 
 
@@ -888,10 +891,16 @@ def _component(name: str, kind: str, metadata: dict[str, str]) -> str:
             f"  type: secretstores.{kind}\n  version: v1\n  metadata:\n{items}")
 
 
+#: The process serving each of (i)'s stores (by its name in `daprd.running`); the built-in one has none.
+THROUGH_SERVER = {"echo threaded": "echo-threaded", "echo aio": "echo-aio", **dict.fromkeys(THROUGH_BRIDGE,
+                                                                                            "secretbridge")}
+
+
 def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
     """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
     store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
-    level, as ratios to the faster echo and to the built-in store, paired round by round."""
+    level, as ratios to the faster echo and to the built-in store, paired round by round; the CPU
+    daprd and the store's process spent per Get; and, with py-spy, where secretbridge's time goes."""
     daprd_path, why = daprd.find_daprd()
     if daprd_path is None:
         return {"skipped": why or "no daprd"}
@@ -913,28 +922,43 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", rig.metadata(cacheTTL="1h")),
     }
     components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
+    # The threaded echo with as many workers as `serve`: the same serving model, nothing else.
     plugs = [(kind, procs.bench_server_argv(kind, sockets / f"{kind}.sock", PRODUCTION_WORKERS if "threaded" in kind
                                             else None)) for kind in ("echo-threaded", "echo-aio")]
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs) as started:
+
+        def measure(label: str, inflight: int, seconds: int, max_calls: int) -> dict[str, Any]:
+            pids = {"daprd": started.pids["daprd"]}
+            if label in THROUGH_SERVER:
+                pids["store"] = started.pids[THROUGH_SERVER[label]]
+            return wrk.run(label, started.base, stores[label][0], names, inflight, seconds, folder, ctx.env,
+                           max_calls, pids)
+
         for label, (name, _, _) in stores.items():
             for key in names:  # every store answers every name (secretbridge's keyvault cache is primed)
                 status, body = daprd.http_get(f"{started.base}/secrets/{name}/{key}", timeout=60)
                 if status != 200:
                     raise RuntimeError(f"{label}: GET {key} answered {status}: {body[:300]!r}")
         rig.fake.reset_counters()
-        for label, (name, _, _) in stores.items():  # warm daprd's connections and each server's threads
-            wrk.run(label, started.base, name, names, 16, settings.through_seconds, folder, ctx.env, 2_000)
+        for label in stores if settings.through_warmup else ():
+            measure(label, 16, settings.through_seconds, 2_000)  # daprd's connections, each server's threads
         for round_ in range(settings.through_rounds):
-            order = list(stores.items())
+            order = list(stores)
             random.Random(round_).shuffle(order)
             for inflight in settings.levels:
-                for label, (name, _, _) in order:
-                    result = wrk.run(label, started.base, name, names, inflight, settings.through_seconds, folder,
-                                     ctx.env, settings.max_calls)
+                for label in order:
+                    result = measure(label, inflight, settings.through_seconds, settings.max_calls)
                     measured.setdefault((label, inflight), []).append(result)
         vault_reads = rig.fake.count("get")
-        cpu = {name: procs.process_cpu_seconds(pid) for name, pid in started.pids.items()}
+        profiles = {}
+        if settings.through_profile_seconds:
+            for label in ("echo threaded", "secretbridge file"):
+                profiles[label] = profile.record(
+                    started.pids[THROUGH_SERVER[label]], folder / f"profile-{stores[label][0]}.txt",
+                    lambda label=label: measure(label, 16, settings.through_profile_seconds, settings.max_calls),
+                    settings.through_profile_seconds,
+                )
     return {
         "daprd": str(daprd_path),
         "load": wrk.generator(),
@@ -942,9 +966,9 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         "seconds_per_run": settings.through_seconds,
         "rounds": settings.through_rounds,
         "vault_reads_during_load": vault_reads,
-        "process_cpu_s": cpu,
         "levels": [_through_level(inflight, {label: measured[(label, inflight)] for label in stores})
                    for inflight in settings.levels],
+        "profiles": profiles,
     }
 
 
@@ -968,6 +992,8 @@ def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict
             p50_to_echo=statistics.median(ratios(rounds, runs[echo], "p50_ms")),
             p50_to_builtin=statistics.median(ratios(rounds, runs[BUILTIN_FILE], "p50_ms")),
             errors={k: v for r in rounds for k, v in r["errors"].items()},
+            cpu_us_per_call={name: statistics.median(r["cpu_us_per_call"][name] for r in rounds)
+                             for name in rounds[0]["cpu_us_per_call"]},
         )
         results.append(best)
     return {"inflight": inflight, "echo": echo, "results": results}

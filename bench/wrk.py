@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import LoadJob, run_in_subprocess
+from bench.procs import process_cpu_seconds
 
 SCRIPT = """\
 local requests = {}
@@ -56,9 +57,22 @@ def generator() -> str:
 
 def run(
     label: str, base: str, store: str, names: Sequence[str], inflight: int, seconds: int, folder: Path,
+    env: Mapping[str, str], max_calls: int, pids: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """One measurement of `GET <base>/secrets/<store>/<name>` at `inflight`: bench.load's result fields,
+    and `cpu_us_per_call`: the CPU each process in `pids` (name → pid) spent per answered Get meanwhile."""
+    before = {name: process_cpu_seconds(pid) for name, pid in (pids or {}).items()}
+    result = _run(label, base, store, names, inflight, seconds, folder, env, max_calls)
+    per_call = 1e6 / result["calls"] if result["calls"] else 0.0
+    result["cpu_us_per_call"] = {name: (process_cpu_seconds(pid) - before[name]) * per_call
+                                 for name, pid in (pids or {}).items()}
+    return result
+
+
+def _run(
+    label: str, base: str, store: str, names: Sequence[str], inflight: int, seconds: int, folder: Path,
     env: Mapping[str, str], max_calls: int,
 ) -> dict[str, Any]:
-    """One measurement of `GET <base>/secrets/<store>/<name>` at `inflight`; bench.load's result fields."""
     wrk = shutil.which("wrk")
     if wrk is None:
         job = LoadJob(label=label, socket="", inflight=inflight, keys=list(names), max_calls=max_calls,
