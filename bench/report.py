@@ -151,7 +151,8 @@ def through_verdicts(section: Mapping[str, Any]) -> list[Verdict]:
         found.append(Verdict(
             f"through daprd, {level['inflight']} in flight: every secretbridge backend >= "
             f"{TARGET_THROUGH_DAPRD:.1f}x a bare Python echo store's calls/s",
-            f"lowest {worst['ratio_to_echo']:.2f}x ({worst['label']}; rounds {_rounds(worst['ratio_rounds'])})",
+            f"lowest {worst['ratio_to_echo']:.2f}x ({worst['label']}; rounds {_rounds(worst['ratio_rounds'])}); "
+            "store CPU per Get " + ", ".join(f"{r['cpu_to_echo']:.2f}" for r in ours) + "x the echo's",
             worst["ratio_to_echo"] >= TARGET_THROUGH_DAPRD and not any(r["errors"] for r in ours),
         ))
     return found
@@ -419,7 +420,7 @@ def render_through_daprd(section: Mapping[str, Any]) -> list[str]:
         "process's",
     ]
     header = ["store", "in flight", "calls/s (best)", "p50 ms", "p99 ms", "/ echo", "/ built-in", "p50 / echo",
-              "daprd µs", "store µs"]
+              "daprd µs", "store µs", "store CPU / echo"]
     rows = []
     for level in section["levels"]:
         for r in level["results"]:
@@ -428,7 +429,8 @@ def render_through_daprd(section: Mapping[str, Any]) -> list[str]:
             rows.append([r["label"] + echo, str(level["inflight"]), f"{r['throughput']:,.0f}", f"{r['p50_ms']:.2f}",
                          f"{r['p99_ms']:.2f}", f"{r['ratio_to_echo']:.2f}", f"{r['ratio_to_builtin']:.2f}",
                          f"{r['p50_to_echo']:.2f}", f"{cpu.get('daprd', 0):.0f}",
-                         f"{cpu['store']:.0f}" if "store" in cpu else "-"])
+                         f"{cpu['store']:.0f}" if "store" in cpu else "-",
+                         f"{r['cpu_to_echo']:.2f}" if "cpu_to_echo" in r else "-"])
             if r["errors"]:
                 rows.append([f"  errors: {r['errors']}", *[""] * (len(header) - 1)])
     lines += ["", *_table(header, rows)]

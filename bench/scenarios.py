@@ -88,7 +88,7 @@ class Settings:
     side_secrets: int = 1_000
     # (i): wrk counts whole seconds; rounds interleaved as in (a).
     through_seconds: int = 1
-    through_rounds: int = 7
+    through_rounds: int = 9
     through_warmup: bool = True
     # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
     through_profile_seconds: int = 6
@@ -987,6 +987,7 @@ def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict
         to_builtin = ratios(rounds, runs[BUILTIN_FILE], "throughput")
         best.update(
             every_round=[round(r["throughput"], 1) for r in rounds],
+            rounds=[{k: r[k] for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_call")} for r in rounds],
             ratio_rounds=to_echo, ratio_to_echo=statistics.median(to_echo),
             builtin_ratio_rounds=to_builtin, ratio_to_builtin=statistics.median(to_builtin),
             p50_to_echo=statistics.median(ratios(rounds, runs[echo], "p50_ms")),
@@ -995,6 +996,12 @@ def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict
             cpu_us_per_call={name: statistics.median(r["cpu_us_per_call"][name] for r in rounds)
                              for name in rounds[0]["cpu_us_per_call"]},
         )
+        if "store" in rounds[0]["cpu_us_per_call"]:
+            # The store process's CPU per Get against the echo's, round by round: a busy machine moves
+            # calls/s far more than CPU per call, so this says whether a gap is the code or the machine.
+            best["cpu_to_echo"] = statistics.median(
+                a["cpu_us_per_call"]["store"] / b["cpu_us_per_call"]["store"] if b["cpu_us_per_call"]["store"] else 0.0
+                for a, b in zip(rounds, runs[echo], strict=True))
         results.append(best)
     return {"inflight": inflight, "echo": echo, "results": results}
 
