@@ -881,7 +881,7 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
 #: The built-in file store has no socket hop at all; the echoes are the fastest a Python pluggable
 #: store can answer; secretbridge serves its three Components on one socket, as deployed.
 BUILTIN_FILE = "built-in local.file"
-ECHOES = ("echo threaded", "echo aio")
+ECHOES = ("echo threaded (4 workers)", "echo threaded (16 workers)", "echo aio")
 THROUGH_BRIDGE = ("secretbridge file", "secretbridge containerapps", "secretbridge keyvault (cached)")
 
 
@@ -892,8 +892,8 @@ def _component(name: str, kind: str, metadata: dict[str, str]) -> str:
 
 
 #: The process serving each of (i)'s stores (by its name in `daprd.running`); the built-in one has none.
-THROUGH_SERVER = {"echo threaded": "echo-threaded", "echo aio": "echo-aio", **dict.fromkeys(THROUGH_BRIDGE,
-                                                                                            "secretbridge")}
+THROUGH_SERVER = {"echo threaded (4 workers)": "echo-t4", "echo threaded (16 workers)": "echo-t16",
+                  "echo aio": "echo-aio", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
 
 
 def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
@@ -914,7 +914,8 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
     sockets = folder / "sockets"
     stores = {  # label → (Component name, type, metadata)
         BUILTIN_FILE: ("builtin-file", "local.file", {"secretsFile": locals_["bench-file"]["secretsFile"]}),
-        "echo threaded": ("echo-threaded", "echo-threaded", {}),
+        "echo threaded (4 workers)": ("echo-t4", "echo-t4", {}),
+        "echo threaded (16 workers)": ("echo-t16", "echo-t16", {}),
         "echo aio": ("echo-aio", "echo-aio", {}),
         "secretbridge file": ("sb-file", "secretbridge", locals_["bench-file"]),
         "secretbridge containerapps": ("sb-containerapps", "secretbridge", locals_["bench-containerapps"]),
@@ -922,9 +923,10 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", rig.metadata(cacheTTL="1h")),
     }
     components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
-    # The threaded echo with as many workers as `serve`: the same serving model, nothing else.
-    plugs = [(kind, procs.bench_server_argv(kind, sockets / f"{kind}.sock", PRODUCTION_WORKERS if "threaded" in kind
-                                            else None)) for kind in ("echo-threaded", "echo-aio")]
+    # The echoes of (a): the fastest of them at each level is the ceiling (a socket's name is its type).
+    plugs = [(name, procs.bench_server_argv(kind, sockets / f"{name}.sock", workers))
+             for name, kind, workers in (("echo-t4", "echo-threaded", 4), ("echo-t16", "echo-threaded", 16),
+                                         ("echo-aio", "echo-aio", None))]
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs) as started:
 
@@ -953,7 +955,7 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         vault_reads = rig.fake.count("get")
         profiles = {}
         if settings.through_profile_seconds:
-            for label in ("echo threaded", "secretbridge file"):
+            for label in ("echo threaded (4 workers)", "secretbridge file"):
                 profiles[label] = profile.record(
                     started.pids[THROUGH_SERVER[label]], folder / f"profile-{stores[label][0]}.txt",
                     lambda label=label: measure(label, 16, settings.through_profile_seconds, settings.max_calls),
