@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -81,7 +81,7 @@ def _locked(target: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _ready(target: Path, make: object) -> Path:
+def _ready(target: Path, make: Callable[[Path], None]) -> Path:
     """`target` once made: `make(scratch)` fills a scratch folder that is then renamed to `target`."""
     if target.is_dir():
         return target
@@ -90,7 +90,7 @@ def _ready(target: Path, make: object) -> Path:
             return target
         scratch = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
         try:
-            make(scratch)  # type: ignore[operator]
+            make(scratch)
             scratch.rename(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
