@@ -827,9 +827,9 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
         env = dict(ctx.env)
         env["SSL_CERT_FILE"] = str(certs.ca_path)
         stores: dict[str, dict[str, Any]] = {}
-        with daprd.running(folder, daprd_path, env) as started:
+        with daprd.running(folder, daprd_path, env) as running:
             for store in (daprd.BUILTIN, daprd.BRIDGE):
-                url = f"{started.base}/secrets/{store}"
+                url = f"{running.base}/secrets/{store}"
                 vault.reset_counters()
                 # Every hot secret read once first (secretbridge's cache is primed by it, as by an
                 # app's first reads); counted with the load's reads below.

@@ -17,12 +17,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(220)
 def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=140, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=210, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
