@@ -882,6 +882,9 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
 #: store can answer; secretbridge serves its three Components on one socket, as deployed.
 BUILTIN_FILE = "built-in local.file"
 ECHOES = ("echo threaded (4 workers)", "echo threaded (16 workers)", "echo aio")
+#: Not a ceiling but a diagnosis: the echo on secretbridge's own worker pool (64 workers, 4 running), so the
+#: pool's cost and the handler's can be told apart.
+POOL_ECHO = "echo on secretbridge's pool (64 workers)"
 THROUGH_BRIDGE = ("secretbridge file", "secretbridge containerapps", "secretbridge keyvault (cached)")
 
 
@@ -893,7 +896,7 @@ def _component(name: str, kind: str, metadata: dict[str, str]) -> str:
 
 #: The process serving each of (i)'s stores (by its name in `daprd.running`); the built-in one has none.
 THROUGH_SERVER = {"echo threaded (4 workers)": "echo-t4", "echo threaded (16 workers)": "echo-t16",
-                  "echo aio": "echo-aio", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
+                  "echo aio": "echo-aio", POOL_ECHO: "echo-pool", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
 
 
 def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
@@ -917,6 +920,7 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         "echo threaded (4 workers)": ("echo-t4", "echo-t4", {}),
         "echo threaded (16 workers)": ("echo-t16", "echo-t16", {}),
         "echo aio": ("echo-aio", "echo-aio", {}),
+        POOL_ECHO: ("echo-pool", "echo-pool", {}),
         "secretbridge file": ("sb-file", "secretbridge", locals_["bench-file"]),
         "secretbridge containerapps": ("sb-containerapps", "secretbridge", locals_["bench-containerapps"]),
         # A TTL longer than the section: every measured read is a cache hit.
@@ -924,9 +928,9 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
     }
     components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
     # The echoes of (a): the fastest of them at each level is the ceiling (a socket's name is its type).
-    plugs = [(name, procs.bench_server_argv(kind, sockets / f"{name}.sock", workers))
-             for name, kind, workers in (("echo-t4", "echo-threaded", 4), ("echo-t16", "echo-threaded", 16),
-                                         ("echo-aio", "echo-aio", None))]
+    echoes = (("echo-t4", "echo-threaded", 4), ("echo-t16", "echo-threaded", 16), ("echo-aio", "echo-aio", None),
+              ("echo-pool", "echo-pool", PRODUCTION_WORKERS))
+    plugs = [(name, procs.bench_server_argv(kind, sockets / f"{name}.sock", workers)) for name, kind, workers in echoes]
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs) as started:
 

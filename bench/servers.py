@@ -3,6 +3,8 @@
 - `echo-aio`: a bare `grpc.aio.server` whose `SecretStore/Get` returns a prebuilt
   `GetSecretResponse` the size of a real one.
 - `echo-threaded`: the same on the threaded `grpc.server` (`--workers`).
+- `echo-pool`: the same on secretbridge's own `WorkerPool` (`--workers`, at most 4 running), which
+  isolates what the pool costs from what secretbridge's handler costs.
 - `bridge-aio`: secretbridge's instances and cache behind an async servicer on
   `grpc.aio.server`; the production server (`python -m secretbridge serve`) is the
   threaded alternative. DESIGN.md asks for both to be measured and the faster kept.
@@ -38,12 +40,13 @@ from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secret
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS
 from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, SERVICE_NAME, STATUS_BY_ERROR
+from secretbridge.runtime.workers import WorkerPool
 
 from bench.workload import ECHO_KEY, INSTANCE_HEADER, secret_value
 
 T = TypeVar("T")
 
-KINDS = ("echo-aio", "echo-threaded", "bridge-aio")
+KINDS = ("echo-aio", "echo-threaded", "echo-pool", "bridge-aio")
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -175,9 +178,10 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
         return common_pb2.PingResponse()
 
 
-def serve_threaded(socket_path: str, workers: int) -> None:
-    """The threaded echo, until SIGTERM/SIGINT."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+def serve_threaded(socket_path: str, workers: int, pool: bool = False) -> None:
+    """The threaded echo (on secretbridge's WorkerPool when `pool`), until SIGTERM/SIGINT."""
+    executor = WorkerPool(workers) if pool else futures.ThreadPoolExecutor(max_workers=workers)
+    server = grpc.server(executor, options=_OPTIONS)
     secretstore_pb2_grpc.add_SecretStoreServicer_to_server(ThreadedEcho(), server)
     _discoverable(server)
     if server.add_insecure_port(f"unix:{socket_path}") == 0:
@@ -216,12 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.servers", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
-    parser.add_argument("--workers", type=int, default=4, help="worker threads (echo-threaded only)")
+    parser.add_argument("--workers", type=int, default=4, help="worker threads (echo-threaded and echo-pool)")
     args = parser.parse_args(argv)
     # Quiet: log lines would cost the server time the benchmark means to measure.
     configure("warning", "json")
-    if args.kind == "echo-threaded":
-        serve_threaded(args.socket, args.workers)
+    if args.kind in ("echo-threaded", "echo-pool"):
+        serve_threaded(args.socket, args.workers, pool=args.kind == "echo-pool")
     else:
         asyncio.run(serve_aio(args.socket, args.kind))
     return 0
