@@ -34,7 +34,6 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 from secretbridge.core import errors
 from secretbridge.core.logs import configure
-from secretbridge.core.names import bulk_options
 from secretbridge.core.policy import OperatorPolicy
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
@@ -153,11 +152,11 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
         async def work(name: str) -> secretstore_pb2.GetSecretResponse:
             instance = self.instances.get(name)
             key = request.key
-            version = instance.check_get(key, request.metadata)
-            data = instance.peek(key, version)
+            asked = instance.check_get(key, request.metadata)
+            data = instance.peek(key, asked)
             if data is None:
                 async with asyncio.timeout(instance.call_timeout):
-                    data = await instance.get(key, version)
+                    data = await instance.get(key, asked)
             return secretstore_pb2.GetSecretResponse(data=data)
 
         return await self._serve("Get", context, work)
@@ -165,9 +164,9 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
     async def BulkGet(self, request: secretstore_pb2.BulkGetSecretRequest, context: grpc.aio.ServicerContext) -> Any:
         async def work(name: str) -> secretstore_pb2.BulkGetSecretResponse:
             instance = self.instances.get(name)
-            options = bulk_options(request.metadata)
+            options = instance.bulk_options(request.metadata)
             async with asyncio.timeout(instance.call_timeout):
-                every = await instance.bulk_get(options.limit)
+                every = await instance.bulk_get(options.limit, options.view)
             return secretstore_pb2.BulkGetSecretResponse(
                 data={key: secretstore_pb2.SecretResponse(secrets=value) for key, value in every.items()}
             )

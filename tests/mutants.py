@@ -253,6 +253,29 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_keyvault.py::test_a_redirect_is_refused_and_the_token_goes_nowhere",),
         "a vault read follows a redirect to another server (the SDK's full pipeline would)",
     ),
+    # -- certificates and keys ----------------------------------------------------------------------
+    Mutant(
+        "cache-key-without-view", "runtime/cache.py",
+        "(then call `get`).\"\"\"\n        key = (name, version, view)",
+        "(then call `get`).\"\"\"\n        key = (name, version, DEFAULT_VIEW)",
+        ("tests/test_certificates.py::test_keyvault_serves_a_certificate_in_each_shape",),
+        "a cached raw value answers a Get that asked for the PEM (or the public key) of the same secret",
+    ),
+    Mutant(
+        "chain-before-leaf", "core/certificates.py",
+        "return self.key + self.leaf + \"\".join(self.chain)",
+        "return self.key + \"\".join(self.chain) + self.leaf",
+        ("tests/test_certificates.py::test_pkcs12_and_pem_give_the_same_pem_and_tls_keys",
+         "tests/test_e2e_keyvault.py::test_an_app_takes_its_tls_identity_from_a_key_vault_certificate_through_daprd"),
+        "the PEM puts the chain before the leaf: TLS libraries take the first certificate as the leaf",
+    ),
+    Mutant(
+        "instance-format-ignores-certificate-check", "backends/contract.py",
+        "        if not is_certificate and not strict:\n            return None",
+        "        if not is_certificate and not strict and not value:\n            return None",
+        ("tests/test_certificates.py::test_certificate_format_pem_applies_to_certificates_only_and_in_bulk",),
+        "certificateFormat: pem tries to convert every secret, and a plain one fails instead of being served",
+    ),
 )
 
 

@@ -59,6 +59,10 @@ REFUSED = {
         {"backend": "keyvault", "vaultName": "kv.vault.azure.cn", "azureEnvironment": "AzurePublicCloud"},
         "vaultName",
     ),
+    # certificateFormat is raw or pem (the TLS keys come from pem with multiValued, or per call).
+    "pfx-format": ({"backend": "keyvault", "vaultName": "kv-prod", "certificateFormat": "pfx"}, "certificateFormat"),
+    "tls-format": ({"backend": "file", "secretsFile": "/nonexistent.json", "certificateFormat": "tls"},
+                   "certificateFormat"),
 }
 
 

@@ -456,3 +456,27 @@ def test_token_claims_reads_the_payload_only() -> None:
     assert token_claims("not-a-jwt") == {}
     assert token_claims("a.!!!.c") == {}
     assert token_claims("eyJ0eXAiOiJKV1QifQ.eyJvaWQiOiJ4In0.sig") == {"oid": "x"}
+
+
+def test_a_certificates_secret_also_checks_its_public_parts_and_their_roles(
+    tmp_path: Path, vault: FakeKeyVault, identity: FakeManagedIdentity, doctor: Doctor
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.fakes.pki import make_chain
+
+    chain = make_chain("ec")
+    vault.set_certificate("tls-api", chain.pkcs12_base64(), content_type="application/x-pkcs12",
+                          cer=chain.leaf.public_bytes(serialization.Encoding.DER), jwk=None)
+    component(tmp_path / "components", "kv", **keyvault(vault))
+    status, steps = doctor(identity, secret="tls-api")
+    found = by_step(steps)
+    assert status == 0 and "a certificate's, with its private key" in found["read"].detail
+    assert found["certificate"].verdict == "ok" and "objectType=certificate" in found["certificate"].detail
+    # A certificate without its key object: only objectType=key requests would fail, so a warning.
+    assert found["key"].verdict == "warn" and "key 'tls-api' was not found" in found["key"].detail
+    assert chain.key_pem.splitlines()[1] not in json.dumps([s.__dict__ for s in steps])
+    # The roles the public parts need are not the secret's.
+    assert '--role "Key Vault Reader"' in role_fix(vault.url, OID, access_policy=False, kind="certificate")
+    assert "--key-permissions get" in role_fix(vault.url, OID, access_policy=True, kind="key")
+    assert '--role "Key Vault Secrets User"' in role_fix(vault.url, OID, access_policy=False)

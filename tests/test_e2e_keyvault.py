@@ -5,10 +5,15 @@ with a managed-identity token from the fake identity endpoint (both from tests/f
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
-from tests.stack import StackFactory, child_env, http_get
+from tests.stack import REPO, StackFactory, child_env, http_get
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -100,3 +105,63 @@ def test_keyvault_through_gateway_with_the_sdk(
     logs = stack.logs()
     for secret in [*values.values(), "kv-old-VALUE-4", "kv-flag-VALUE-5", fake_identity.identity_header]:
         assert secret not in logs
+
+
+def test_an_app_takes_its_tls_identity_from_a_key_vault_certificate_through_daprd(
+    fake_vault: FakeKeyVault, e2e_stack: StackFactory, tmp_path: Path
+) -> None:
+    """Key Vault keeps a client certificate as PKCS#12 and a server certificate as PEM; through the
+    real daprd, the app loads the first as one PEM file into `ssl` and completes mutual TLS with a
+    server built from the second's `tls.crt`/`tls.key`. Each side trusts only the other's root, so
+    the handshake succeeds only if the key, the leaf and the intermediate come in the right order."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.fakes.pki import make_chain, pem_of
+
+    client, server = make_chain("rsa", name="tls-client"), make_chain("ec", name="tls-server")
+    fake_vault.set_certificate("tls-client", client.pkcs12_base64(), content_type="application/x-pkcs12",
+                               cer=client.leaf.public_bytes(serialization.Encoding.DER), jwk=client.jwk())
+    fake_vault.set_certificate("tls-server", server.pem_bundle(), content_type="application/x-pem-file",
+                               cer=server.leaf.public_bytes(serialization.Encoding.DER), jwk=server.jwk())
+    only_vault = components(fake_vault).split("\n---\n")[0]
+    stack = e2e_stack(only_vault, env=child_env(), runtime="daprd")
+    # The server side: the Kubernetes TLS shape, through daprd's HTTP API.
+    status, body, _ = http_get(f"{stack.base}/secrets/vault/tls-server?metadata.format=tls")
+    assert status == 200, body
+    shape = json.loads(body)
+    assert sorted(shape) == ["ca.crt", "tls.crt", "tls.key"]
+    assert shape["ca.crt"] == pem_of(server.intermediate) + pem_of(server.root)
+    status, body, _ = http_get(f"{stack.base}/secrets/vault/tls-client?metadata.objectType=certificate")
+    assert status == 200 and json.loads(body) == {"tls-client": pem_of(client.leaf)}
+    for name, text in {**shape, "client-root.pem": pem_of(client.root), "server-root.pem": pem_of(server.root)}.items():
+        (tmp_path / name).write_text(text)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(tmp_path / "client-root.pem"))
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+    seen: list[str] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+
+        def serve_one() -> None:
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                peer = dict(item[0] for item in tls.getpeercert()["subject"])
+                seen.append(str(peer["commonName"]))
+                tls.recv(64)
+                tls.sendall(b"hello " + seen[-1].encode())
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        app = [sys.executable, str(REPO / "tests" / "apps" / "tls_handshake.py"), "vault", "tls-client",
+               f"127.0.0.1:{listener.getsockname()[1]}", str(tmp_path / "server-root.pem")]
+        done = subprocess.run(app, env=stack.app_env(), cwd=REPO, capture_output=True, timeout=90, check=False)
+        thread.join(60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    outcome = json.loads(done.stdout)
+    assert outcome["answer"] == "hello tls-client" and outcome["server"] == "tls-server"
+    assert outcome["version"] in ("TLSv1.2", "TLSv1.3")
+    assert seen == ["tls-client"]
+    assert stack.stop() == (0, 0)
+    logs = stack.logs()
+    for line in client.key_pem.splitlines()[1:-1] + server.key_pem.splitlines()[1:-1]:
+        assert line not in logs

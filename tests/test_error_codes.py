@@ -51,7 +51,7 @@ def init_file(bridge: Bridge, tmp_path: Path) -> None:
     bridge.init({"backend": "file", "secretsFile": str(tmp_path / "s.json")})
 
 
-def to_the_loop(self: FileStore, name: str, version: str | None = None) -> None:
+def to_the_loop(self: FileStore, name: str, version: str | None = None, view: object = None) -> None:
     """No answer from memory: the Get goes to the asyncio loop, where the patched `get` fails."""
     return None
 
@@ -80,7 +80,7 @@ def test_each_error_reaches_daprd_with_its_own_code(
 ) -> None:
     init_file(bridge, tmp_path)
 
-    async def fails(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
+    async def fails(self: FileStore, name: str, version: str | None = None, view: object = None) -> dict[str, str]:
         raise error(f"the cause, naming secret {name!r}")
 
     monkeypatch.setattr(FileStore, "get", fails)
@@ -104,7 +104,7 @@ def test_a_call_the_loop_gives_up_on_is_deadline_exceeded(
 ) -> None:
     init_file(bridge, tmp_path)
 
-    async def hangs(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
+    async def hangs(self: FileStore, name: str, version: str | None = None, view: object = None) -> dict[str, str]:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -121,7 +121,7 @@ def test_a_bugs_error_text_reaches_neither_the_message_nor_the_log(
 ) -> None:
     init_file(bridge, tmp_path)
 
-    async def breaks(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
+    async def breaks(self: FileStore, name: str, version: str | None = None, view: object = None) -> dict[str, str]:
         data = (await self._current())[name]
         raise KeyError(f"lost track of {data}")  # a bug whose text holds the value
 

@@ -239,3 +239,39 @@ def test_no_secret_token_or_header_in_errors_or_logs(
     for secret in [*values.values(), "very-secret-disabled", fake_identity.identity_header,
                    *fake_identity.issued()]:
         assert secret not in text
+
+
+def test_no_private_key_in_errors_or_logs(
+    bridge: Bridge, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Certificates' secrets hold private keys: a vault error quoting the value, a PKCS#12 that will not
+    parse, a key that belongs to no certificate, all at DEBUG, in Get and BulkGet: not a byte of either
+    key reaches a message or a log line."""
+    from tests.fakes.pki import make_chain, pem_of
+
+    good, other = make_chain("rsa"), make_chain("ec")
+    p12 = good.pkcs12_base64()
+    fake_vault.set_certificate("tls-quoted", p12, content_type="application/x-pkcs12", cer=None, jwk=None)
+    fake_vault.set_certificate("tls-mismatch", other.key_pem + pem_of(good.leaf),
+                               content_type="application/x-pem-file", cer=None, jwk=None)
+    fake_vault.set_secret("tls-truncated", p12[:400], content_type="application/x-pkcs12")
+    fake_vault.echo_requests = True
+    details: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        bridge.init(keyvault(fake_vault, certificateFormat="pem", bulkSkipErrors="true"))
+        for name in ("tls-mismatch", "tls-truncated"):
+            details.append(rpc_error(bridge.get, name).details())
+        assert bridge.bulk_get({"format": "tls"}) == {
+            "tls-quoted": {"tls.key": good.key_pem, "tls.crt": pem_of(good.leaf) + pem_of(good.intermediate)
+                           + pem_of(good.root), "ca.crt": pem_of(good.intermediate) + pem_of(good.root)},
+        }
+        fake_vault.break_secret("tls-quoted", 500)  # its error now quotes the value, as a verbose proxy might
+        bridge.init(keyvault(fake_vault, certificateFormat="pem", cacheTTL="0", maxRetries="0"))
+        details.append(rpc_error(bridge.get, "tls-quoted").details())
+        details.append(rpc_error(bridge.bulk_get).details())
+    text = "\n".join(details) + caplog.text + "\n".join(str(r.__dict__) for r in caplog.records)
+    assert "tls-mismatch" in text and "tls-truncated" in text and "tls-quoted" in text
+    material = [line for key in (good, other) for line in key.key_pem.splitlines()[1:-1]]
+    material += [p12[i:i + 24] for i in range(0, len(p12) - 24, 24)]
+    leaked = [piece for piece in material if piece in text]
+    assert not leaked

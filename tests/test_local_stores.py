@@ -221,7 +221,7 @@ def test_a_bug_in_the_fast_path_is_internal_and_logged_not_a_dropped_call(
     path = _write(tmp_path / "s.json", '{"k": "v"}')
     bridge.init({"backend": "file", "secretsFile": str(path)})
 
-    def broken(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
+    def broken(self: FileStore, name: str, version: str | None = None, view: object = None) -> dict[str, str]:
         raise RuntimeError("a bug in read_now")
 
     monkeypatch.setattr(FileStore, "read_now", broken)

@@ -265,7 +265,7 @@ def test_a_slow_instance_cannot_starve_the_others(
 # -- bugs read as bugs, messages stay clean -----------------------------------------------------------
 
 
-async def _buggy_get(self: FileStore, name: str, version: str | None = None) -> dict[str, str]:
+async def _buggy_get(self: FileStore, name: str, version: str | None = None, view: object = None) -> dict[str, str]:
     raise RuntimeError("boom with Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl inside")
 
 
@@ -276,7 +276,7 @@ def test_an_unexpected_exception_logs_its_redacted_traceback(
     secrets.write_text('{"x": "1"}')
     strict_bridge.init({"backend": "file", "secretsFile": str(secrets)})
     monkeypatch.setattr(FileStore, "get", _buggy_get)  # a bug, planted in the store
-    monkeypatch.setattr(FileStore, "read_now", lambda self, name, version=None: None)  # so Get reaches it
+    monkeypatch.setattr(FileStore, "read_now", lambda self, name, version=None, view=None: None)  # so Get reaches it
     with caplog.at_level(logging.ERROR):
         code, message = code_of(lambda: strict_bridge.get("x"))
     assert code == grpc.StatusCode.INTERNAL and "RuntimeError" in message and "eyJ" not in message

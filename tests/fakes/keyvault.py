@@ -9,6 +9,9 @@ What it does, as the real service does (see research/keyvault-and-managed-identi
 - `GET /secrets/{name}`, `/secrets/{name}/` (latest), `/secrets/{name}/{version}`,
   `GET /secrets` (paged, `maxresults` 1..25, default 25, absolute `nextLink` with `$skiptoken`),
   `GET /secrets/{name}/versions` (paged the same way).
+- `GET /certificates/{name}[/{version}]` (`cer`: the leaf's DER) and `GET /keys/{name}[/{version}]`
+  (`key`: the public JWK), for what `set_certificate` and `set_key` add; a certificate's secret
+  carries `kid` and `managed: true`, as Key Vault's do.
 - Names are matched case-insensitively and must match `^[0-9A-Za-z-]{1,127}$` (else 400 BadParameter);
   versions are 32 lowercase hex characters; timestamps are integer epoch seconds.
 - Disabled → 403 Forbidden / SecretDisabled. Unknown → 404 SecretNotFound.
@@ -75,6 +78,8 @@ class _Version:
     tags: dict[str, str]
     created: int
     updated: int
+    #: Made by a certificate (`set_certificate`): the bundle carries `kid` and `managed: true`.
+    managed: bool = False
 
     def attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {
@@ -165,6 +170,10 @@ class FakeKeyVault(BackgroundServer):
         self._window_used = 0
         # The lower-cased names in listing order, kept until a secret is added or deleted.
         self._order: list[str] | None = None
+        # Certificates (`cer`, base64 DER of the leaf) and keys (a public JWK) by lower-cased name,
+        # as (version, name as created, body, enabled), oldest first; see set_certificate / set_key.
+        self._certificates: dict[str, list[tuple[str, str, dict[str, Any], bool]]] = {}
+        self._keys: dict[str, list[tuple[str, str, dict[str, Any], bool]]] = {}
 
     # -- control API: content ---------------------------------------------------------------------
     def set_secret(
@@ -199,6 +208,38 @@ class FakeKeyVault(BackgroundServer):
                 self._order = None
             secret.versions.append(version)
         return version.version
+
+    def set_certificate(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str,
+        cer: bytes | None,
+        jwk: dict[str, Any] | None,
+        enabled: bool = True,
+    ) -> str:
+        """Add a new version of the certificate `name`, as Key Vault keeps one: the secret (`value`,
+        PKCS#12 base64 or PEM as `content_type` says, with `kid` and `managed: true`), the certificate
+        (`cer`, the leaf's DER; None: not issued yet, as a pending certificate) and its key (`jwk`,
+        public part). The three share the version id, which is returned."""
+        version = self.set_secret(name, value, enabled=enabled, content_type=content_type)
+        with self.lock:
+            self._secrets[name.lower()].latest.managed = True
+            body: dict[str, Any] = {"x5t": "", "policy": {"secret_props": {"contentType": content_type}}}
+            if cer is not None:
+                body["cer"] = base64.b64encode(cer).decode("ascii")
+            self._certificates.setdefault(name.lower(), []).append((version, name, body, enabled))
+            if jwk is not None:
+                self._keys.setdefault(name.lower(), []).append((version, name, {"key": dict(jwk)}, enabled))
+        return version
+
+    def set_key(self, name: str, jwk: dict[str, Any], enabled: bool = True) -> str:
+        """Add a new version of the key `name` (no certificate, no secret): its public JWK."""
+        version = uuid.uuid4().hex
+        with self.lock:
+            self._keys.setdefault(name.lower(), []).append((version, name, {"key": dict(jwk)}, enabled))
+        return version
 
     def disable(self, name: str, version: str | None = None) -> None:
         """Disable the latest version (or `version`) of `name`."""
@@ -389,6 +430,10 @@ class FakeKeyVault(BackgroundServer):
         app.router.add_get("/secrets/{name}", self._get_secret)
         app.router.add_get("/secrets/{name}/", self._get_secret)
         app.router.add_get("/secrets/{name}/{version}", self._get_secret)
+        for kind in ("certificates", "keys"):
+            app.router.add_get(f"/{kind}/{{name}}", self._get_object)
+            app.router.add_get(f"/{kind}/{{name}}/", self._get_object)
+            app.router.add_get(f"/{kind}/{{name}}/{{version}}", self._get_object)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         return app
 
@@ -497,6 +542,9 @@ class FakeKeyVault(BackgroundServer):
         }
         if version.content_type is not None:
             bundle["contentType"] = version.content_type
+        if version.managed:
+            bundle["kid"] = f"{self._origin()}/keys/{secret.name}/{version.version}"
+            bundle["managed"] = True
         return bundle
 
     def _item(self, secret: _Secret, version: _Version, *, versioned: bool) -> dict[str, Any]:
@@ -552,6 +600,38 @@ class FakeKeyVault(BackgroundServer):
                 return _error(403, "Forbidden", "Operation get is not allowed on a disabled secret.",
                               inner="SecretDisabled")
             return web.json_response(self._bundle(secret, found))
+
+    async def _get_object(self, request: web.Request) -> web.Response:
+        """`GET /certificates/{name}[/{version}]` (CertificateBundle: `cer`) and `GET /keys/...`
+        (KeyBundle: `key`, a JWK); ids as Key Vault writes them, 404 CertificateNotFound / KeyNotFound."""
+        kind = request.path.strip("/").split("/")[0]
+        name = request.match_info["name"]
+        version = request.match_info.get("version", "")
+        with self.lock:
+            self._counts[kind] += 1
+            versions = (self._certificates if kind == "certificates" else self._keys).get(name.lower(), [])
+            found = versions[-1] if versions and not version else next(
+                (v for v in versions if v[0] == version.lower()), None
+            )
+        if not _NAME.match(name):
+            return self._bad_name(name)
+        if found is None:
+            code = "CertificateNotFound" if kind == "certificates" else "KeyNotFound"
+            noun = "A certificate" if kind == "certificates" else "A key"
+            return _error(404, code, f"{noun} with (name/id) {name} was not found in this key vault.")
+        number, created_as, body, enabled = found
+        now = int(time.time())
+        attributes = {"enabled": enabled, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable"}
+        answer: dict[str, Any] = {**body, "attributes": attributes, "tags": {}}
+        identifier = f"{self._origin()}/{kind}/{created_as}/{number}"
+        if kind == "certificates":
+            answer.update(id=identifier, kid=f"{self._origin()}/keys/{created_as}/{number}",
+                          sid=f"{self._origin()}/secrets/{created_as}/{number}")
+        else:
+            answer["key"] = {**answer["key"], "kid": identifier}
+            if name.lower() in self._certificates:
+                answer["managed"] = True
+        return web.json_response(answer)
 
     def _page_size(self, request: web.Request) -> int | web.Response:
         text = request.query.get("maxresults")

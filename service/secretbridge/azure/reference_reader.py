@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from secretbridge.azure.hosts import is_azure_vault_host
 from secretbridge.core.errors import FailedPrecondition
 from secretbridge.core.metadata import ParsedMetadata
+from secretbridge.core.names import DEFAULT_VIEW, View
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -95,8 +96,9 @@ class ReferenceReader:
             self._readers[vault_url] = reader
         return reader
 
-    async def get(self, key: str, version: str | None = None) -> dict[str, str]:
-        """`{key: value}` for the secret at URI `key` (latest, or `version`)."""
+    async def get(self, key: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
+        """`{key: value}` for the secret at URI `key` (latest, or `version`); a reference is always
+        read as the secret (`view` is the default: the store referring converts it)."""
         vault_url, _, secret = key.rpartition("/secrets/")
         reader = await self.reader(vault_url)
         found = await reader.get(secret, version)

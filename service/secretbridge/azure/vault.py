@@ -216,6 +216,50 @@ class VaultSecret:
     enabled: bool
     expires_on: datetime | None
     not_before: datetime | None
+    content_type: str | None = None
+    #: The vault made it for a certificate (its bundle has `kid` or `managed: true`).
+    certificate: bool = False
+
+
+@dataclass(frozen=True)
+class VaultObject:
+    """A certificate's or a key's bundle (`cer`, or the JWK in `key`), with its attributes."""
+
+    bundle: dict[str, Any]
+    enabled: bool
+    expires_on: datetime | None
+    not_before: datetime | None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What an identity needs to read one kind of object: the least Azure RBAC role (and the usual
+    alternative), or the access-policy permissions of the kind."""
+
+    role: str
+    alternative: str | None
+    #: `az keyvault set-policy` flag and value: `--secret-permissions get list`.
+    permissions: str
+
+    def rbac(self) -> str:
+        """The role in words, for messages."""
+        return f"the '{self.role}' role" + (f" (or '{self.alternative}')" if self.alternative else "")
+
+    def policy(self) -> str:
+        """The access-policy permissions in words, for messages."""
+        flag, _, value = self.permissions.partition(" ")
+        kind = flag.removeprefix("--").removesuffix("-permissions")
+        quoted = " and ".join(f"'{word}'" for word in value.split())
+        return f"{quoted} {kind} permission" + ("s" if " " in value else "")
+
+
+#: A certificate's private key is its secret: reading it is a secret read, whatever the object
+#: type. The public parts need only the Key Vault Reader role (metadata and public material).
+GRANTS: dict[str, Grant] = {
+    "secret": Grant("Key Vault Secrets User", None, "--secret-permissions get list"),
+    "certificate": Grant("Key Vault Reader", "Key Vault Certificate User", "--certificate-permissions get"),
+    "key": Grant("Key Vault Reader", "Key Vault Crypto User", "--key-permissions get"),
+}
 
 
 class VaultReader:
@@ -315,6 +359,7 @@ class VaultReader:
         # The id is https://<vault>/secrets/<name>/<version>: the vault's spelling of the name.
         segments = _id_path(bundle.get("id"))
         named = len(segments) > 2 and segments[1] == "secrets" and segments[2]
+        content_type = bundle.get("contentType")
         return VaultSecret(
             name=segments[2] if named else name,
             value=bundle.get("value") or "",
@@ -322,7 +367,29 @@ class VaultReader:
             enabled=attributes.get("enabled") is not False,
             expires_on=_epoch(attributes.get("exp")),
             not_before=_epoch(attributes.get("nbf")),
+            content_type=content_type if isinstance(content_type, str) else None,
+            certificate=bool(bundle.get("kid")) or bundle.get("managed") is True,
         )
+
+    async def get_object(
+        self, kind: str, name: str, version: str | None = None, *, shown: str | None = None
+    ) -> VaultObject:
+        """A certificate (`GET /certificates/{name}/{version}`: `cer`, the leaf as DER) or a key
+        (`GET /keys/{name}/{version}`: `key`, a JWK of the public part only); raises as `get`
+        does, naming the object."""
+        try:
+            bundle = await self._fetch(f"/{kind}s/{quote(name, safe='')}/{quote(version or '', safe='')}")
+            if not isinstance(bundle, dict):
+                raise ValueError(f"the vault's answer is not a {kind} bundle")
+            attributes = bundle.get("attributes") or {}
+            return VaultObject(
+                bundle=bundle,
+                enabled=attributes.get("enabled") is not False,
+                expires_on=_epoch(attributes.get("exp")),
+                not_before=_epoch(attributes.get("nbf")),
+            )
+        except (AzureError, ValueError) as exc:
+            raise self.error(exc, shown or name, version, kind=kind) from None
 
     async def _fetch(self, url: str) -> Any:
         """`GET url` (relative to the vault, or a nextLink on it) through the lean pipeline: the parsed
@@ -386,20 +453,24 @@ class VaultReader:
         return url.lower().startswith(self.vault_url.lower())
 
     def error(
-        self, exc: BaseException, shown: str | None, version: str | None, *, action: str | None = None
+        self, exc: BaseException, shown: str | None, version: str | None, *, action: str | None = None,
+        kind: str = "secret",
     ) -> SecretStoreError:
-        """The project's error for an SDK failure while reading `shown` (or doing `action`), its
-        `cause` set to the kind of failure (`azure.causes.Cause`) for readiness and the doctor."""
-        err = self._error(exc, shown, version, action)
+        """The project's error for an SDK failure while reading the `kind` (secret, certificate, key)
+        `shown` (or doing `action`), its `cause` set to the kind of failure (`azure.causes.Cause`)
+        for readiness and the doctor."""
+        err = self._error(exc, shown, version, action, kind)
         if err.cause is None:
             err.cause = classify_cause(exc).value
         return err
 
     def _error(
-        self, exc: BaseException, shown: str | None, version: str | None, action: str | None
+        self, exc: BaseException, shown: str | None, version: str | None, action: str | None, kind: str = "secret"
     ) -> SecretStoreError:
+        grant = GRANTS[kind]
+        role, permission = grant.rbac(), grant.policy()
         if shown is not None:
-            what = f"secret {show_name(shown)}" + (f" version {show_name(version)}" if version else "")
+            what = f"{kind} {show_name(shown)}" + (f" version {show_name(version)}" if version else "")
             doing = f"read {what}"
         else:
             what = "the secrets"
@@ -442,21 +513,20 @@ class VaultReader:
             code = exc.error.code if exc.error is not None else None
             inner = _inner_code(exc)
             reason = "/".join(str(c) for c in (code, inner) if c) or (exc.reason or "")
-            if status == 403 and inner == "SecretDisabled":
+            if status == 403 and inner is not None and inner.endswith("Disabled"):
                 return FailedPrecondition(f"{what} is disabled in {label}", cause=Cause.DISABLED.value)
             if status == 403:
                 message = exc.error.message if exc.error is not None else None
                 if forbidden_kind(inner, message) is Cause.FORBIDDEN_ACCESS_POLICY:
                     return PermissionDenied(
                         f"{identity} may not {doing} in {label} (403 {reason}): the vault uses access "
-                        "policies; give the identity 'get' and 'list' secret permissions in it (or move the "
-                        "vault to Azure RBAC and grant the 'Key Vault Secrets User' role)",
+                        f"policies; give the identity {permission} in it (or move the "
+                        f"vault to Azure RBAC and grant {role})",
                         cause=Cause.FORBIDDEN_ACCESS_POLICY.value,
                     )
                 return PermissionDenied(
-                    f"{identity} may not {doing} in {label} (403 {reason}): grant it the "
-                    "'Key Vault Secrets User' role on the vault (or 'get' and 'list' secret permissions "
-                    "in the vault's access policy)",
+                    f"{identity} may not {doing} in {label} (403 {reason}): grant it "
+                    f"{role} on the vault (or {permission} in the vault's access policy)",
                     cause=Cause.FORBIDDEN_RBAC.value,
                 )
             if status == 400:

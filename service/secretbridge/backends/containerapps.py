@@ -34,6 +34,7 @@ from typing import ClassVar
 
 from secretbridge.azure.references import ReferenceTarget
 from secretbridge.backends.contract import (
+    CERTIFICATE_FORMAT,
     JSON_MULTI_VALUED,
     ReferenceResolver,
     SecretStore,
@@ -49,7 +50,7 @@ from secretbridge.backends.references import (
 from secretbridge.backends.volume import Skip, Volume, check_secret_name, decode, valid_name
 from secretbridge.core.errors import FailedPrecondition, NotFound, SecretStoreError
 from secretbridge.core.metadata import ParsedMetadata, Property
-from secretbridge.core.names import show_name
+from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ CONTAINERAPPS_PROPERTIES: tuple[Property, ...] = (
         default=DEFAULT_SECRETS_PATH,
     ),
     JSON_MULTI_VALUED,
+    CERTIFICATE_FORMAT,
     RECHECK_INTERVAL,
 )
 
@@ -97,6 +99,7 @@ class ContainerAppsStore(SecretStore):
         *CONTAINERAPPS_PROPERTIES,
         *reference_properties("serves them as the literal text"),
     )
+    serves_certificates: ClassVar[bool] = True
 
     @classmethod
     def wants_resolver(cls, metadata: ParsedMetadata) -> bool:
@@ -145,32 +148,35 @@ class ContainerAppsStore(SecretStore):
         await self.bulk_get()
 
     # -- reads ------------------------------------------------------------------------------------
-    def read_now(self, name: str, version: str | None = None) -> dict[str, str] | None:
-        """On the gRPC worker: the volume's current content, and references the resolver has cached."""
+    def read_now(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str] | None:
+        """On the gRPC worker: the volume's current content, and references the resolver has cached
+        (a certificate, file or referenced, in the shape `view` asks for)."""
         check_secret_name(name)
         known = self._known(name)
         if known.missing is not None:
             raise known.missing
         target = known.reference
         if target is None:
-            return known.data
+            return self.shape_data(name, known.data or {}, view)
         if self.resolver is None:
             return None  # get() says why
         resolved = self.resolver.peek(target.key, target.version)
-        return self._shape(name, resolved[target.key]) if resolved is not None else None
+        return self._shape(name, resolved[target.key], view) if resolved is not None else None
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
         # On a worker thread: secretsPath may be any mount, and a stuck one must not stall the
         # loop every other instance shares.
-        data = await asyncio.to_thread(self.read_now, name, version)
+        data = await asyncio.to_thread(self.read_now, name, version, view)
         if data is not None:
             return dict(data)
         known = await asyncio.to_thread(self._known, name)  # a reference, unless the volume changed
         if known.missing is not None:
             raise known.missing
         if known.reference is None:
-            return dict(known.data or {})
-        return self._shape(name, await self._resolve_target(name, known.reference))
+            data = known.data or {}
+            return dict(await self.shape_off_loop(view, lambda: self.shape_data(name, data, view)))
+        value = await self._resolve_target(name, known.reference)
+        return await self.shape_off_loop(view, lambda: self._shape(name, value, view))
 
     def _known(self, name: str) -> _Known:
         """What the volume holds for `name` now, read again only when the volume changed."""
@@ -226,12 +232,14 @@ class ContainerAppsStore(SecretStore):
         text = decode(name, raw)
         if self.references.applies(text):
             return _Known(reference=self._vet(name, text))
-        return _Known(data=self._shape(name, text))
+        return _Known(data=self._plain(name, text))
 
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
         texts = await asyncio.to_thread(self._scan)
         names = list(texts)[:limit] if limit is not None else list(texts)
-        values = await asyncio.gather(*(self._value(name, texts[name]) for name in names), return_exceptions=True)
+        values = await asyncio.gather(
+            *(self._value(name, texts[name], view) for name in names), return_exceptions=True
+        )
         result: dict[str, dict[str, str]] = {}
         for name, value in zip(names, values, strict=True):
             if isinstance(value, BaseException):
@@ -280,13 +288,17 @@ class ContainerAppsStore(SecretStore):
                 )
         return texts
 
-    async def _value(self, name: str, text: str) -> dict[str, str]:
+    async def _value(self, name: str, text: str, view: View) -> dict[str, str]:
         if self.references.applies(text):
             text = await self._resolve(name, text)
-        return self._shape(name, text)
+        return await self.shape_off_loop(view, lambda: self._shape(name, text, view, bulk=True))
 
-    def _shape(self, name: str, value: str) -> dict[str, str]:
+    def _plain(self, name: str, value: str) -> dict[str, str]:
         return json_members(name, value) if self.multi_valued else {name: value}
+
+    def _shape(self, name: str, value: str, view: View, *, bulk: bool = False) -> dict[str, str]:
+        """A value as served: a certificate in the shape `view` asks for, else as `_plain`."""
+        return self.shape_data(name, self._plain(name, value), view, bulk=bulk)
 
     # -- references: vetted when a file is read, resolved (through the shared helper) when served ------
     def _vet(self, name: str, text: str) -> ReferenceTarget:

@@ -12,12 +12,18 @@ synchronous read, `read_now`, is the fast path a gRPC worker tries first.
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
+from secretbridge.core import certificates
+from secretbridge.core.errors import FailedPrecondition
 from secretbridge.core.metadata import Kind, ParsedMetadata, Property
+from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
+
+T = TypeVar("T")
 
 #: The one feature a Dapr secret store can advertise.
 MULTIPLE_KEY_VALUES_PER_SECRET = "MULTIPLE_KEY_VALUES_PER_SECRET"
@@ -106,6 +112,19 @@ JSON_MULTI_VALUED = Property(
 )
 
 
+#: `certificateFormat`, for the stores that serve certificates (keyvault, file, containerapps).
+CERTIFICATE_FORMAT = Property(
+    "certificateFormat",
+    "How a certificate with its private key (base64 PKCS#12, or PEM; in Key Vault, a certificate's "
+    "secret) is served: `raw` as stored; `pem` as one PEM text (private key in PKCS#8, then the "
+    "leaf certificate, then its chain), or, with multiValued, as the Kubernetes TLS keys `tls.key`, "
+    "`tls.crt` (leaf and chain) and `ca.crt` (chain). Other secrets are served as they are. A call "
+    "may ask for another shape with the request metadata `format` (raw, pem, tls).",
+    default=certificates.RAW,
+    choices=(certificates.RAW, certificates.PEM),
+)
+
+
 def json_members(name: str, value: str) -> dict[str, str]:
     """A multi-valued answer for a string secret: a JSON object's members, else `{name: value}`."""
     try:
@@ -151,6 +170,10 @@ class SecretStore(abc.ABC):
     properties: ClassVar[tuple[Property, ...]] = ()
     #: Whether `get` understands a `version_id`.
     supports_versions: ClassVar[bool] = False
+    #: Whether the store serves certificates in other shapes (`certificateFormat`, request `format`).
+    serves_certificates: ClassVar[bool] = False
+    #: What request metadata `objectType` may name (a Key Vault also serves public certificates and keys).
+    object_types: ClassVar[tuple[str, ...]] = (certificates.SECRET,)
     #: A network backend: reads go through the cache and carry timeouts.
     remote: ClassVar[bool] = False
 
@@ -197,6 +220,59 @@ class SecretStore(abc.ABC):
         """True when a secret may hold several keys (advertised through Features)."""
         return bool(self.metadata.get("multiValued", False))
 
+    def certificate_shape(self, view: View) -> str:
+        """The shape a certificate is served in: the call's `format`, else `certificateFormat`
+        (`pem` on a multi-valued instance means the TLS keys)."""
+        if view.format is not None:
+            return view.format
+        configured = str(self.metadata.get("certificateFormat") or certificates.RAW)
+        return certificates.TLS if configured == certificates.PEM and self.multi_valued else configured
+
+    async def shape_off_loop(self, view: View, shape: Callable[[], T]) -> T:
+        """Run `shape` (a call that may convert a certificate) where it cannot stall the loop: on a
+        worker thread when `view` may convert (parsing an RSA key is a tenth of a second of CPU),
+        inline when it serves values as stored."""
+        if self.certificate_shape(view) == certificates.RAW:
+            return shape()
+        return await asyncio.to_thread(shape)
+
+    def shape_data(self, name: str, data: dict[str, str], view: View, *, bulk: bool = False) -> dict[str, str]:
+        """A secret as the store read it (`{name: value}`, or several keys), with a certificate in the
+        shape `view` asks for (see `shape_certificate`); several keys are never a certificate."""
+        value = data.get(name) if len(data) == 1 else None
+        shaped = self.shape_certificate(name, value or "", view, marked=None if value is not None else False, bulk=bulk)
+        return shaped if shaped is not None else data
+
+    def shape_certificate(
+        self,
+        name: str,
+        value: str,
+        view: View,
+        *,
+        content_type: str | None = None,
+        marked: bool | None = None,
+        bulk: bool = False,
+    ) -> dict[str, str] | None:
+        """`value` in the certificate shape `view` asks for, or None: serve it as any other secret.
+
+        A value is a certificate when the backend says so (`marked`: Key Vault's bundle) or, where
+        it cannot, when it presents itself as one (`certificates.candidate`). A Get whose request
+        metadata asks for pem or tls converts whatever it reads, or fails; the instance's
+        `certificateFormat`, and BulkGet, leave other secrets as they are. A certificate that does
+        not convert is FAILED_PRECONDITION naming the secret and what was wrong, never part of it.
+        """
+        shape = self.certificate_shape(view)
+        if shape == certificates.RAW:
+            return None
+        strict = view.format is not None and not bulk
+        is_certificate = marked if marked is not None else certificates.candidate(value, content_type)
+        if not is_certificate and not strict:
+            return None
+        try:
+            return certificates.convert(name, value, shape, content_type if is_certificate else None)
+        except certificates.CertificateProblem as problem:
+            raise FailedPrecondition(f"secret {show_name(name)} cannot be served as {shape}: {problem}") from None
+
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Finish setting up on the event loop (read files, build clients).
 
@@ -208,7 +284,7 @@ class SecretStore(abc.ABC):
     async def check(self) -> None:  # noqa: B027 - optional hook
         """Prove the backend is reachable (readiness, `failFast`); raise if not."""
 
-    def read_now(self, name: str, version: str | None = None) -> dict[str, str] | None:
+    def read_now(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str] | None:
         """The answer `get` would give, synchronously and from memory, or None: "ask `get` on the loop".
 
         The fast path: the gRPC worker calls it before crossing to the asyncio loop, so it runs
@@ -219,17 +295,19 @@ class SecretStore(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
         """One secret: `{name: value}` single-valued, `{key: value, ...}` multi-valued.
 
         `name` is the name the app asked for; the store applies its own name
         mapping but keys single-valued `data` by this name. Raise `NotFound`
-        for an unknown secret or version.
+        for an unknown secret or version. `view` is what the request metadata asked for
+        (the runtime refuses views the store's `object_types` and `serves_certificates` rule out).
         """
 
     @abc.abstractmethod
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
-        """Every secret the store serves, `{name: {key: value}}`, at most `limit` of them."""
+    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
+        """Every secret the store serves, `{name: {key: value}}`, at most `limit` of them
+        (certificates in the shape `view` asks for)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients, watchers and files. Called once, on re-Init or shutdown."""

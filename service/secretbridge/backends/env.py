@@ -29,7 +29,7 @@ from secretbridge.backends.references import (
 )
 from secretbridge.core.errors import NotFound, PermissionDenied, SecretStoreError
 from secretbridge.core.metadata import ParsedMetadata, Property
-from secretbridge.core.names import show_name
+from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
 
 #: Variables that hold this process's own credentials or Dapr's, never app secrets.
@@ -110,7 +110,7 @@ class EnvStore(SecretStore):
             raise NotFound(f"secret {show_name(name)} not found: no environment variable {show_name(variable)}")
         return variable, value
 
-    def read_now(self, name: str, version: str | None = None) -> dict[str, str] | None:
+    def read_now(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str] | None:
         """os.environ is memory: a Get is answered on the gRPC worker, unless the value is a Key Vault
         reference (then it goes to the loop, to be resolved)."""
         _, value = self._variable(name)
@@ -124,11 +124,11 @@ class EnvStore(SecretStore):
         except SecretStoreError as err:
             raise type(err)(f"environment variable {show_name(variable)}: {err.message}") from None
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
         variable, value = self._variable(name)
         return {name: await self._value(name, variable, value)}
 
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
         chosen: list[tuple[str, str, str]] = []
         for variable, value in sorted(os.environ.items()):
             if not variable.startswith(self.prefix) or forbidden(variable) or variable == self.prefix:

@@ -30,12 +30,12 @@ from typing import Any, ClassVar
 
 import yaml
 
-from secretbridge.backends.contract import SecretStore
+from secretbridge.backends.contract import CERTIFICATE_FORMAT, SecretStore
 from secretbridge.backends.files import read_regular_file
 from secretbridge.backends.recheck import RECHECK_INTERVAL, Recheck
 from secretbridge.core.errors import FailedPrecondition, NotFound
 from secretbridge.core.metadata import Kind, Property
-from secretbridge.core.names import show_name
+from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,10 @@ class FileStore(SecretStore):
             Kind.BOOL,
             default=False,
         ),
+        CERTIFICATE_FORMAT,
         RECHECK_INTERVAL,
     )
+    serves_certificates: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -243,20 +245,25 @@ class FileStore(SecretStore):
                 )
         return snapshot.secrets
 
-    def read_now(self, name: str, version: str | None = None) -> dict[str, str]:
+    def read_now(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
         """From memory on the gRPC worker: the file is parsed once per change, not per read."""
-        return self._lookup(self._current_now(), name)
+        return self._lookup(self._current_now(), name, view)
 
-    def _lookup(self, secrets: dict[str, dict[str, str]], name: str) -> dict[str, str]:
+    def _lookup(
+        self, secrets: dict[str, dict[str, str]], name: str, view: View, *, bulk: bool = False
+    ) -> dict[str, str]:
         data = secrets.get(name)
         if data is None:
             raise NotFound(f"secret {show_name(name)} not found in {str(self.path)!r}")
-        return data  # shared, never mutated: callers only serialise it
+        return self.shape_data(name, data, view, bulk=bulk)  # shared, never mutated: callers only serialise it
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
-        return dict(self._lookup(await self._current(), name))
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
+        secrets = await self._current()
+        return dict(await self.shape_off_loop(view, lambda: self._lookup(secrets, name, view)))
 
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
         secrets = await self._current()
         names = list(secrets)[:limit] if limit is not None else list(secrets)
-        return {name: dict(secrets[name]) for name in names}
+        return await self.shape_off_loop(
+            view, lambda: {name: dict(self._lookup(secrets, name, view, bulk=True)) for name in names}
+        )

@@ -29,23 +29,25 @@ from secretbridge.azure.identity import (
     refuse_disabled_identity,
 )
 from secretbridge.backends.contract import (
+    CERTIFICATE_FORMAT,
     JSON_MULTI_VALUED,
     OUTSIDE_VALIDITY,
     ReferenceResolver,
     SecretStore,
     json_members,
 )
+from secretbridge.core import certificates
 from secretbridge.core.errors import (
     FailedPrecondition,
     InvalidArgument,
     SecretStoreError,
 )
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
-from secretbridge.core.names import show_name
+from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
 
 if TYPE_CHECKING:  # the vault client pulls in aiohttp: `secretbridge check` must not load it
-    from secretbridge.azure.vault import HttpSession, VaultReader
+    from secretbridge.azure.vault import HttpSession, VaultReader, VaultSecret
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ KEYVAULT_PROPERTIES: tuple[Property, ...] = (
         default=False,
     ),
     JSON_MULTI_VALUED,
+    CERTIFICATE_FORMAT,
     Property(
         "nameMapping",
         "How an app's secret name becomes a vault name: `none` as is, `dashes` turns `_` and `.` "
@@ -218,6 +221,8 @@ class KeyVaultStore(SecretStore):
     properties: ClassVar[tuple[Property, ...]] = KEYVAULT_PROPERTIES + AZURE_PROPERTIES
     supports_versions: ClassVar[bool] = True
     remote: ClassVar[bool] = True
+    serves_certificates: ClassVar[bool] = True
+    object_types: ClassVar[tuple[str, ...]] = certificates.OBJECT_TYPES
 
     def __init__(
         self,
@@ -368,8 +373,16 @@ class KeyVaultStore(SecretStore):
     def _bad_name(self, name: str, why: str) -> str:
         raise InvalidArgument(f"the secret name {show_name(name)} cannot be used with {self.vault_label}: {why}")
 
-    def _shape(self, name: str, value: str) -> dict[str, str]:
-        return json_members(name, value) if self.multi_valued else {name: value}
+    def _shape(self, name: str, secret: VaultSecret, view: View, *, bulk: bool = False) -> dict[str, str]:
+        """A secret as served: a certificate's (by its bundle, or its content type) in the shape
+        `view` asks for; anything else as JSON members (multiValued) or `{name: value}`."""
+        marked = secret.certificate or (secret.content_type or "").lower() in certificates.CERTIFICATE_TYPES
+        shaped = self.shape_certificate(
+            name, secret.value, view, content_type=secret.content_type, marked=marked, bulk=bulk
+        )
+        if shaped is not None:
+            return shaped
+        return json_members(name, secret.value) if self.multi_valued else {name: secret.value}
 
     @staticmethod
     def _validity_problem(expires_on: datetime | None, not_before: datetime | None) -> str | None:
@@ -393,19 +406,45 @@ class KeyVaultStore(SecretStore):
         )
 
     # -- reads ------------------------------------------------------------------------------------
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
-        """The latest (or `version`) of `name`; see the module docstring for errors."""
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
+        """The latest (or `version`) of `name`, or of its certificate's or key's public part
+        (`view.object_type`); see the module docstring for errors."""
         vault_name = self.vault_name(name)
+        if view.object_type != certificates.SECRET:
+            return await self._public_part(name, vault_name, version, view.object_type)
         secret = await self.reader.get(vault_name, version, shown=name)
-        problem = self._validity_problem(secret.expires_on, secret.not_before)
+        self._judge_validity(name, "secret", secret.expires_on, secret.not_before)
+        return await self.shape_off_loop(view, lambda: self._shape(name, secret, view))
+
+    def _judge_validity(self, name: str, kind: str, expires_on: datetime | None, not_before: datetime | None) -> None:
+        problem = self._validity_problem(expires_on, not_before)
         if problem is not None:
             if self.refuse_expired:
                 raise FailedPrecondition(
-                    f"secret {show_name(name)} in {self.vault_label} {problem}, and metadata refuseExpired "
+                    f"{kind} {show_name(name)} in {self.vault_label} {problem}, and metadata refuseExpired "
                     "is true"
                 )
             self._served_outside_validity(name, problem)
-        return self._shape(name, secret.value)
+
+    async def _public_part(self, name: str, vault_name: str, version: str | None, kind: str) -> dict[str, str]:
+        """`{name: PEM}` of a certificate's leaf (`cer`; Key Vault keeps the chain only in the
+        certificate's secret) or a key's public part (its JWK), read with no right to any secret."""
+        found = await self.reader.get_object(kind, vault_name, version, shown=name)
+        if not found.enabled:
+            raise FailedPrecondition(f"{kind} {show_name(name)} is disabled in {self.vault_label}")
+        self._judge_validity(name, kind, found.expires_on, found.not_before)
+        try:
+            # Public parts only: no private key to check, a fraction of a millisecond on the loop.
+            if kind == certificates.CERTIFICATE:
+                pem = certificates.certificate_pem(str(found.bundle.get("cer") or ""))
+            else:
+                jwk = found.bundle.get("key")
+                pem = certificates.public_key_pem(jwk if isinstance(jwk, dict) else {})
+        except certificates.CertificateProblem as problem:
+            raise FailedPrecondition(
+                f"{kind} {show_name(name)} in {self.vault_label} cannot be served as PEM: {problem}"
+            ) from None
+        return {name: pem}
 
     async def markers(
         self, names: Collection[str], max_pages: int | None = None
@@ -441,7 +480,7 @@ class KeyVaultStore(SecretStore):
                 found[asked] = (updated, fingerprint)
         return found, max(1, math.ceil(seen / LIST_PAGE))
 
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
         """Every enabled secret under `keyPrefix` (currently valid ones only with `refuseExpired`),
         at most `limit` of them.
 
@@ -467,6 +506,9 @@ class KeyVaultStore(SecretStore):
                 try:
                     # Deleted or disabled since it was listed: as if it had not been listed.
                     secret = await reader.get_if_present(vault_name, shown=app_name)
+                    shaped = None if secret is None else await self.shape_off_loop(
+                        view, lambda: self._shape(app_name, secret, view, bulk=True)  # noqa: B023 - awaited here
+                    )
                 except SecretStoreError as exc:
                     if not self.bulk_skip_errors:
                         raise type(exc)(f"BulkGet stopped at secret {show_name(app_name)}: {exc.message}") from None
@@ -476,14 +518,14 @@ class KeyVaultStore(SecretStore):
                                "error": type(exc).__name__, "reason": exc.message},
                     )
                     continue
-                if secret is None:
+                if secret is None or shaped is None:
                     continue
                 problem = self._validity_problem(secret.expires_on, secret.not_before)
                 if problem is not None:
                     if self.refuse_expired:
                         continue  # expired since it was listed
                     self._served_outside_validity(app_name, problem)
-                results[app_name] = self._shape(app_name, secret.value)
+                results[app_name] = shaped
 
         try:
             async with asyncio.TaskGroup() as group:

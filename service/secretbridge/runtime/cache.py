@@ -17,9 +17,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from secretbridge.core.certificates import SECRET
 from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, SecretStoreError, Unavailable
 from secretbridge.core.metadata import ParsedMetadata, format_duration
-from secretbridge.core.names import show_name
+from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
     BACKEND_SECONDS,
@@ -59,6 +60,10 @@ STALE_LOG_EVERY = 30.0
 class Source(Protocol):
     """What the cache reads through: a backend's store, or the Key Vault reference reader.
 
+    A source that serves views (request metadata `objectType`, `format`) takes a third argument
+    to `get` and a second to `bulk_get`; the cache passes them only for a view other than the
+    default, so a source that knows of none need not accept them.
+
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
     a fingerprint that changes with it), leaving out names it does not hold, together with the
@@ -68,7 +73,7 @@ class Source(Protocol):
     @property
     def backend(self) -> str: ...
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]: ...
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]: ...
 
     async def check(self) -> None: ...
 
@@ -87,7 +92,8 @@ class _Entry:
     marker: str | None = None  # the listing fingerprint this value was last confirmed against
 
 
-_Key = tuple[str, str | None]
+#: (name, version, view): each view of a secret (its PEM, a certificate's public part) is its own entry.
+_Key = tuple[str, str | None, View]
 
 
 class CachedStore:
@@ -125,9 +131,9 @@ class CachedStore:
         self._list_pages: int | None = None
         self._entries: dict[_Key, _Entry] = {}
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
-        self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
+        self._bulk_inflight: dict[tuple[int | None, View], asyncio.Task[dict[str, dict[str, str]]]] = {}
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
-        self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
+        self._bulk: dict[View, tuple[float, int | None, tuple[str, ...]]] = {}
         self._stale_since: float | None = None
         self._stale_logged_at = -math.inf
         # The failure of the latest backend call while the backend is failing; None once it answers.
@@ -145,9 +151,10 @@ class CachedStore:
 
     # ---- the fast path, any thread -------------------------------------------------
 
-    def peek(self, name: str, version: str | None = None) -> dict[str, str] | None:
+    def peek(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str] | None:
         """A fresh value without awaiting anything, or None (then call `get`)."""
-        entry = self._entries.get((name, version))
+        key = (name, version, view)
+        entry = self._entries.get(key)
         if entry is None or entry.data is None:
             return None
         now = self.clock()
@@ -155,11 +162,11 @@ class CachedStore:
             if not self._stale_now(entry, now):
                 return None
             if self._claim_refresh(entry, now):
-                self._loop.call_soon_threadsafe(self._refresh_ahead, (name, version))
+                self._loop.call_soon_threadsafe(self._refresh_ahead, key)
             return self._stale_hit(name, entry, now)
         entry.last_used = now
         if self._claim_refresh(entry, now):
-            self._loop.call_soon_threadsafe(self._refresh_ahead, (name, version))
+            self._loop.call_soon_threadsafe(self._refresh_ahead, key)
         self._hits.inc()
         return entry.data
 
@@ -182,8 +189,8 @@ class CachedStore:
 
     # ---- reads, on the loop -------------------------------------------------------------
 
-    async def get(self, name: str, version: str | None = None) -> dict[str, str]:
-        key = (name, version)
+    async def get(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str]:
+        key = (name, version, view)
         entry = self._entries.get(key)
         now = self.clock()
         if entry is not None and now < entry.expires_at:
@@ -215,7 +222,7 @@ class CachedStore:
     def _refresh_ahead(self, key: _Key) -> None:
         if key in self._inflight:
             return
-        if self.change_detection and key[1] is None:
+        if self.change_detection and self._listed(key):
             # Many hot keys come due together: one listing may tell which of them changed.
             self._due.add(key)
             if self._sweep is None or self._sweep.done():
@@ -238,10 +245,17 @@ class CachedStore:
 
         self._start(key).add_done_callback(done)
 
+    @staticmethod
+    def _listed(key: _Key) -> bool:
+        """Whether a listing of secrets can tell if this entry changed: the latest version of a
+        secret (a certificate's or key's public part is not in the secrets' listing)."""
+        return key[1] is None and key[2].object_type == SECRET
+
     async def _load(self, key: _Key) -> dict[str, str]:
-        name, version = key
+        name, version, view = key
+        read = self.store.get(name, version) if view == DEFAULT_VIEW else self.store.get(name, version, view)
         try:
-            data = await self._call("get", self.store.get(name, version), self.timeout)
+            data = await self._call("get", read, self.timeout)
         except NotFound as err:
             # A deleted secret must not be served from an older entry.
             self._entries.pop(key, None)
@@ -329,7 +343,7 @@ class CachedStore:
         # Every other hot key that would come due soon rides on the same listing.
         horizon = now + self.ttl * (1 - REFRESH_AHEAD_AT + REFRESH_JITTER)
         for key, entry in self._entries.items():
-            if (key[1] is None and entry.data is not None and not entry.refreshing and entry.refresh_at <= horizon
+            if (self._listed(key) and entry.data is not None and not entry.refreshing and entry.refresh_at <= horizon
                     and entry.last_used > entry.expires_at - self.ttl):
                 entry.refreshing = True
                 self._due.add(key)
@@ -344,7 +358,8 @@ class CachedStore:
             return
         try:
             found = await self._call(
-                "list_changes", markers_of([name for name, _ in due], len(due) - 1), self.timeout * BULK_TIMEOUT_FACTOR
+                "list_changes", markers_of(list({key[0] for key in due}), len(due) - 1),
+                self.timeout * BULK_TIMEOUT_FACTOR
             )
         except SecretStoreError:
             found = None  # the reads one by one meet the same backend and decide (stale, errors)
@@ -442,36 +457,38 @@ class CachedStore:
             BACKEND_CALLS.labels(self.instance, self.backend, operation, outcome).inc()
             BACKEND_SECONDS.labels(self.backend, operation).observe(time.monotonic() - started)
 
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
-        """Every secret; cached for the TTL, and each one primes the Get cache."""
+    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
+        """Every secret; cached for the TTL (per view), and each one primes the Get cache."""
         now = self.clock()
-        fresh = self._listing(limit, now, stale=False)
+        fresh = self._listing(limit, view, now, stale=False)
         if fresh is not None:
             return {name: entry.data for name, entry in fresh.items()}  # type: ignore[misc]
         if self._outage is not None:
             # As for Get: a failing backend is not waited out again; a probe finds out when it is back.
-            stale = self._listing(limit, now, stale=True)
+            stale = self._listing(limit, view, now, stale=True)
             if stale is not None:
                 self.probe_soon()
                 return self._stale_listing(stale, now)
-        task = self._bulk_inflight.get(limit)
+        asked = (limit, view)
+        task = self._bulk_inflight.get(asked)
         if task is None:
-            task = self._loop.create_task(self._load_bulk(limit))
-            self._bulk_inflight[limit] = task
+            task = self._loop.create_task(self._load_bulk(limit, view))
+            self._bulk_inflight[asked] = task
             task.add_done_callback(
-                lambda t: (self._bulk_inflight.pop(limit, None), t.cancelled() or t.exception())
+                lambda t: (self._bulk_inflight.pop(asked, None), t.cancelled() or t.exception())
             )
         return await asyncio.shield(task)
 
-    def _listing(self, limit: int | None, now: float, *, stale: bool) -> dict[str, _Entry] | None:
-        """The latest BulkGet's entries for this `limit`: fresh ones, or (stale) ones within maxStale."""
-        if self._bulk is None:
+    def _listing(self, limit: int | None, view: View, now: float, *, stale: bool) -> dict[str, _Entry] | None:
+        """The latest BulkGet's entries for this `limit` and `view`: fresh ones, or (stale) ones within maxStale."""
+        latest = self._bulk.get(view)
+        if latest is None:
             return None
-        expires_at, cached_limit, names = self._bulk
+        expires_at, cached_limit, names = latest
         if cached_limit is not None and cached_limit != limit:
             return None
         chosen = names if limit is None else names[:limit]
-        entries = {n: self._entries.get((n, None)) for n in chosen}
+        entries = {n: self._entries.get((n, None, view)) for n in chosen}
         for entry in entries.values():
             if entry is None or entry.data is None:
                 return None
@@ -487,25 +504,26 @@ class CachedStore:
             for name, entry in entries.items()
         }
 
-    async def _load_bulk(self, limit: int | None) -> dict[str, dict[str, str]]:
+    async def _load_bulk(self, limit: int | None, view: View) -> dict[str, dict[str, str]]:
         timeout = self.timeout * BULK_TIMEOUT_FACTOR
         try:
             bulk_get = getattr(self.store, "bulk_get", None)
             if bulk_get is None:
                 raise FailedPrecondition(f"the {self.backend} reads behind this cache cannot list secrets")
-            every = await self._call("bulk_get", bulk_get(limit), timeout)
+            read = bulk_get(limit) if view == DEFAULT_VIEW else bulk_get(limit, view)
+            every = await self._call("bulk_get", read, timeout)
         except (Unavailable, DeadlineExceeded):
             now = self.clock()
-            stale = self._listing(limit, now, stale=True) if self.ttl > 0 else None
+            stale = self._listing(limit, view, now, stale=True) if self.ttl > 0 else None
             if stale is not None:
                 return self._stale_listing(stale, now)
             raise
         self._fresh_again()
         for name, data in every.items():
-            self._remember((name, None), data)
+            self._remember((name, None, view), data)
         if self.ttl > 0:
             now = self.clock()
-            self._bulk = (self._deadlines(now)[0], limit, tuple(every))
+            self._bulk[view] = (self._deadlines(now)[0], limit, tuple(every))
         return every
 
     async def check(self, timeout: float | None = None, bound: str = "requestTimeout") -> None:

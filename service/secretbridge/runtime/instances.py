@@ -26,7 +26,16 @@ from secretbridge import backends as stores
 from secretbridge.backends.contract import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
 from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, PermissionDenied, SecretStoreError
 from secretbridge.core.metadata import ParsedMetadata, format_duration
-from secretbridge.core.names import check_name, get_options, show_name
+from secretbridge.core.names import (
+    DEFAULT_VIEW,
+    BulkOptions,
+    GetOptions,
+    View,
+    bulk_options,
+    check_name,
+    get_options,
+    show_name,
+)
 from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.runtime.cache import CachedStore
 from secretbridge.runtime.metrics import BACKEND_UP, notice_counter
@@ -34,6 +43,8 @@ from secretbridge.runtime.state import Saved, StateStore
 
 log = logging.getLogger(__name__)
 
+#: A Get without request metadata: the latest version, as the instance serves it.
+_PLAIN = GetOptions()
 #: The instance used when a call carries no `x-component-instance` header.
 DEFAULT_INSTANCE = ""
 #: How long a replaced instance stays open for the calls already using it (daprd's hot reload).
@@ -88,16 +99,20 @@ class Instance:
         """The outer bound on one call handed to the I/O loop; the cache enforces requestTimeout itself."""
         return self.cached.timeout * 10 + 5 if self.cached is not None else LOCAL_TIMEOUT
 
-    def check_get(self, name: str, metadata: Mapping[str, str]) -> str | None:
-        """Everything a Get must pass before any store sees it; returns the version asked for."""
+    def check_get(self, name: str, metadata: Mapping[str, str]) -> GetOptions:
+        """Everything a Get must pass before any store sees it; returns what the request asks for."""
         check_name(name)
         # daprd usually sends no request metadata: then there are no options to read.
-        version = (
-            get_options(metadata, supports_versions=self.supports_versions, backend=self.backend).version
-            if metadata else None
-        )
+        options = get_options(
+            metadata, supports_versions=self.supports_versions, backend=self.backend,
+            object_types=self.store.object_types, certificates=self.store.serves_certificates,
+        ) if metadata else _PLAIN
         self.permit(name)
-        return version
+        return options
+
+    def bulk_options(self, metadata: Mapping[str, str]) -> BulkOptions:
+        """What a BulkGet's request metadata asks for (`maxresults`, `format`), checked."""
+        return bulk_options(metadata, certificates=self.store.serves_certificates, backend=self.backend)
 
     def permit(self, name: str) -> None:
         """Refuse a name the Component's allow or deny list rules out."""
@@ -109,26 +124,29 @@ class Instance:
     def _permitted(self, name: str) -> bool:
         return name not in self.denied and (not self.allowed or name in self.allowed)
 
-    def peek(self, name: str, version: str | None) -> dict[str, str] | None:
+    def peek(self, name: str, options: GetOptions | None = None) -> dict[str, str] | None:
         """An answer from memory, on the calling thread, without touching the loop; else None.
 
         Remote stores answer from the cache; local ones from their `read_now` (which may raise
         the store's errors, e.g. NotFound).
         """
+        options = options or _PLAIN
         if self.cached is not None:
-            return self.cached.peek(name, version)
-        return self.store.read_now(name, version)
+            return self.cached.peek(name, options.version, options.view)
+        return self.store.read_now(name, options.version, options.view)
 
-    async def get(self, name: str, version: str | None) -> dict[str, str]:
+    async def get(self, name: str, options: GetOptions | None = None) -> dict[str, str]:
+        """One secret as `options` (from `check_get`; None: the latest, as the instance serves it) asks."""
+        options = options or _PLAIN
         reader = self.cached or self.store
-        return await reader.get(name, version)
+        return await reader.get(name, options.version, options.view)
 
-    async def bulk_get(self, limit: int | None) -> dict[str, dict[str, str]]:
+    async def bulk_get(self, limit: int | None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
         reader = self.cached or self.store
         if not self.allowed and not self.denied:
-            return await reader.bulk_get(limit)
+            return await reader.bulk_get(limit, view)
         # Filtering may drop names, so ask for everything and cut afterwards.
-        every = await reader.bulk_get(None)
+        every = await reader.bulk_get(None, view)
         kept = {name: data for name, data in every.items() if self._permitted(name)}
         if limit is not None:
             kept = dict(list(kept.items())[:limit])

@@ -38,7 +38,6 @@ from grpc_reflection.v1alpha import reflection
 from secretbridge.azure.redaction import redact
 from secretbridge.core import errors
 from secretbridge.core.logs import safe_traceback
-from secretbridge.core.names import bulk_options
 from secretbridge.core.policy import DEFAULT_WORKERS, STRICT, OperatorPolicy
 from secretbridge.core.sockets import DEFAULT_SOCKET_NAME, FOLDER_FLAG, prepare_folder
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
@@ -262,11 +261,11 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         def work(name: str) -> secretstore_pb2.GetSecretResponse:
             instance = self.instances.get(name)
             key = request.key
-            version = instance.check_get(key, request.metadata)
-            data = instance.peek(key, version)
+            asked = instance.check_get(key, request.metadata)
+            data = instance.peek(key, asked)
             hit = data is not None and instance.cached is not None
             if data is None:
-                data = self._run(instance, instance.get(key, version))
+                data = self._run(instance, instance.get(key, asked))
             response = secretstore_pb2.GetSecretResponse(data=data)
             if not hit:  # a cache hit is a Key Vault value (25 KB at most); anything else is checked
                 check_answer_size(response.ByteSize(), 1, bulk=False)
@@ -277,8 +276,8 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
     def BulkGet(self, request: secretstore_pb2.BulkGetSecretRequest, context: grpc.ServicerContext) -> Any:
         def work(name: str) -> secretstore_pb2.BulkGetSecretResponse:
             instance = self.instances.get(name)
-            options = bulk_options(request.metadata)
-            every = self._run(instance, instance.bulk_get(options.limit))
+            options = instance.bulk_options(request.metadata)
+            every = self._run(instance, instance.bulk_get(options.limit, options.view))
             response = secretstore_pb2.BulkGetSecretResponse(
                 data={key: secretstore_pb2.SecretResponse(secrets=value) for key, value in every.items()}
             )

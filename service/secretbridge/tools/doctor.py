@@ -3,10 +3,11 @@
 For each secretbridge Component in the resources: its metadata (as `check` validates it); for Key
 Vault, which credential would be used and why, whether a Key Vault token can be had (the
 principal's object id is printed; the token never is), the vault host's DNS answer, TCP and TLS,
-then listing and reading one secret; for the Container Apps volume, its layout, how many secrets
-and whether each Key Vault reference resolves. With `--socket`, a running server: the folder and
-the socket as daprd's user sees them, reflection, and whether each Component's instance was
-initialised.
+then listing and reading one secret (for a certificate's secret, also its public certificate and key,
+which need roles of their own: warnings, since only `objectType` requests read them); for the Container
+Apps volume, its layout, how many secrets and whether each Key Vault reference resolves. With
+`--socket`, a running server: the folder and the socket as daprd's user sees them, reflection, and
+whether each Component's instance was initialised.
 
 Every step is a `Step` (component, step, verdict ok/warn/fail, detail, fix). Nothing here prints a
 secret value, a token or an identity header: details are built from names, addresses and error
@@ -395,25 +396,29 @@ def _vault_name(url: str) -> str:
     return host.split(".")[0] if is_azure_vault_host(host) else "<vault-name>"
 
 
-def role_fix(vault_url: str, object_id: str | None, *, access_policy: bool) -> str:
-    """The command that grants an identity read access to a vault's secrets."""
+def role_fix(vault_url: str, object_id: str | None, *, access_policy: bool, kind: str = "secret") -> str:
+    """The command that grants an identity read access to a vault's secrets (or, `kind`, to the
+    public parts of its certificates or keys)."""
+    from secretbridge.azure.vault import GRANTS
+
+    grant = GRANTS[kind]
     name = _vault_name(vault_url)
     oid = object_id or "<object id>"
     if access_policy:
         return (f"the vault uses access policies, not Azure RBAC: az keyvault set-policy --name {name} "
-                f"--object-id {oid} --secret-permissions get list (or move the vault to RBAC: "
+                f"--object-id {oid} {grant.permissions} (or move the vault to RBAC: "
                 f"az keyvault update --name {name} --enable-rbac-authorization true, then grant the role)")
-    return (f'az role assignment create --role "Key Vault Secrets User" --assignee-object-id {oid} '
+    return (f'az role assignment create --role "{grant.role}" --assignee-object-id {oid} '
             f'--scope "$(az keyvault show --name {name} --query id -o tsv)"')
 
 
-def _fix_for(err: SecretStoreError, vault_url: str, object_id: str | None) -> str:
+def _fix_for(err: SecretStoreError, vault_url: str, object_id: str | None, kind: str = "secret") -> str:
     from secretbridge.azure.causes import Cause
 
     if err.cause == Cause.FORBIDDEN_ACCESS_POLICY:
-        return role_fix(vault_url, object_id, access_policy=True)
+        return role_fix(vault_url, object_id, access_policy=True, kind=kind)
     if err.cause == Cause.FORBIDDEN_RBAC:
-        return role_fix(vault_url, object_id, access_policy=False)
+        return role_fix(vault_url, object_id, access_policy=False, kind=kind)
     if err.cause == Cause.UNAUTHORIZED:
         return "the vault refused the token: the identity belongs to another tenant than the vault"
     if err.cause == Cause.NOT_FOUND:
@@ -441,13 +446,26 @@ async def _permission_steps(report: _Report, reader: Any, identity: _Identity, w
     if target is None:
         return report.add("read", WARN, "no secret to read", "name one with --secret NAME")
     try:
-        await reader.get(store.vault_name(target), shown=target)
+        secret = await reader.get(store.vault_name(target), shown=target)
     except SecretStoreError as err:
         from secretbridge.azure.causes import Cause
 
         verdict = WARN if err.cause in (Cause.NOT_FOUND, Cause.DISABLED) else FAIL
         return report.add("read", verdict, err.message, _fix_for(err, reader.vault_url, identity.object_id))
-    return report.add("read", OK, f"read secret {show_name(target)} from {reader.label}")
+    if not secret.certificate:
+        return report.add("read", OK, f"read secret {show_name(target)} from {reader.label}")
+    report.add("read", OK, f"read secret {show_name(target)} from {reader.label}: a certificate's, with its "
+               "private key (certificateFormat / request metadata format serve it as PEM)")
+    # Its public parts are other objects, with roles of their own: needed only for objectType requests.
+    for kind in ("certificate", "key"):
+        try:
+            await reader.get_object(kind, store.vault_name(target), shown=target)
+        except SecretStoreError as err:
+            report.add(kind, WARN, f"{err.message} (needed only for request metadata objectType={kind})",
+                       _fix_for(err, reader.vault_url, identity.object_id, kind))
+        else:
+            report.add(kind, OK, f"read the public {kind} of {show_name(target)} (request metadata objectType={kind})")
+    return True
 
 
 def _vault_scope(metadata: ParsedMetadata) -> str:
