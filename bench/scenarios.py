@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -899,11 +899,12 @@ THROUGH_SERVER = {"echo threaded (4 workers)": "echo-t4", "echo threaded (16 wor
                   "echo aio": "echo-aio", POOL_ECHO: "echo-pool", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
 
 
-def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
+def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | None = None) -> dict[str, object]:
     """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
     store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
     level, as ratios to the faster echo and to the built-in store, paired round by round; the CPU
-    daprd and the store's process spent per Get; and, with py-spy, where secretbridge's time goes."""
+    daprd and the store's process spent per Get; and, with py-spy, where secretbridge's time goes.
+    `labels`: only those stores (the built-in one and the echoes always), for a narrower experiment."""
     daprd_path, why = daprd.find_daprd()
     if daprd_path is None:
         return {"skipped": why or "no daprd"}
@@ -926,6 +927,9 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         # A TTL longer than the section: every measured read is a cache hit.
         "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", rig.metadata(cacheTTL="1h")),
     }
+    if labels is not None:
+        stores = {label: store for label, store in stores.items()
+                  if label in labels or label == BUILTIN_FILE or label in ECHOES}
     components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
     # The echoes of (a): the fastest of them at each level is the ceiling (a socket's name is its type).
     echoes = (("echo-t4", "echo-threaded", 4), ("echo-t16", "echo-threaded", 16), ("echo-aio", "echo-aio", None),
@@ -959,7 +963,7 @@ def through_daprd(ctx: Context, settings: Settings) -> dict[str, object]:
         vault_reads = rig.fake.count("get")
         profiles = {}
         if settings.through_profile_seconds:
-            for label in ("echo threaded (4 workers)", "secretbridge file"):
+            for label in ("echo threaded (4 workers)", "secretbridge file") if "secretbridge file" in stores else ():
                 profiles[label] = profile.record(
                     started.pids[THROUGH_SERVER[label]], folder / f"profile-{stores[label][0]}.txt",
                     lambda label=label: measure(label, 16, settings.through_profile_seconds, settings.max_calls),
