@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock daprd compat clean mutants
+.PHONY: setup run test lint bench proto docs lock daprd compat image clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,8 @@ test: setup lint
 		echo "daprd could not be had (above): the tests that need it will skip"; }
 	@$(PY) -m tests.apps >/dev/null || { [ "$$CI" != true ] || exit 1; \
 		echo "the Go/JavaScript SDK apps could not be had (above): their tests will skip"; }
+	@$(PYTHON) tools/image/build_image.py --quiet >/dev/null || { [ "$$CI" != true ] || exit 1; \
+		echo "the image could not be built (above): the image tests will skip"; }
 	$(PY) -m pytest -q
 
 lint: setup
@@ -72,6 +74,12 @@ proto: setup
 # Finds or builds the pinned daprd (tools/daprd/README.md); its absolute path is the last line of stdout.
 daprd:
 	@$(PYTHON) tools/daprd/get_daprd.py
+
+# The sidecar image from deploy/Dockerfile with the Docker or Podman found (tools/image/build_image.py,
+# docs/deployment.md "The image"); prints its name, size and packages. IMAGE_BASE=python|debian picks the base,
+# IMAGE_ENGINE=docker|podman the engine, IMAGE_REFRESH=1 makes the Debian base and the image again.
+image:
+	@$(PYTHON) tools/image/build_image.py
 
 # The version matrix: builds every daprd release tools/daprd keeps (the pin and releases/*) and runs the daprd
 # suites under each; prints a table (release, passed, failed, what differs). Not part of `make test`, which runs

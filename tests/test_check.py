@@ -85,14 +85,15 @@ def test_every_problem_of_a_component_is_reported_on_its_own_line(tmp_path: Path
         "cacheTTL": "soon",
         "maxRetries": "many",
         "negativeCacheTTL": "-",
+        "staleWait": "a moment",
     }))
     run = run_check(tmp_path)
     assert run.returncode == 1
     errors = [line for line in run.stdout.splitlines() if "error:" in line]
     where = f"{tmp_path / 'vault.yaml'}: vault"
-    for prop in ("vaultName", "keyPrefix", "cacheTTL", "maxRetries", "negativeCacheTTL"):
+    for prop in ("vaultName", "keyPrefix", "cacheTTL", "maxRetries", "negativeCacheTTL", "staleWait"):
         assert any(f"{where} [{prop}]: " in line for line in errors), (prop, run.stdout)
-    assert len(errors) == 5
+    assert len(errors) == 6
     assert run.stdout.splitlines()[0] == f"FAIL  {where}"
 
 
@@ -206,3 +207,12 @@ def test_a_misspelled_type_and_a_duplicate_name_are_both_reported(tmp_path: Path
     )
     findings = check_paths([tmp_path])
     assert [[p.prop for p in f.errors] for f in findings] == [[], ["metadata.name", "spec.type"]]
+
+
+def test_a_stale_wait_as_long_as_the_request_timeout_is_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(component("kv", {
+        "backend": "keyvault", "vaultName": "kv-prod", "staleWait": "5s", "requestTimeout": "5s",
+    }))
+    run = run_check(tmp_path)
+    assert run.returncode == 0, run.stdout
+    assert "[staleWait]" in run.stdout and "at least 'requestTimeout'" in run.stdout

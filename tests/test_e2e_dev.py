@@ -1,6 +1,7 @@
 """`secretbridge dev` (what `make run` calls) on the repository's components/local, as real processes,
 in front of the real daprd and of the development gateway: it says which runtime it started, the
-printed curl and Python lines work, Ctrl-C stops everything and removes the socket folder."""
+printed curl and Python lines work, Ctrl-C stops everything and removes the socket folder, and from start
+to stop nothing logs an error (a newcomer reads one as a failure)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from secretbridge.dev import DevOptions, DevRun
 
 from tests.stack import REPO, child_env, daprd_binary, free_port
 
@@ -43,6 +47,7 @@ def test_dev_prints_working_lines_and_stops_cleanly(runtime: str) -> None:
     env = child_env()
     env.pop("DAPRD", None)
     with_daprd = ["--daprd", str(daprd_binary())] if runtime == "daprd" else []
+    logs = tempfile.TemporaryFile()  # noqa: SIM115 - read after the run, closed below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -60,7 +65,7 @@ def test_dev_prints_working_lines_and_stops_cleanly(runtime: str) -> None:
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=logs,
     )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
@@ -88,10 +93,16 @@ def test_dev_prints_working_lines_and_stops_cleanly(runtime: str) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         assert not folder.exists()
+        logs.seek(0)
+        logged = logs.read().decode(errors="replace")
+        alarming = [line for line in logged.splitlines()
+                    if re.search(r'level=(error|fatal)|"level": "(error|critical)"|non-YAML', line)]
+        assert not alarming, "\n".join(alarming)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        logs.close()
 
 
 def test_dev_refuses_a_busy_port() -> None:
@@ -120,3 +131,29 @@ def test_dev_refuses_a_busy_port() -> None:
         )
     assert done.returncode == 2
     assert f"port {port} on 127.0.0.1 is busy" in done.stderr and "--http-port" in done.stderr
+
+
+def test_dev_names_the_resolver_the_lean_build_asks_for_and_keeps_the_user_s_configuration(tmp_path: Path) -> None:
+    lean = tmp_path / "lean" / "daprd"
+    lean.parent.mkdir()
+    resolver = {"component": "nameformat", "configuration": {"format": "{appid}.invalid"}}
+    (lean.parent / "daprd.json").write_text(json.dumps({"release": "1.18.2", "nameResolution": resolver}))
+    other = tmp_path / "other" / "daprd"  # a `dapr init` install: mdns built in, no daprd.json
+    other.parent.mkdir()
+    user = tmp_path / "config.yaml"
+    user.write_text("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: mine\n"
+                    "spec:\n  secrets:\n    scopes:\n      - storeName: localsecrets\n        defaultAccess: deny\n")
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text(user.read_text() + "  nameResolution:\n    component: sqlite\n")
+    runs = [DevRun(DevOptions("components/local", config=config)) for config in (None, str(user), str(chosen))]
+    try:
+        fresh, merged, kept = (run._daprd_config(str(lean)) for run in runs)
+        assert fresh is not None and yaml.safe_load(Path(fresh).read_text())["spec"] == {"nameResolution": resolver}
+        assert merged is not None and merged != str(user)
+        spec = yaml.safe_load(Path(merged).read_text())["spec"]
+        assert spec["nameResolution"] == resolver and spec["secrets"]["scopes"][0]["defaultAccess"] == "deny"
+        assert kept == str(chosen)
+        assert runs[0]._daprd_config(str(other)) is None and runs[1]._daprd_config(str(other)) == str(user)
+    finally:
+        for run in runs:
+            run.stop()

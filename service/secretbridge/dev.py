@@ -31,12 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import yaml
+
 from secretbridge.core.sockets import TYPE_PREFIX
 from secretbridge.gateway import NOT_DAPRD
 from secretbridge.gateway.components import ResourceError, load_components
 
 log = logging.getLogger("secretbridge.dev")
 
+#: The file beside a daprd built by tools/daprd/get_daprd.py that says how to run it (its BUILD_INFO).
+BUILD_INFO = "daprd.json"
 #: Preferred sample secrets, in order; otherwise the first name the store lists.
 PREFERRED_SAMPLES = ("db-password", "api-key")
 STOP_GRACE_SECONDS = 10.0
@@ -187,14 +191,51 @@ class DevRun:
             "--metrics-port", str(free_port()), "--metrics-listen-address", "127.0.0.1",
             "--log-level", "warn",
         ]
-        if self.options.config:
-            args += ["--config", self.options.config]
+        config = self._daprd_config(binary)
+        if config:
+            args += ["--config", config]
         env = dict(os.environ, DAPR_COMPONENTS_SOCKETS_FOLDER=str(self.folder))
         env.pop("DAPR_SCHEDULER_HOST_ADDRESS_DNS_A", None)  # no control plane in a laptop run
-        popen = subprocess.Popen(args, stdout=sys.stderr, env=env)
+        # Its own session: a Ctrl-C in the terminal reaches only `dev`, which then stops daprd once. daprd
+        # takes a second signal during its shutdown as an emergency and logs it as fatal.
+        popen = subprocess.Popen(args, stdout=sys.stderr, env=env, start_new_session=True)
         self.children.append(("daprd", popen))
         health = f"http://127.0.0.1:{self.options.http_port}/v1.0/healthz"
         self._wait("daprd", popen, lambda: _http_status(health) == 204)
+
+    def _daprd_config(self, binary: str) -> str | None:
+        """The Configuration daprd runs with: the user's, plus the name resolution the binary's build asks for.
+
+        The lean build (tools/daprd) has no mdns, standalone daprd's default resolver, and says which resolver
+        to name instead in the `daprd.json` beside it; without one, daprd logs an error at every start. Other
+        builds (a `dapr init` install) have mdns and no such file, and a Configuration that names a resolver
+        already is the user's choice: both are left alone.
+        """
+        try:
+            info = json.loads(Path(binary).resolve().with_name(BUILD_INFO).read_text(encoding="utf-8"))
+            resolution = info["nameResolution"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return self.options.config
+        document: dict[str, object] = {
+            "apiVersion": "dapr.io/v1alpha1", "kind": "Configuration", "metadata": {"name": "secretbridge-dev"},
+        }
+        if self.options.config:
+            try:
+                loaded = yaml.safe_load(Path(self.options.config).read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                return self.options.config  # daprd says what is wrong with it
+            if not isinstance(loaded, dict):
+                return self.options.config
+            document = loaded
+        spec = document.setdefault("spec", {})
+        if not isinstance(spec, dict) or spec.get("nameResolution"):
+            return self.options.config
+        spec["nameResolution"] = resolution
+        # In a subfolder: daprd warns about every file in the socket folder that is not a socket.
+        path = self.folder / "daprd" / "config.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return str(path)
 
     def _start_gateway(self) -> None:
         args = [
@@ -244,7 +285,11 @@ class DevRun:
                 "  development gateway: no daprd found (`make daprd` builds the pinned one with Go; or set "
                 "DAPRD=/path/to/daprd)",
             ]
-        lines += [f"  HTTP http://localhost:{http}   gRPC localhost:{grpc_port}   socket folder {self.folder}", ""]
+        lines += [f"  HTTP http://localhost:{http}   gRPC localhost:{grpc_port}   socket folder {self.folder}"]
+        if self.options.daprd is not None:
+            lines += ["  (daprd's warnings about mTLS, actors, the scheduler and the app channel are expected: "
+                      "this run has no Dapr control plane and no app)"]
+        lines += [""]
         if key is None:
             lines += [
                 f"The store {store!r} lists no secrets; try its bulk endpoint:",

@@ -75,8 +75,16 @@ BUILD_FLAGS = ("-trimpath", "-buildvcs=false")
 LDFLAGS = (
     "-s -w -X github.com/dapr/dapr/pkg/buildinfo.version={version} -X github.com/dapr/kit/logger.DaprVersion={version}"
 )
+#: Written beside each build: what a runner of this daprd must know about it (``secretbridge dev`` reads it).
+BUILD_INFO = "daprd.json"
+#: The ``spec.nameResolution`` a standalone run of this build should put in its Configuration. The build has no
+#: mdns (standalone daprd's default, which announces the app on the network by multicast), so without this
+#: daprd logs "couldn't find name resolver mdns/v1" as an error. components/secretstores.go registers
+#: nameformat; ``<app id>.invalid`` never resolves (RFC 6761): this build does not do service invocation.
+NAME_RESOLUTION: dict[str, object] = {"component": "nameformat", "configuration": {"format": "{appid}.invalid"}}
 #: Added to the hash so that a change to how the binary is built builds it anew.
-RECIPE = f"CGO_ENABLED=0 {' '.join(BUILD_FLAGS)} -ldflags '{LDFLAGS}' overlay:{REPLACED_FILE}"
+RECIPE = (f"CGO_ENABLED=0 {' '.join(BUILD_FLAGS)} -ldflags '{LDFLAGS}' overlay:{REPLACED_FILE} "
+          f"info:{BUILD_INFO}:{json.dumps(NAME_RESOLUTION, sort_keys=True)}")
 
 _REQUIRE = re.compile(rf"^\s*(?:require\s+)?{re.escape(DAPR_MODULE)}\s+v(\S+)", re.MULTILINE)
 _GO_LINE = re.compile(r"^go\s+(\S+)", re.MULTILINE)
@@ -336,7 +344,8 @@ _GO_MOD_HEADER = """\
 // `python3 tools/daprd/get_daprd.py --resolve`, which rewrites this file and go.sum (`go mod tidy` would
 // resolve every build tag, i.e. all of dapr's components). The replace directives of dapr's own go.mod are
 // not copied: none of the modules they name is compiled into this build, which links only the packages
-// daprd's runtime and the two registered secret stores import.
+// daprd's runtime and the components registered in components/secretstores.go import. Earlier releases the
+// version matrix runs keep their own go.mod and go.sum in releases/<version>/.
 
 """
 
@@ -398,7 +407,9 @@ def _build(go: str, chosen: Release, target: Path, log: _Log) -> None:
         reported = _reported_version(binary)
         if reported != version:
             raise DaprdError(f"the daprd just built reports version {reported or '?'}, expected {version}")
-        os.replace(binary, target)  # atomic: other runs see no binary or a whole one
+        build_info = {"release": version, "nameResolution": NAME_RESOLUTION}
+        target.with_name(BUILD_INFO).write_text(json.dumps(build_info, indent=1) + "\n")
+        os.replace(binary, target)  # atomic, and last: other runs see no binary or a whole build
     size = target.stat().st_size / 2**20
     log.line(f"built daprd {version} ({size:.0f} MiB) in {_duration(time.monotonic() - started)}")
 

@@ -3,7 +3,8 @@
 // `python3 tools/daprd/get_daprd.py --resolve`, which rewrites this file and go.sum (`go mod tidy` would
 // resolve every build tag, i.e. all of dapr's components). The replace directives of dapr's own go.mod are
 // not copied: none of the modules they name is compiled into this build, which links only the packages
-// daprd's runtime and the two registered secret stores import.
+// daprd's runtime and the components registered in components/secretstores.go import. Earlier releases the
+// version matrix runs keep their own go.mod and go.sum in releases/<version>/.
 
 module secretbridge/tools/daprd
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -38,9 +38,11 @@ from secretbridge.backends.contract import (
 )
 from secretbridge.core import certificates
 from secretbridge.core.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     SecretStoreError,
+    Unavailable,
 )
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
@@ -223,6 +225,8 @@ class KeyVaultStore(SecretStore):
     remote: ClassVar[bool] = True
     serves_certificates: ClassVar[bool] = True
     object_types: ClassVar[tuple[str, ...]] = certificates.OBJECT_TYPES
+    #: `bulk_get` takes a `fallback` for secrets it lists but cannot read (the cache's held values).
+    bulk_fallback: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -352,6 +356,18 @@ class KeyVaultStore(SecretStore):
         """List one secret: proves the vault is reachable and the identity may list."""
         await self.reader.check()
 
+    def failing(self) -> str | None:
+        """Why the vault or the identity is failing now (from any instance's latest attempt), or None.
+
+        The cache answers a read past its TTL from a held value without waiting while this says so."""
+        reader = self._reader
+        return reader.failing() if reader is not None else None
+
+    def watch_failure(self, future: asyncio.Future[str]) -> None:
+        """Resolve `future` at the next failed attempt against the vault or the identity."""
+        if self._reader is not None:
+            self._reader.watch_failure(future)
+
     # -- names and values -------------------------------------------------------------------------
     def vault_name(self, name: str) -> str:
         """The vault's name for the app's `name` (mapping + prefix), or `InvalidArgument` saying why."""
@@ -480,9 +496,19 @@ class KeyVaultStore(SecretStore):
                 found[asked] = (updated, fingerprint)
         return found, max(1, math.ceil(seen / LIST_PAGE))
 
-    async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
+    async def bulk_get(
+        self,
+        limit: int | None = None,
+        view: View = DEFAULT_VIEW,
+        *,
+        fallback: Callable[[str], dict[str, str] | None] | None = None,
+    ) -> dict[str, dict[str, str]]:
         """Every enabled secret under `keyPrefix` (currently valid ones only with `refuseExpired`),
         at most `limit` of them.
+
+        `fallback(name)`: for a secret the vault lists but fails to read (unavailable, throttled past
+        retries, no answer in time), the value held elsewhere (the cache's, within maxStale) or None.
+        Such secrets are answered from it; the call fails only if some have none, saying how many.
 
         Reads start as soon as the page naming a secret arrives, while the next pages are still
         being listed: `bulkConcurrency` readers take names in listing order. Listing stops once
@@ -499,6 +525,9 @@ class KeyVaultStore(SecretStore):
         queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
         readers = self.bulk_concurrency if limit is None else min(self.bulk_concurrency, limit)
         skipped = 0
+        # Secrets no read and no fallback could answer (unavailability only), and why.
+        missing: list[str] = []
+        failure: list[SecretStoreError] = []
 
         async def read_values() -> None:
             while (item := await queue.get()) is not None:
@@ -509,6 +538,16 @@ class KeyVaultStore(SecretStore):
                     shaped = None if secret is None else await self.shape_off_loop(
                         view, lambda: self._shape(app_name, secret, view, bulk=True)  # noqa: B023 - awaited here
                     )
+                except (Unavailable, DeadlineExceeded) as exc:
+                    held = fallback(app_name) if fallback is not None else None
+                    if held is not None:
+                        results[app_name] = held
+                        continue
+                    if fallback is None and not self.bulk_skip_errors:
+                        raise type(exc)(f"BulkGet stopped at secret {show_name(app_name)}: {exc.message}") from None
+                    missing.append(app_name)
+                    failure.append(exc)
+                    continue
                 except SecretStoreError as exc:
                     if not self.bulk_skip_errors:
                         raise type(exc)(f"BulkGet stopped at secret {show_name(app_name)}: {exc.message}") from None
@@ -551,6 +590,17 @@ class KeyVaultStore(SecretStore):
                     queue.put_nowait(None)  # one end mark per reader, after every name
         except BaseExceptionGroup as group_error:
             raise _first_store_error(group_error) from None
+        if missing and not self.bulk_skip_errors:
+            raise type(failure[0])(
+                f"BulkGet could not read {len(missing)} of the {len(order)} secrets listed and no value is held for "
+                f"them (first: {show_name(missing[0])}): {failure[0].message}"
+            )
+        for app_name in missing:
+            logger.warning(
+                "BulkGet left out a secret it could not read",
+                extra={"instance": self.instance, "backend": self.backend, "secret": app_name,
+                       "error": type(failure[0]).__name__, "reason": failure[0].message},
+            )
         if skipped:
             logger.debug(
                 "BulkGet left out disabled or expired secrets",

@@ -9,6 +9,7 @@ the `CACHE_PROPERTIES` each remote Component may set.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -18,9 +19,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from secretbridge.core.certificates import SECRET
-from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, SecretStoreError, Unavailable
+from secretbridge.core.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    SecretStoreError,
+    Unavailable,
+)
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
+from secretbridge.core.urgency import WAITED_ON
 from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
     BACKEND_SECONDS,
@@ -64,6 +73,12 @@ class Source(Protocol):
     to `get` and a second to `bulk_get`; the cache passes them only for a view other than the
     default, so a source that knows of none need not accept them.
 
+    A source may also say whether its backend is failing now, `failing() -> str | None` (the cause,
+    known from the first failed attempt of any client sharing that backend, None once it answers):
+    while it says so, reads past their TTL are answered from held values without waiting; and
+    `watch_failure(future)`, which resolves the future at the next failed attempt, so a read
+    already waiting for a refresh stops waiting then.
+
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
     a fingerprint that changes with it), leaving out names it does not hold, together with the
@@ -98,22 +113,36 @@ _Key = tuple[str, str | None, View]
 
 class CachedStore:
     """A store behind a per-instance cache with single-flight, negative caching,
-    stale-on-error, refresh-ahead, a concurrency bound and per-call timeouts.
+    stale-while-revalidate, stale-if-error, refresh-ahead, a concurrency bound and per-call timeouts.
 
     `peek` is the fast path and may be called from any thread (the gRPC
     workers); everything else runs on the event loop the instance was built on.
-    Only backend unavailability (`Unavailable`, `DeadlineExceeded`) is answered
-    with a stale value: a secret that was disabled, deleted or whose access was
-    revoked is a decision, and is surfaced at once.
+
+    The rule under faults (RFC 5861): a read that can be answered from a held value never waits
+    on a failing backend. A read past its TTL with a value within maxStale starts (or joins) the
+    one refresh of its key and waits for it at most `staleWait`, then gets the held value; while
+    the backend is known to be failing (`Source.failing`, or the latest call here failed) it gets
+    the held value at once. Only a read with nothing held waits for the backend; such reads of
+    distinct keys are the backend work `work_limit` bounds (many readers of one key are one piece
+    of work). Only backend unavailability (`Unavailable`, `DeadlineExceeded`) is answered with a
+    stale value: a secret that was disabled, deleted or whose access was revoked is a decision,
+    surfaced at once, and its held value is dropped.
     """
 
-    def __init__(self, store: Source, metadata: ParsedMetadata, *, instance: str) -> None:
+    def __init__(
+        self, store: Source, metadata: ParsedMetadata, *, instance: str, work_limit: int | None = None
+    ) -> None:
         self.store = store
         self.instance = instance
         self.backend = store.backend
         self.ttl: float = metadata["cacheTTL"]
         self.negative_ttl: float = metadata["negativeCacheTTL"]
         self.max_stale: float = metadata["maxStale"]
+        self.stale_wait: float = metadata["staleWait"]
+        #: The most distinct backend reads for keys with nothing held (and bulk reads) at once; past
+        #: it a new one is refused with ResourceExhausted (None: no bound beyond maxConcurrentRequests).
+        self.work_limit = work_limit
+        self._backend_failing: Callable[[], str | None] | None = getattr(store, "failing", None)
         self.max_entries: int = metadata["cacheMaxEntries"]
         self.change_detection = bool(metadata.get("changeDetection", True)) and hasattr(store, "markers")
         self.timeout: float = metadata["requestTimeout"]
@@ -131,6 +160,10 @@ class CachedStore:
         self._list_pages: int | None = None
         self._entries: dict[_Key, _Entry] = {}
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
+        # Keys in `_inflight` whose read was started by a reader with nothing held (counted work).
+        self._misses: set[_Key] = set()
+        # Readers waiting for a refresh (staleWait): a failed call here ends their wait at once.
+        self._watchers: set[asyncio.Future[str]] = set()
         self._bulk_inflight: dict[tuple[int | None, View], asyncio.Task[dict[str, dict[str, str]]]] = {}
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
         self._bulk: dict[View, tuple[float, int | None, tuple[str, ...]]] = {}
@@ -170,14 +203,26 @@ class CachedStore:
         self._hits.inc()
         return entry.data
 
+    def failing(self) -> str | None:
+        """Why the backend is failing now (any thread), or None: this cache's latest call failed, or
+        the source knows it from the first failed attempt of any client sharing the backend."""
+        if self._outage is not None:
+            return self._outage.message
+        return self._backend_failing() if self._backend_failing is not None else None
+
+    def _servable(self, entry: _Entry, now: float) -> bool:
+        """Whether an expired entry still holds a value maxStale allows serving."""
+        return entry.data is not None and now - entry.expires_at <= self.max_stale
+
     def _stale_now(self, entry: _Entry, now: float) -> bool:
         """Whether an expired entry is answered at once: the backend is failing and maxStale allows it.
 
-        Without this, every expired key would wait out a failing backend call (up to
-        requestTimeout) before getting the same stale value, holding a gRPC worker
-        all the while. One background refresh per key finds out when the backend is back.
+        Without this, every expired key would wait for a failing backend (staleWait, or the
+        whole call for reads racing the first failure) before getting the same stale value,
+        holding a gRPC worker all the while. One background refresh per key finds out when the
+        backend is back.
         """
-        return self._outage is not None and entry.data is not None and now - entry.expires_at <= self.max_stale
+        return self._servable(entry, now) and self.failing() is not None
 
     @staticmethod
     def _claim_refresh(entry: _Entry, now: float) -> bool:
@@ -202,16 +247,77 @@ class CachedStore:
                 self._refresh_ahead(key)
             self._hits.inc()
             return entry.data
-        if entry is not None and self._stale_now(entry, now):
-            if self._claim_refresh(entry, now):
-                self._refresh_ahead(key)
-            return self._stale_hit(name, entry, now)
+        if entry is not None and self._servable(entry, now):
+            return await self._revalidate_or_stale(key, entry, now)
         CACHE_LOOKUPS.labels(self.instance, "miss").inc()
         task = self._inflight.get(key)
         if task is None:
-            task = self._start(key)
+            self._admit_work()
+            # Its requests go before refreshes of held values wherever the backend's requests queue.
+            waited_on = WAITED_ON.set(True)
+            try:
+                task = self._start(key)
+            finally:
+                WAITED_ON.reset(waited_on)
+            self._misses.add(key)
+            task.add_done_callback(lambda _t: self._misses.discard(key))
         # shield: one caller giving up must not cancel the read the others wait on.
         return await asyncio.shield(task)
+
+    async def _revalidate_or_stale(self, key: _Key, entry: _Entry, now: float) -> dict[str, str]:
+        """A read past its TTL with a value held (stale-while-revalidate): the held value at once
+        while the backend is failing, else the refresh's answer if it comes within staleWait, else
+        the held value. A refresh that finds the secret deleted or disabled drops the entry and its
+        answer (the error) is what the reader gets."""
+        name = key[0]
+        if self.failing() is not None or self.stale_wait <= 0:
+            if self._claim_refresh(entry, now):
+                self._refresh_ahead(key)
+            return self._stale_hit(name, entry, now)
+        task = self._inflight.get(key)
+        if task is None:
+            entry.refreshing = True
+            task = self._refresh_one(key)
+        if await self._briefly(task):
+            return task.result()  # the fresh value; or the decision (deleted, disabled) it met
+        held = self._entries.get(key)
+        if held is None or held.data is None:  # dropped meanwhile (deleted, disabled): ask again
+            return await self.get(*key)
+        now = self.clock()
+        if now < held.expires_at:  # answered just as the bound ran out
+            return held.data
+        return self._stale_hit(name, held, now)
+
+    async def _briefly(self, task: asyncio.Future[Any]) -> bool:
+        """Wait for a refresh for staleWait at most, and no longer than until an attempt fails
+        (here or, through `Source.watch_failure`, anywhere the backend is shared); True if it is done."""
+        failure: asyncio.Future[str] = self._loop.create_future()
+        self._watchers.add(failure)
+        watch = getattr(self.store, "watch_failure", None)
+        if watch is not None:
+            watch(failure)
+        try:
+            await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failure.cancel()
+            self._watchers.discard(failure)
+        return task.done()
+
+    def work_in_flight(self) -> int:
+        """Backend reads out now for keys nothing was held for, and bulk reads (what `work_limit` bounds)."""
+        return len(self._misses) + len(self._bulk_inflight)
+
+    def _admit_work(self) -> None:
+        """Refuse a new backend read for a key with nothing held when `work_limit` are already out."""
+        if self.work_limit is None:
+            return
+        out = self.work_in_flight()
+        if out >= self.work_limit:
+            raise ResourceExhausted(
+                f"the {self.backend} backend is saturated: {out} reads of distinct secrets with no value held "
+                f"are already waiting on it, this instance's share of the server's workers; retry once some "
+                "have finished (reads of secrets already held are still answered)"
+            )
 
     def _start(self, key: _Key) -> asyncio.Task[dict[str, str]]:
         task = self._loop.create_task(self._load(key))
@@ -230,20 +336,27 @@ class CachedStore:
             return
         self._refresh_one(key)
 
-    def _refresh_one(self, key: _Key) -> None:
-        if key in self._inflight:
-            return
+    def _refresh_one(self, key: _Key) -> asyncio.Task[dict[str, str]]:
+        task = self._inflight.get(key)
+        if task is not None:
+            return task
+
+        before = self._entries.get(key)
 
         def done(task: asyncio.Task[dict[str, str]]) -> None:
-            failed = task.cancelled() or task.exception() is not None
-            REFRESHES.labels(self.instance, "error" if failed else "ok").inc()
             entry = self._entries.get(key)
+            # Answered with the held value (stale-if-error) is a failed refresh too: the entry
+            # is the same one, not a new reading.
+            failed = task.cancelled() or task.exception() is not None or (entry is not None and entry is before)
+            REFRESHES.labels(self.instance, "error" if failed else "ok").inc()
             if failed and entry is not None:
                 # Try again a little later rather than on every read.
                 entry.refreshing = False
                 entry.refresh_at = self.clock() + min(max(self.ttl / 10, 0.1), 5.0)
 
-        self._start(key).add_done_callback(done)
+        task = self._start(key)
+        task.add_done_callback(done)
+        return task
 
     @staticmethod
     def _listed(key: _Key) -> bool:
@@ -267,6 +380,10 @@ class CachedStore:
             stale = self._entries.get(key)
             if stale is not None and stale.data is not None:
                 return self._serve_stale(name, stale, err)
+            raise
+        except SecretStoreError:
+            # Disabled, refused, forbidden: the backend decided; the old value is not served again.
+            self._entries.pop(key, None)
             raise
         self._fresh_again()
         self._remember(key, data)
@@ -292,7 +409,8 @@ class CachedStore:
             self._stale_since = now
         if now - self._stale_logged_at >= STALE_LOG_EVERY:
             self._stale_logged_at = now
-            cause = self._outage.message if self._outage is not None else "unknown"
+            waited = format_duration(self.stale_wait)
+            cause = self.failing() or f"the refresh did not answer within staleWait ({waited})"
             log.warning(
                 "backend failing; serving a stale value",
                 extra={
@@ -407,7 +525,11 @@ class CachedStore:
         CACHE_ENTRIES.labels(self.instance).set(len(self._entries))
 
     def _down(self, cause: str) -> None:
-        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause."""
+        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause; readers
+        waiting for a refresh are answered from held values now."""
+        for watcher in list(self._watchers):
+            if not watcher.done():
+                watcher.set_result(cause)
         self.last_error = cause
         if self.down_since is None:
             self.down_since = self.clock()
@@ -454,30 +576,78 @@ class CachedStore:
             self._down(err.message)
             raise
         finally:
+            # Cancelled (or timed out) before its turn under the bound: never started, never awaited.
+            call.close()
             BACKEND_CALLS.labels(self.instance, self.backend, operation, outcome).inc()
             BACKEND_SECONDS.labels(self.backend, operation).observe(time.monotonic() - started)
 
     async def bulk_get(self, limit: int | None = None, view: View = DEFAULT_VIEW) -> dict[str, dict[str, str]]:
-        """Every secret; cached for the TTL (per view), and each one primes the Get cache."""
+        """Every secret; cached for the TTL (per view), and each one primes the Get cache.
+
+        As for Get: past the TTL, with every listed secret still held within maxStale, the refresh
+        is waited for staleWait at most (not at all while the backend is failing), then the held
+        listing answers. A refresh that fails answers from held values, secret by secret.
+        """
         now = self.clock()
         fresh = self._listing(limit, view, now, stale=False)
         if fresh is not None:
             return {name: entry.data for name, entry in fresh.items()}  # type: ignore[misc]
-        if self._outage is not None:
-            # As for Get: a failing backend is not waited out again; a probe finds out when it is back.
-            stale = self._listing(limit, view, now, stale=True)
-            if stale is not None:
-                self.probe_soon()
-                return self._stale_listing(stale, now)
-        asked = (limit, view)
-        task = self._bulk_inflight.get(asked)
+        stale = self._listing(limit, view, now, stale=True)
+        if stale is not None and (self.failing() is not None or self.stale_wait <= 0):
+            # A failing backend is not waited out, nor asked for every secret again: a probe (one
+            # cheap request, every few seconds at most) finds out when it is back.
+            self.probe_soon()
+            return self._stale_listing(stale, now)
+        task = self._bulk_inflight.get((limit, view))
         if task is None:
-            task = self._loop.create_task(self._load_bulk(limit, view))
-            self._bulk_inflight[asked] = task
-            task.add_done_callback(
-                lambda t: (self._bulk_inflight.pop(asked, None), t.cancelled() or t.exception())
-            )
-        return await asyncio.shield(task)
+            if stale is None:
+                self._admit_work()  # nothing to answer with meanwhile: this is backend work callers wait on
+            task = self._start_bulk(limit, view)
+        if stale is None:
+            return await asyncio.shield(task)
+        if await self._briefly(task):
+            return task.result()
+        now = self.clock()
+        stale = self._listing(limit, view, now, stale=True)
+        if stale is None:  # some of it dropped meanwhile (deleted, evicted): wait for the answer
+            return await asyncio.shield(task)
+        return self._stale_listing(stale, now)
+
+    def _start_bulk(self, limit: int | None, view: View) -> asyncio.Task[dict[str, dict[str, str]]]:
+        asked = (limit, view)
+        task = self._loop.create_task(self._load_bulk(limit, view))
+        self._bulk_inflight[asked] = task
+        task.add_done_callback(lambda t: (self._bulk_inflight.pop(asked, None), t.cancelled() or t.exception()))
+        return task
+
+    def _held_entry(self, name: str, view: View, now: float) -> _Entry | None:
+        """The latest-version entry of `name` in `view` if it holds a value within maxStale."""
+        entry = self._entries.get((name, None, view))
+        if entry is None or entry.data is None or now - entry.expires_at > self.max_stale:
+            return None
+        return entry
+
+    def _held_value(self, name: str, view: View = DEFAULT_VIEW) -> dict[str, str] | None:
+        """The value held for `name` within maxStale (counted as stale), or None: BulkGet's fallback."""
+        now = self.clock()
+        entry = self._held_entry(name, view, now)
+        if entry is None:
+            return None
+        return self._stale_hit(name, entry, now) if now >= entry.expires_at else entry.data
+
+    def _bulk_failure(self, err: SecretStoreError, limit: int | None, view: View, now: float) -> SecretStoreError:
+        """The error of a BulkGet that failed with nothing complete to answer: how many secrets lack a value."""
+        if "BulkGet" in err.message and "no value is held" in err.message:
+            return err  # the backend already counted them
+        latest = self._bulk.get(view)
+        if latest is None or (latest[1] is not None and latest[1] != limit):
+            return type(err)(f"{err.message}; no BulkGet has been answered yet, so no listing is held to answer from")
+        names = latest[2] if limit is None else latest[2][:limit]
+        missing = sum(1 for name in names if self._held_entry(name, view, now) is None)
+        return type(err)(
+            f"{err.message}; no value is held within maxStale ({format_duration(self.max_stale)}) for {missing} "
+            f"of the {len(names)} secrets listed last"
+        )
 
     def _listing(self, limit: int | None, view: View, now: float, *, stale: bool) -> dict[str, _Entry] | None:
         """The latest BulkGet's entries for this `limit` and `view`: fresh ones, or (stale) ones within maxStale."""
@@ -510,14 +680,19 @@ class CachedStore:
             bulk_get = getattr(self.store, "bulk_get", None)
             if bulk_get is None:
                 raise FailedPrecondition(f"the {self.backend} reads behind this cache cannot list secrets")
-            read = bulk_get(limit) if view == DEFAULT_VIEW else bulk_get(limit, view)
-            every = await self._call("bulk_get", read, timeout)
-        except (Unavailable, DeadlineExceeded):
+            args: tuple[Any, ...] = (limit,) if view == DEFAULT_VIEW else (limit, view)
+            if getattr(self.store, "bulk_fallback", False) and self.ttl > 0:
+                # Secrets the backend lists but cannot read now are answered from held values.
+                call = bulk_get(*args, fallback=functools.partial(self._held_value, view=view))
+            else:
+                call = bulk_get(*args)
+            every = await self._call("bulk_get", call, timeout)
+        except (Unavailable, DeadlineExceeded) as err:
             now = self.clock()
             stale = self._listing(limit, view, now, stale=True) if self.ttl > 0 else None
             if stale is not None:
                 return self._stale_listing(stale, now)
-            raise
+            raise self._bulk_failure(err, limit, view, now) from None
         self._fresh_again()
         for name, data in every.items():
             self._remember((name, None, view), data)

@@ -1,9 +1,6 @@
-// The Go module that builds secretbridge's daprd. The github.com/dapr/dapr requirement is the pinned daprd
-// version, and the only place it is named. To change it, edit that version here and run
-// `python3 tools/daprd/get_daprd.py --resolve`, which rewrites this file and go.sum (`go mod tidy` would
-// resolve every build tag, i.e. all of dapr's components). The replace directives of dapr's own go.mod are
-// not copied: none of the modules they name is compiled into this build, which links only the packages
-// daprd's runtime and the two registered secret stores import.
+// An earlier daprd release that secretbridge's version matrix (`make compat`) still runs. The pin, the release
+// `make test` runs, is in ../../go.mod. This folder's name and the github.com/dapr/dapr requirement below must
+// agree; `python3 tools/daprd/get_daprd.py --resolve --release 1.16.5` rewrites this file and go.sum.
 
 module secretbridge/tools/daprd
 
