@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock daprd clean mutants
+.PHONY: setup run test lint bench soak proto docs lock daprd clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The fault soak (bench/soak, issue 21): `make soak SOAK_MINUTES=2` for a short run. The app reads through
+# daprd when one can be had (found, or built once); without one the soak says so and runs the rest.
+SOAK_MINUTES ?= 10
+soak: setup
+	@daprd="$$($(PYTHON) tools/daprd/get_daprd.py)" || daprd=""; \
+	exec $(PY) -m bench.soak --minutes $(SOAK_MINUTES) $${daprd:+--daprd "$$daprd"} $${daprd:---no-daprd}
 
 # Plants the bugs listed in tests/mutants.py one at a time in a copy of the tree and reports which the
 # tests catch; every one must be caught (not part of `make test`: it runs tests once per bug).
