@@ -73,6 +73,9 @@ class Clock:
 
 
 async def make(instance: str = "cache-test", **raw: str) -> tuple[CachedStore, ScriptedStore, Clock]:
+    # A read past its TTL waits for its refresh: the scripted backend always answers within this
+    # (tests of the bound itself set it).
+    raw.setdefault("staleWait", "10s")
     metadata = parse_metadata(CACHE_PROPERTIES, raw)
     store = ScriptedStore(metadata, instance=instance)
     cached = CachedStore(store, metadata, instance=instance)
@@ -286,9 +289,15 @@ async def test_during_an_outage_expired_keys_are_answered_at_once_and_refreshed_
     await cached.get("b")
     store.gate = asyncio.Event()  # the backend hangs
     clock.now += 11
-    # The first expired read finds out the hard way (a timeout), and is answered stale.
+    # The first expired read waits staleWait at most for its refresh, and is answered stale;
+    # the refresh goes on until requestTimeout says the backend is failing.
     assert await cached.get("a") == {"a": "A"}
-    # From then on an expired key does not wait on the failing backend: even the
+    for _ in range(500):
+        if cached.failing() is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert cached.failing() is not None
+    # From then on an expired key does not wait on the failing backend at all: even the
     # worker-thread fast path answers it, and one background refresh per key goes out.
     calls_before = store.calls["b"]
     assert cached.peek("b", None) == {"b": "B"}

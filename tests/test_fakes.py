@@ -6,6 +6,8 @@ If these pass, a keyvault-store test that fails is about the store, not the fake
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import math
 import time
 from collections.abc import Iterator
 
@@ -23,6 +25,7 @@ from azure.keyvault.secrets._shared import http_challenge_cache
 from azure.keyvault.secrets.aio import SecretClient as AsyncSecretClient
 
 from tests.fakes import IDENTITY_ENV_VARS, FakeKeyVault, FakeManagedIdentity, TestCertificates
+from tests.support import eventually
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +238,26 @@ async def test_async_imds_style(certs: TestCertificates, monkeypatch: pytest.Mon
             assert (await client.get_secret("imds-secret")).value == "yes"
         (request,) = fake.requests
         assert request.style == "imds" and request.client_id == "cid-9"
+
+
+def test_a_held_request_gets_no_answer_until_released(vault: FakeKeyVault, certs: TestCertificates) -> None:
+    vault.set_secret("held", "v")
+    client = sync_client(vault, certs)
+    client.get_secret("held")  # the challenge and the token are done before the hold
+    vault.hold()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(lambda: client.get_secret("held").value)
+        assert eventually(lambda: vault.held == 1)
+        assert not answer.done()  # accepted, read, and not answered
+        vault.release()
+        assert answer.result(timeout=30) == "v"
+    assert vault.held == 0
+
+
+def test_the_identity_endpoint_can_fail_until_told(identity: FakeManagedIdentity) -> None:
+    identity.fail(math.inf, 503)
+    for _ in range(3):
+        with pytest.raises(ClientAuthenticationError):
+            ManagedIdentityCredential(retry_total=0).get_token("https://vault.azure.net/.default")
+    identity.fail(0)
+    assert ManagedIdentityCredential(retry_total=0).get_token("https://vault.azure.net/.default").token

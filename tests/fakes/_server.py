@@ -45,6 +45,9 @@ class BackgroundServer:
         self._port: int | None = None
         self._up = False
         self.lock = threading.Lock()
+        # hold(): requests arriving wait on this gate (made on the server's loop) until release().
+        self._gate: asyncio.Event | None = None
+        self._held = 0
 
     # -- to override ------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -103,6 +106,51 @@ class BackgroundServer:
     @property
     def is_up(self) -> bool:
         return self._up
+
+    def hold(self) -> None:
+        """Hold every request that arrives from now on open, unanswered, until `release()`.
+
+        The connection is accepted and the request read, but no answer comes: a hung service.
+        Tests use it to show that a caller did not wait on the backend (its answer came while
+        the backend's request was still held), without measuring time. `held` says how many
+        requests are waiting.
+        """
+        self._call(self._set_gate(hold=True))
+
+    def hang(self) -> None:
+        """The service hangs: as `hold()` (accepts, never answers) until `release()`."""
+        self.hold()
+
+    def release(self) -> None:
+        """Answer the held requests (and every later one) as usual again."""
+        self._call(self._set_gate(hold=False))
+
+    @property
+    def held(self) -> int:
+        """Requests being held open by `hold()` now."""
+        with self.lock:
+            return self._held
+
+    async def _set_gate(self, *, hold: bool) -> None:
+        if hold:
+            if self._gate is None:
+                self._gate = asyncio.Event()
+        elif self._gate is not None:
+            self._gate.set()
+            self._gate = None
+
+    async def _hold_point(self) -> None:
+        """Wait here while the test holds requests (see `hold`)."""
+        gate = self._gate
+        if gate is None:
+            return
+        with self.lock:
+            self._held += 1
+        try:
+            await gate.wait()
+        finally:
+            with self.lock:
+                self._held -= 1
 
     def raise_priority(self, niceness: int = -10) -> bool:
         """Run the server's thread at `niceness` (Linux, with CAP_SYS_NICE); False when not allowed.
@@ -165,6 +213,7 @@ class BackgroundServer:
             if request.transport is not None:
                 request.transport.abort()
             raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is gone
+        await self._hold_point()
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -180,6 +229,7 @@ class BackgroundServer:
                 connection.force_close()
 
     async def _stop(self) -> None:
+        await self._set_gate(hold=False)
         if self._runner is not None:
             await self._go_down()
             await self._runner.cleanup()

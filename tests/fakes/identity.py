@@ -169,7 +169,7 @@ class FakeManagedIdentity(BackgroundServer):
         self.system_assigned = system_assigned
         self.lifetime = lifetime
         self._requests: list[TokenRequest] = []
-        self._fail_left = 0
+        self._fail_left: float = 0
         self._fail_status = 500
 
     # -- control API ------------------------------------------------------------------------------
@@ -193,8 +193,10 @@ class FakeManagedIdentity(BackgroundServer):
         with self.lock:
             return list(self._requests)
 
-    def fail(self, n: int, status: int = 500) -> None:
-        """Answer the next `n` token requests with `status` and an error body."""
+    def fail(self, n: float, status: int = 500) -> None:
+        """Answer the next `n` token requests with `status` and an error body; `math.inf`: every one
+        until `fail(0)` (the endpoint is down but answers; `go_down` refuses connections, `hold`
+        accepts them and never answers)."""
         with self.lock:
             self._fail_left = n
             self._fail_status = status

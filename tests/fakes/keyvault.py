@@ -18,8 +18,10 @@ Failure injection for tests: `set_latency`, `throttle` (429 Throttled, optionall
 `limit` (a vault-wide allowance of n requests per window, as Key Vault's service limit: past it,
 429 with the time left in the window as Retry-After; Key Vault sends whole seconds, the double the
 exact time left with millisecond precision, so a client that honours it can be judged against the floor),
-`fail` (5xx), `forbid` (403 ForbiddenByRbac, or AccessDenied for a vault using access policies), and
-`go_down`/`come_up`. `go_down` closes the listening socket and drops open connections, so clients
+`fail` (5xx; `fail(math.inf)` is an outage until `fail(0)`), `forbid` (403 ForbiddenByRbac, or
+AccessDenied for a vault using access policies), `hold`/`hang` and `release` (requests are accepted and
+held open, unanswered, until released: a hung vault, and the way a test shows a caller did not wait
+on the vault), and `go_down`/`come_up`. `go_down` closes the listening socket and drops open connections, so clients
 see *connection refused* (not a 503): that is what an unreachable vault looks like to the SDK.
 
 Injected throttling and failures apply to authenticated requests only, so "the next n requests"
@@ -145,7 +147,7 @@ class FakeKeyVault(BackgroundServer):
         self._latency = 0.0
         self._throttle_left = 0
         self._retry_after: float | None = None
-        self._fail_left = 0
+        self._fail_left: float = 0
         self._redirect_left = 0
         self._redirect_to = ""
         self._fail_status = 503
@@ -274,8 +276,9 @@ class FakeKeyVault(BackgroundServer):
         self._window_used += 1
         return None
 
-    def fail(self, n: int, status: int = 503) -> None:
-        """Answer the next `n` authenticated requests with `status` (5xx, no Retry-After)."""
+    def fail(self, n: float, status: int = 503) -> None:
+        """Answer the next `n` authenticated requests with `status` (5xx, no Retry-After);
+        `math.inf`: every one until `fail(0)`."""
         with self.lock:
             self._fail_left = n
             self._fail_status = status

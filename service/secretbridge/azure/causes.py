@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -169,6 +169,11 @@ def describe_cause(exc: BaseException, where: str | None = None) -> str | None:
     return None
 
 
+def failing_status(status: int) -> bool:
+    """An answer that says a vault (or a token endpoint) is failing, rather than deciding something."""
+    return status >= 500 or status in (408, 429)
+
+
 class CauseAwareRetryPolicy(AsyncRetryPolicy):
     """azure-core's retries, except for failures that do not heal within a call (`PERMANENT_CAUSES`).
 
@@ -176,9 +181,24 @@ class CauseAwareRetryPolicy(AsyncRetryPolicy):
     the same way on every attempt; the SDK's backoff (0, 1.6, 3.2 s ...) would only spend the
     caller's requestTimeout, and the app would see DEADLINE_EXCEEDED instead of the cause. Used by
     the vault clients and (as `retry_policy_class`) the token endpoints' pipelines.
+
+    `on_failure(cause)` hears of every failed attempt as it happens (a 5xx or 429 answer, a
+    transport failure), the first one included: the token endpoints' pipelines report there
+    (`azure.health`), so an identity endpoint that fails is known before the retries run out.
     """
 
+    def __init__(self, *, on_failure: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_failure = on_failure
+
     def increment(self, settings: Any, response: Any = None, error: Exception | None = None) -> bool:
+        if self.on_failure is not None:
+            if error is not None:
+                self.on_failure(describe_cause(error) or f"the request failed ({classify_cause(error).value})")
+            else:
+                status = getattr(getattr(response, "http_response", None), "status_code", None)
+                if isinstance(status, int) and failing_status(status):
+                    self.on_failure(f"the endpoint answered {status}")
         if error is not None and classify_cause(error) in PERMANENT_CAUSES:
             return False
         return bool(super().increment(settings, response=response, error=error))

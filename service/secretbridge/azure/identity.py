@@ -45,6 +45,7 @@ import asyncio
 import base64
 import binascii
 import contextvars
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -58,6 +59,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
 from secretbridge.azure.causes import CauseAwareRetryPolicy, describe_cause
+from secretbridge.azure.health import identity_health
 from secretbridge.azure.hosts import AUTHORITY_HOSTS, AzureEnvironment, check_environment, parse_environment
 from secretbridge.azure.redaction import remember, safe_cause, scrub_azure_logs
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument
@@ -474,7 +476,10 @@ def build_credential(
     usable = _usable(plan_identity(metadata, env))
     environment = environment_of(metadata)
     # A token endpoint that does not resolve or refuses: fail now, naming it (IMDS keeps its own).
-    client_kwargs.setdefault("retry_policy_class", CauseAwareRetryPolicy)
+    # Every failed token attempt marks the identity failing at once (azure/health.py), for every
+    # instance that uses it, so reads with a value held stop waiting on it.
+    mark = identity_health(describe_identity(metadata, env))
+    client_kwargs.setdefault("retry_policy_class", functools.partial(CauseAwareRetryPolicy, on_failure=mark.failed))
     authority: dict[str, str] = {}
     if environment is not AzureEnvironment.PUBLIC:
         authority["authority"] = AUTHORITY_HOSTS[environment]

@@ -102,6 +102,10 @@ class ReferenceReader:
         found = await reader.get(secret, version)
         return {key: found.value}
 
+    def failing(self) -> str | None:
+        """Why a vault references name, or the identity, is failing now, or None (see `VaultReader.failing`)."""
+        return next((cause for reader in list(self._readers.values()) if (cause := reader.failing())), None)
+
     async def check(self) -> None:
         """Nothing to reach until a reference names a vault; the references themselves prove it."""
 

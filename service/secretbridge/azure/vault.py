@@ -52,6 +52,7 @@ from secretbridge.azure.causes import (
     describe_cause,
     forbidden_kind,
 )
+from secretbridge.azure.health import HealthPolicy, identity_health, vault_health
 from secretbridge.azure.hosts import is_azure_vault_host
 from secretbridge.azure.identity import TokenRequestError
 from secretbridge.azure.redaction import safe_cause
@@ -253,15 +254,26 @@ class VaultReader:
         )
         self.max_retries = max_retries
         self._metadata = metadata
-        # Every request to this vault host, from any instance in the process, spends one budget.
-        self.budget = budget_for(urlsplit(self.vault_url).netloc)
+        # Every request to this vault host, from any instance in the process, spends one budget
+        # and reports to one health mark (azure/health.py), as does the identity's token endpoint.
+        netloc = urlsplit(self.vault_url).netloc
+        self.budget = budget_for(netloc)
+        self.health = vault_health(netloc)
+        self.identity_health = identity_health(identity)
+        timeout = metadata.get("requestTimeout") if metadata is not None else None
+        # An attempt unanswered for its share of requestTimeout counts as failing (a hung vault).
+        share = float(timeout) / (max_retries + 1) if timeout else None
+
+        def health() -> HealthPolicy:
+            return HealthPolicy(self.health, self.identity_health, share)
+
         # Each pipeline needs policies of its own (a policy links to the next one in its pipeline).
         def retries() -> CauseAwareRetryPolicy:
             return CauseAwareRetryPolicy(retry_total=max_retries, retry_status=max_retries)
 
         self._client = SecretClient(
             self.vault_url, credential, transport=transport, verify_challenge_resource=verify_challenge_resource,
-            retry_policy=retries(), per_retry_policies=[BudgetPolicy(self.budget)],
+            retry_policy=retries(), per_retry_policies=[health(), BudgetPolicy(self.budget)],
         )
         self._api_version: str = self._client.api_version
         # What the SDK's UserAgentPolicy sends (with AZURE_HTTP_USER_AGENT when set), made once.
@@ -275,9 +287,15 @@ class VaultReader:
         # not redirect (a token must not follow one anywhere: a 3xx is a failure).
         self._pipeline: AsyncPipeline[HttpRequest, Any] = AsyncPipeline(transport, [
             retries(),
+            health(),
             BudgetPolicy(self.budget),
             AsyncChallengeAuthPolicy(credential, verify_challenge_resource=verify_challenge_resource),
         ])
+
+    def failing(self) -> str | None:
+        """Why this vault (or the identity's token endpoint) is failing now, or None: from the
+        latest attempt of any client in the process (`azure.health`)."""
+        return self.health.failing or self.identity_health.failing
 
     async def get(self, name: str, version: str | None = None, *, shown: str | None = None) -> VaultSecret:
         """The latest (or `version`) of the vault secret `name`; raises `NotFound`, ... (see `error`)."""

@@ -347,6 +347,13 @@ class KeyVaultStore(SecretStore):
         """List one secret: proves the vault is reachable and the identity may list."""
         await self.reader.check()
 
+    def failing(self) -> str | None:
+        """Why the vault or the identity is failing now (from any instance's latest attempt), or None.
+
+        The cache answers a read past its TTL from a held value without waiting while this says so."""
+        reader = self._reader
+        return reader.failing() if reader is not None else None
+
     # -- names and values -------------------------------------------------------------------------
     def vault_name(self, name: str) -> str:
         """The vault's name for the app's `name` (mapping + prefix), or `InvalidArgument` saying why."""

@@ -17,7 +17,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from secretbridge.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, SecretStoreError, Unavailable
+from secretbridge.core.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    SecretStoreError,
+    Unavailable,
+)
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import show_name
 from secretbridge.runtime.metrics import (
@@ -59,6 +66,10 @@ STALE_LOG_EVERY = 30.0
 class Source(Protocol):
     """What the cache reads through: a backend's store, or the Key Vault reference reader.
 
+    A source may also say whether its backend is failing now, `failing() -> str | None` (the cause,
+    known from the first failed attempt of any client sharing that backend, None once it answers):
+    while it says so, reads past their TTL are answered from held values without waiting.
+
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
     a fingerprint that changes with it), leaving out names it does not hold, together with the
@@ -92,22 +103,36 @@ _Key = tuple[str, str | None]
 
 class CachedStore:
     """A store behind a per-instance cache with single-flight, negative caching,
-    stale-on-error, refresh-ahead, a concurrency bound and per-call timeouts.
+    stale-while-revalidate, stale-if-error, refresh-ahead, a concurrency bound and per-call timeouts.
 
     `peek` is the fast path and may be called from any thread (the gRPC
     workers); everything else runs on the event loop the instance was built on.
-    Only backend unavailability (`Unavailable`, `DeadlineExceeded`) is answered
-    with a stale value: a secret that was disabled, deleted or whose access was
-    revoked is a decision, and is surfaced at once.
+
+    The rule under faults (RFC 5861): a read that can be answered from a held value never waits
+    on a failing backend. A read past its TTL with a value within maxStale starts (or joins) the
+    one refresh of its key and waits for it at most `staleWait`, then gets the held value; while
+    the backend is known to be failing (`Source.failing`, or the latest call here failed) it gets
+    the held value at once. Only a read with nothing held waits for the backend; such reads of
+    distinct keys are the backend work `work_limit` bounds (many readers of one key are one piece
+    of work). Only backend unavailability (`Unavailable`, `DeadlineExceeded`) is answered with a
+    stale value: a secret that was disabled, deleted or whose access was revoked is a decision,
+    surfaced at once, and its held value is dropped.
     """
 
-    def __init__(self, store: Source, metadata: ParsedMetadata, *, instance: str) -> None:
+    def __init__(
+        self, store: Source, metadata: ParsedMetadata, *, instance: str, work_limit: int | None = None
+    ) -> None:
         self.store = store
         self.instance = instance
         self.backend = store.backend
         self.ttl: float = metadata["cacheTTL"]
         self.negative_ttl: float = metadata["negativeCacheTTL"]
         self.max_stale: float = metadata["maxStale"]
+        self.stale_wait: float = metadata["staleWait"]
+        #: The most distinct backend reads for keys with nothing held (and bulk reads) at once; past
+        #: it a new one is refused with ResourceExhausted (None: no bound beyond maxConcurrentRequests).
+        self.work_limit = work_limit
+        self._backend_failing: Callable[[], str | None] | None = getattr(store, "failing", None)
         self.max_entries: int = metadata["cacheMaxEntries"]
         self.change_detection = bool(metadata.get("changeDetection", True)) and hasattr(store, "markers")
         self.timeout: float = metadata["requestTimeout"]
@@ -125,6 +150,8 @@ class CachedStore:
         self._list_pages: int | None = None
         self._entries: dict[_Key, _Entry] = {}
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
+        # Keys in `_inflight` whose read was started by a reader with nothing held (counted work).
+        self._misses: set[_Key] = set()
         self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
         self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
@@ -163,14 +190,26 @@ class CachedStore:
         self._hits.inc()
         return entry.data
 
+    def failing(self) -> str | None:
+        """Why the backend is failing now (any thread), or None: this cache's latest call failed, or
+        the source knows it from the first failed attempt of any client sharing the backend."""
+        if self._outage is not None:
+            return self._outage.message
+        return self._backend_failing() if self._backend_failing is not None else None
+
+    def _servable(self, entry: _Entry, now: float) -> bool:
+        """Whether an expired entry still holds a value maxStale allows serving."""
+        return entry.data is not None and now - entry.expires_at <= self.max_stale
+
     def _stale_now(self, entry: _Entry, now: float) -> bool:
         """Whether an expired entry is answered at once: the backend is failing and maxStale allows it.
 
-        Without this, every expired key would wait out a failing backend call (up to
-        requestTimeout) before getting the same stale value, holding a gRPC worker
-        all the while. One background refresh per key finds out when the backend is back.
+        Without this, every expired key would wait for a failing backend (staleWait, or the
+        whole call for reads racing the first failure) before getting the same stale value,
+        holding a gRPC worker all the while. One background refresh per key finds out when the
+        backend is back.
         """
-        return self._outage is not None and entry.data is not None and now - entry.expires_at <= self.max_stale
+        return self._servable(entry, now) and self.failing() is not None
 
     @staticmethod
     def _claim_refresh(entry: _Entry, now: float) -> bool:
@@ -195,16 +234,60 @@ class CachedStore:
                 self._refresh_ahead(key)
             self._hits.inc()
             return entry.data
-        if entry is not None and self._stale_now(entry, now):
-            if self._claim_refresh(entry, now):
-                self._refresh_ahead(key)
-            return self._stale_hit(name, entry, now)
+        if entry is not None and self._servable(entry, now):
+            return await self._revalidate_or_stale(key, entry, now)
         CACHE_LOOKUPS.labels(self.instance, "miss").inc()
         task = self._inflight.get(key)
         if task is None:
+            self._admit_work()
             task = self._start(key)
+            self._misses.add(key)
+            task.add_done_callback(lambda _t: self._misses.discard(key))
         # shield: one caller giving up must not cancel the read the others wait on.
         return await asyncio.shield(task)
+
+    async def _revalidate_or_stale(self, key: _Key, entry: _Entry, now: float) -> dict[str, str]:
+        """A read past its TTL with a value held (stale-while-revalidate): the held value at once
+        while the backend is failing, else the refresh's answer if it comes within staleWait, else
+        the held value. A refresh that finds the secret deleted or disabled drops the entry and its
+        answer (the error) is what the reader gets."""
+        name = key[0]
+        if self.failing() is not None or self.stale_wait <= 0:
+            if self._claim_refresh(entry, now):
+                self._refresh_ahead(key)
+            return self._stale_hit(name, entry, now)
+        task = self._inflight.get(key)
+        if task is None:
+            entry.refreshing = True
+            task = self._refresh_one(key)
+        try:
+            async with asyncio.timeout(self.stale_wait):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            pass
+        held = self._entries.get(key)
+        if held is None or held.data is None:  # dropped meanwhile (deleted, disabled): ask again
+            return await self.get(*key)
+        now = self.clock()
+        if now < held.expires_at:  # answered just as the bound ran out
+            return held.data
+        return self._stale_hit(name, held, now)
+
+    def work_in_flight(self) -> int:
+        """Backend reads out now for keys nothing was held for, and bulk reads (what `work_limit` bounds)."""
+        return len(self._misses) + len(self._bulk_inflight)
+
+    def _admit_work(self) -> None:
+        """Refuse a new backend read for a key with nothing held when `work_limit` are already out."""
+        if self.work_limit is None:
+            return
+        out = self.work_in_flight()
+        if out >= self.work_limit:
+            raise ResourceExhausted(
+                f"the {self.backend} backend is saturated: {out} reads of distinct secrets with no value held "
+                f"are already waiting on it, this instance's share of the server's workers; retry once some "
+                "have finished (reads of secrets already held are still answered)"
+            )
 
     def _start(self, key: _Key) -> asyncio.Task[dict[str, str]]:
         task = self._loop.create_task(self._load(key))
@@ -223,20 +306,27 @@ class CachedStore:
             return
         self._refresh_one(key)
 
-    def _refresh_one(self, key: _Key) -> None:
-        if key in self._inflight:
-            return
+    def _refresh_one(self, key: _Key) -> asyncio.Task[dict[str, str]]:
+        task = self._inflight.get(key)
+        if task is not None:
+            return task
+
+        before = self._entries.get(key)
 
         def done(task: asyncio.Task[dict[str, str]]) -> None:
-            failed = task.cancelled() or task.exception() is not None
-            REFRESHES.labels(self.instance, "error" if failed else "ok").inc()
             entry = self._entries.get(key)
+            # Answered with the held value (stale-if-error) is a failed refresh too: the entry
+            # is the same one, not a new reading.
+            failed = task.cancelled() or task.exception() is not None or (entry is not None and entry is before)
+            REFRESHES.labels(self.instance, "error" if failed else "ok").inc()
             if failed and entry is not None:
                 # Try again a little later rather than on every read.
                 entry.refreshing = False
                 entry.refresh_at = self.clock() + min(max(self.ttl / 10, 0.1), 5.0)
 
-        self._start(key).add_done_callback(done)
+        task = self._start(key)
+        task.add_done_callback(done)
+        return task
 
     async def _load(self, key: _Key) -> dict[str, str]:
         name, version = key
@@ -253,6 +343,10 @@ class CachedStore:
             stale = self._entries.get(key)
             if stale is not None and stale.data is not None:
                 return self._serve_stale(name, stale, err)
+            raise
+        except SecretStoreError:
+            # Disabled, refused, forbidden: the backend decided; the old value is not served again.
+            self._entries.pop(key, None)
             raise
         self._fresh_again()
         self._remember(key, data)
@@ -456,6 +550,7 @@ class CachedStore:
                 return self._stale_listing(stale, now)
         task = self._bulk_inflight.get(limit)
         if task is None:
+            self._admit_work()
             task = self._loop.create_task(self._load_bulk(limit))
             self._bulk_inflight[limit] = task
             task.add_done_callback(

@@ -195,12 +195,15 @@ class Health:
 
 
 async def build_instance(
-    name: str, raw: Mapping[str, str], policy: OperatorPolicy = STRICT, *, recovering: bool = False
+    name: str, raw: Mapping[str, str], policy: OperatorPolicy = STRICT, *, recovering: bool = False,
+    work_limit: int | None = None,
 ) -> Instance:
     """Validate a Component's metadata and open its store (raises the project's errors).
 
     A recovered instance passed failFast at its Init; checking again while the backend is
-    down would lose it for good (daprd will not Init it again), so it only probes.
+    down would lose it for good (daprd will not Init it again), so it only probes. A remote
+    store's cache takes at most `work_limit` distinct backend reads for keys it holds nothing for
+    at once (the instance's share of the server's workers).
     """
     valid = stores.validate_component(raw, policy)
     cls, metadata = valid.cls, valid.metadata
@@ -209,7 +212,7 @@ async def build_instance(
     resolver = references_resolver(metadata, instance=name) if cls.wants_resolver(metadata) else None
     store = cls(metadata, instance=name, resolver=resolver, policy=policy)
     store.on_notice = notice_counter(name, cls.backend)
-    cached = CachedStore(store, metadata, instance=name) if cls.remote else None
+    cached = CachedStore(store, metadata, instance=name, work_limit=work_limit) if cls.remote else None
     try:
         await store.open()
         if metadata.get("failFast") and not recovering:
@@ -266,9 +269,12 @@ class Instances:
         max_instances: int = DEFAULT_MAX_INSTANCES,
         state: StateStore | None = None,
         policy: OperatorPolicy = STRICT,
+        work_limit: int | None = None,
     ) -> None:
         #: What the operator allowed `serve`; handed to every backend at Init.
         self.policy = policy
+        #: Each remote instance's bound on distinct backend reads with nothing held (see build_instance).
+        self.work_limit = work_limit
         self._by_name: dict[str, Instance] = {}
         self._write_lock = threading.Lock()
         self._init_locks: dict[str, asyncio.Lock] = {}
@@ -351,7 +357,7 @@ class Instances:
         try:
             async with lock:
                 try:
-                    instance = await build_instance(name, raw, self.policy)
+                    instance = await build_instance(name, raw, self.policy, work_limit=self.work_limit)
                 except BaseException:
                     old = self._swap(name, None)
                     if old is not None:
@@ -448,7 +454,9 @@ class Instances:
                     return  # an Init came first and replaced what was saved
                 try:
                     async with asyncio.timeout(RECOVERY_WAIT):
-                        instance = await build_instance(name, item.metadata, self.policy, recovering=True)
+                        instance = await build_instance(
+                            name, item.metadata, self.policy, recovering=True, work_limit=self.work_limit
+                        )
                 except Exception as err:
                     if isinstance(err, SecretStoreError):
                         cause = err.message

@@ -9,11 +9,19 @@ components with it) and the standard health service.
 Errors are mapped to status codes here and only here; the message names the
 instance, the backend and the secret, because daprd shows callers only text.
 
-Bulkhead: a call that has to wait on the I/O loop (a miss, a bulk read, Init) holds its
-worker thread until the backend answers, so one slow instance could otherwise take every
-worker and stall the others' cache hits. Each instance may hold at most its share of the
-workers (`Admission`); a call beyond that fails at once with RESOURCE_EXHAUSTED naming the
-instance, without taking a worker from anyone else.
+Bulkhead: it counts backend work, not waiters. A call that has to wait on the I/O loop holds
+its worker thread until it is answered, so one slow instance could otherwise take every worker
+and stall the others' cache hits.
+- A remote (cached) instance's cache bounds its own backend work: reads of distinct secrets it
+  holds nothing for, and bulk reads, at most the instance's share of the workers at once
+  (`instance_share`); a new one past that fails at once with RESOURCE_EXHAUSTED saying the
+  backend is saturated. Many callers waiting on one single-flight read are one piece of work,
+  and a read answered from a held value (within staleWait at most) takes no share. Their waits
+  are "shared" waits for the worker pool (`waiting(shared=True)`): each lends the pool a thread
+  beyond `--workers`, so waiters never leave the other instances without a worker.
+- Any other call waiting on the loop (Init, local stores' reads on a slow filesystem) holds one
+  of its instance's places (`Admission`); a call beyond the share fails at once with
+  RESOURCE_EXHAUSTED naming the instance, without taking a worker from anyone else.
 """
 
 from __future__ import annotations
@@ -207,6 +215,10 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
         return f"{method} on {where}: {cause}"
 
     def _run(self, instance: Instance, coro: Any) -> Any:
+        if instance.cached is not None:
+            # The cache admits backend work itself (see the module docstring).
+            with waiting(shared=True):
+                return self.io.run(coro, instance.call_timeout)
         try:
             with self.admission.enter(instance.name), waiting():
                 return self.io.run(coro, instance.call_timeout)
@@ -403,6 +415,7 @@ class SecretBridgeServer:
             max_instances=options.max_instances,
             state=StateStore(state) if state is not None else None,
             policy=options.policy,
+            work_limit=instance_share(options.workers),
         )
         self.admission = Admission(options.workers)
         self.health = health.HealthServicer()

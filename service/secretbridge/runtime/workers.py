@@ -23,6 +23,8 @@ from typing import Any
 #: Workers busy at once outside `waiting()`: enough to keep gRPC's receive and send waits
 #: overlapped, few enough that the GIL is not passed around (bench/ (a): 4 was the best of 4 and 16).
 RUNNING_WORKERS = 4
+#: Threads beyond `max_workers` that shared waits may lend the pool, as a multiple of `max_workers`.
+SHARED_OVERFLOW = 4
 
 _Work = tuple[futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -49,6 +51,7 @@ class WorkerPool(futures.Executor):
         self._busy = 0  # running a call, not inside waiting()
         self._idle = 0  # waiting for a call
         self._woken = 0  # idle workers notified but not yet back on the lock
+        self._shared = 0  # workers inside waiting(shared=True): each lends the pool one thread
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
@@ -67,7 +70,7 @@ class WorkerPool(futures.Executor):
             if self._idle > self._woken:
                 self._woken += 1
                 self._ready.notify()
-            elif len(self._threads) < self.max_workers:
+            elif len(self._threads) < self.max_workers + min(self._shared, self.max_workers * SHARED_OVERFLOW):
                 self._woken += 1  # counted as woken until it first takes the lock
                 thread = threading.Thread(
                     target=self._worker, name=f"{self._prefix}_{len(self._threads)}", daemon=True
@@ -107,9 +110,10 @@ class WorkerPool(futures.Executor):
                 self._woken = max(0, self._woken - 1)
 
     @contextlib.contextmanager
-    def _stepped_out(self) -> Iterator[None]:
+    def _stepped_out(self, shared: bool) -> Iterator[None]:
         with self._lock:
             self._busy -= 1
+            self._shared += shared
             self._start_more()
         try:
             yield
@@ -117,6 +121,7 @@ class WorkerPool(futures.Executor):
             with self._lock:
                 # Back at once, even past `running`: its answer is in and should go out now.
                 self._busy += 1
+                self._shared -= shared
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -132,12 +137,16 @@ class WorkerPool(futures.Executor):
                     thread.join()
 
 
-def waiting() -> contextlib.AbstractContextManager[None]:
+def waiting(shared: bool = False) -> contextlib.AbstractContextManager[None]:
     """Mark the calling worker as waiting (on the I/O loop), so that another may start a call meanwhile.
 
-    A no-op on any thread that is not a `WorkerPool`'s.
+    `shared`: the wait is bounded by someone else's count of backend work (a cache's single-flight
+    reads, a held value's staleWait), not by the pool's: while it lasts the pool may run one thread
+    more than `max_workers` (up to SHARED_OVERFLOW times as many), so many callers waiting on one
+    piece of work never leave other calls without a thread. A no-op on any thread that is not a
+    `WorkerPool`'s.
     """
     pool: WorkerPool | None = getattr(_current, "pool", None)
     if pool is None:
         return contextlib.nullcontext()
-    return pool._stepped_out()
+    return pool._stepped_out(shared)
