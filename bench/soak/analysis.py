@@ -3,10 +3,10 @@
 Each read belongs to the phase in which it was sent. Three kinds of read are set apart from the
 failures the targets count, each by a rule stated in the report:
 
-- *during restart*: sent between the `kill -9` and the moment the restarted server's socket accepted
-  a connection, plus the socket callers' reconnect backoff (`callers.RECONNECT_BACKOFF_MS`); for the
-  app, until its first good read through daprd after the socket was back (daprd reconnects on its
-  own schedule; that delay is printed);
+- *during restart*: in flight at some moment between the `kill -9` and the moment the restarted
+  server's socket accepted a connection, plus the socket callers' reconnect backoff
+  (`callers.RECONNECT_BACKOFF_MS`); for the app, until its first good read through daprd after the
+  socket was back (daprd reconnects on its own schedule; that delay is printed);
 - *expected*: a read of a deleted (disabled) secret answered NOT_FOUND (FAILED_PRECONDITION) once
   the vault said so; such a name answered with a value *after* a read of it had been refused is
   counted as served after deletion, and any other code as a failure;
@@ -36,6 +36,8 @@ TARGET_RSS_GROWTH = 0.10
 #: RSS is compared as the median of this many samples at each end (one a second), so one sample's noise
 #: (a garbage collection, a burst of replies) is not read as growth.
 RSS_SAMPLES = 10
+#: How many failures each tally keeps an example of.
+FIRST_FAILURES = 10
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Tally:
     during_restart: Counter[str] = field(default_factory=Counter)
     expected: Counter[str] = field(default_factory=Counter)
     served_after_doom: int = 0
+    #: The first failures counted: (seconds into the phase it was sent, code), to see where they fall.
+    first_failures: list[tuple[float, str]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     kv_latencies: list[float] = field(default_factory=list)
 
@@ -56,6 +60,7 @@ class Tally:
         self.during_restart.update(other.during_restart)
         self.expected.update(other.expected)
         self.served_after_doom += other.served_after_doom
+        self.first_failures += other.first_failures[: max(0, FIRST_FAILURES - len(self.first_failures))]
         self.latencies += other.latencies
         self.kv_latencies += other.kv_latencies
 
@@ -67,6 +72,7 @@ class Tally:
             "during_restart": dict(self.during_restart),
             "expected": dict(self.expected),
             "served_after_doom": self.served_after_doom,
+            "first_failures": [(round(at, 3), code) for at, code in self.first_failures],
             "p50_ms": percentile(every, 0.50) * 1e3,
             "p99_ms": percentile(every, 0.99) * 1e3,
             "max_ms": (every[-1] if every else 0.0) * 1e3,
@@ -130,7 +136,9 @@ def tally(raw: dict[str, Any], records: Records) -> list[dict[int, Tally]]:
         outcome = names[records.outcome[i]]
         target = records.target[i]
         counts.reads += 1
-        if outcome != "OK" and any(lo <= sent <= hi for lo, hi in windows[records.source[i]]):
+        # In flight at some moment of a restart window: sent before its end, answered after the kill.
+        done = sent + records.took[i]
+        if outcome != "OK" and any(sent <= hi and done >= lo for lo, hi in windows[records.source[i]]):
             counts.during_restart[outcome] += 1
             continue
         if target in doomed and sent >= doomed[target][0]:
@@ -147,6 +155,8 @@ def tally(raw: dict[str, Any], records: Records) -> list[dict[int, Tally]]:
                 refusals[target]["wrong"][outcome] += 1
         elif outcome != "OK":
             counts.failed[outcome] += 1
+            if len(counts.first_failures) < FIRST_FAILURES:
+                counts.first_failures.append((sent - phases[max(at, 0)]["start"], outcome))
         took = records.took[i]
         counts.latencies.append(took)
         if records.source[i] == SOCKET and target in kv:
@@ -387,11 +397,12 @@ def render(raw: Mapping[str, Any]) -> str:
                      f"{rss['end_mb']:.1f} MB (max {rss['max_mb']:.1f} MB)")
     lines += [
         "",
-        "How it is judged: a read belongs to the phase it was sent in. 'restart' = reads failed between the kill -9 "
-        f"and the restarted socket accepting (+{RECONNECT_BACKOFF_MS} ms, the callers' reconnect backoff; for the app, "
-        "until its first good read through daprd after that); the kill phase's own p99 is not judged (its cache "
-        "restarts cold). 'expected' = reads of a deleted (disabled) secret refused NOT_FOUND (FAILED_PRECONDITION) "
-        "after the change; such a name is allowed its held value until the first refusal, never after.",
+        "How it is judged: a read belongs to the phase it was sent in. 'restart' = failed reads that were in "
+        f"flight between the kill -9 and the restarted socket accepting (+{RECONNECT_BACKOFF_MS} ms, the callers' "
+        "reconnect backoff; for the app, until its first good read through daprd after that); the kill phase's "
+        "own p99 is not judged (its cache restarts cold). 'expected' = reads of a deleted (disabled) secret "
+        "refused NOT_FOUND (FAILED_PRECONDITION) after the change; such a name may be served its held value "
+        "until the first refusal, never after.",
         "",
         "Targets (issue 21, point 6)",
     ]

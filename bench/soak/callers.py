@@ -216,6 +216,7 @@ async def run(plan: CallerPlan) -> dict[str, Any]:
     pool = [(instance, name) for instance, name in plan.pool]
     started = time.monotonic()
     commands = asyncio.ensure_future(_commands(pool, stop))
+    print(json.dumps({"ready": True}), flush=True)  # the soak's warm-up starts from here
     work = [_socket_callers(plan, pool, records, stop, deadline)]
     if plan.app_base and plan.app_callers and plan.app_pool:
         work.append(_app_callers(plan, records, stop, deadline))

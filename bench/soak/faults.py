@@ -8,17 +8,12 @@ anything else (a half-written file, another secret's value).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
 from tests.fakes import FakeKeyVault, FakeManagedIdentity
-
-#: "Every request" for the doubles' n-request fault switches.
-EVERY = 1 << 40
-#: A vault that hangs answers after this long: never, within a soak (a client that gives up
-#: closes its connection, and the double's handler is cancelled with it).
-HANG_SECONDS = 24 * 3600.0
 
 
 def value(name: str, version: int) -> str:
@@ -29,25 +24,24 @@ def value(name: str, version: int) -> str:
 class VaultFaults:
     """Switches for the vault and identity doubles; each fault is undone by its pair."""
 
-    def __init__(self, vault: FakeKeyVault, identity: FakeManagedIdentity, latency: float) -> None:
+    def __init__(self, vault: FakeKeyVault, identity: FakeManagedIdentity) -> None:
         self.vault = vault
         self.identity = identity
-        self.latency = latency
 
     def down(self) -> None:
         """Every request answered 503."""
-        self.vault.fail(EVERY, 503)
+        self.vault.fail(math.inf, 503)
 
     def up(self) -> None:
         self.vault.fail(0)
 
     def hang(self) -> None:
-        """Every request accepted and never answered."""
-        self.vault.set_latency(HANG_SECONDS)
+        """Every request accepted and held open, unanswered (a client that gives up closes its connection)."""
+        self.vault.hang()
 
     def release(self) -> None:
-        """Answer again (requests already held stay held until their client gives up)."""
-        self.vault.set_latency(self.latency)
+        """Answer again, the requests still held included."""
+        self.vault.release()
 
     def throttle(self, per_second: int) -> None:
         """At most `per_second` requests a second vault-wide; past it 429 with Retry-After."""
@@ -58,7 +52,7 @@ class VaultFaults:
 
     def identity_down(self) -> None:
         """Every token request answered 500 (tokens already issued stay valid until they expire)."""
-        self.identity.fail(EVERY, 500)
+        self.identity.fail(math.inf, 500)
 
     def identity_up(self) -> None:
         self.identity.fail(0)

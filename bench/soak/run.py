@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -148,7 +149,7 @@ class Soak:
         self.socket = self.sockets / f"{SOCKET_NAME}.sock"
         self.env = rig.child_env()
         self.length, self.order = schedule(settings)
-        self.faults = VaultFaults(rig.fake, rig.identity, settings.vault_latency)
+        self.faults = VaultFaults(rig.fake, rig.identity)
         self.kv_names = [f"kv-{i:04d}" for i in range(settings.kv_names)] + [ROTATED]
         self.doom_cycles = sorted({cycle for kind, cycle in self.order if kind == DOOM})
         self.local = LocalStores(self.folder, [f"file-{i:04d}" for i in range(settings.local_names)],
@@ -294,6 +295,11 @@ class Soak:
         )
         self.pids.append(self.callers.pid)
         self._tell({"hello": True}, first=plan_json(plan))
+        # Its imports take a while on a busy machine: the warm-up starts once it reads.
+        assert self.callers.stdout is not None
+        ready, _, _ = select.select([self.callers.stdout], [], [], procs.START_TIMEOUT)
+        if not ready or not self.callers.stdout.readline():
+            raise RuntimeError(f"the readers did not start within {procs.START_TIMEOUT:.0f} s")
 
     def _tell(self, command: dict[str, Any], first: str | None = None) -> None:
         if self.callers is None or self.callers.stdin is None:
@@ -401,7 +407,6 @@ class Soak:
         """The vault's requests since the last call (and the double's log emptied: a long soak stays small)."""
         fake = self.rig.fake
         counts = {kind: fake.count(kind) for kind in ("total", "get", "list", "challenge", "throttled", "failed")}
-        counts["held_at_end"] = fake.reads_in_flight
         fake.reset_counters()
         return counts
 
@@ -466,7 +471,7 @@ class Soak:
     def _hung(self, phase: Phase, end: float) -> None:
         self.faults.hang()
         self._sleep_until(end - 0.05)
-        phase.events["held_when_released"] = self.rig.fake.reads_in_flight
+        phase.events["held_when_released"] = self.rig.fake.held
 
     def _throttled(self, phase: Phase, end: float) -> None:
         self.faults.throttle(self.settings.throttle_per_second)
