@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak.run import FIRST_CYCLE, KILL, WARMUP
+from bench.soak.analysis import tally
+from bench.soak.callers import SOCKET, Records
+from bench.soak.run import DOOM, FIRST_CYCLE, KILL, WARMUP
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +60,32 @@ def test_smoke_soak_runs_every_phase_prints_the_table_and_leaves_nothing_behind(
     # Self-stopping: every process it started is gone, its temp folder removed.
     assert [pid for pid in result["pids"] if _alive(pid)] == []
     assert not Path(result["folder"]).exists()
+
+
+def _phase(kind: str, start: float, end: float) -> dict[str, object]:
+    return {"kind": kind, "cycle": 0, "start": start, "end": end, "vault": {}, "token_requests": 0, "events": {}}
+
+
+def test_the_soak_judges_restarts_and_deleted_secrets_by_its_stated_rules() -> None:
+    """A read in flight at the kill is the restart's, one after the socket is back a failure; a deleted
+    secret may be served until its first refusal, never after it, and only with the right code."""
+    records = Records()
+    records.add(1.0, 0.001, SOCKET, "keyvault/a", "OK")
+    records.add(9.8, 0.5, SOCKET, "keyvault/a", "UNAVAILABLE")  # sent before the kill, failed by it
+    records.add(10.5, 0.001, SOCKET, "keyvault/a", "UNAVAILABLE")  # while down
+    records.add(12.5, 0.001, SOCKET, "keyvault/a", "UNAVAILABLE")  # after the socket was back: a failure
+    records.add(20.5, 0.001, SOCKET, "keyvault/gone", "OK")  # held value before the refusal: fine
+    records.add(21.0, 0.010, SOCKET, "keyvault/gone", "NOT_FOUND")  # the refusal
+    records.add(22.0, 0.001, SOCKET, "keyvault/gone", "OK")  # served again after it: counted
+    records.add(23.0, 0.001, SOCKET, "keyvault/gone", "UNAVAILABLE")  # the wrong code: counted
+    raw = {
+        "phases": [_phase(WARMUP, 0.0, 5.0), _phase(KILL, 5.0, 15.0), _phase(DOOM, 20.0, 30.0)],
+        "restarts": [{"killed": 10.0, "back": 12.0}],
+        "doomed": {"keyvault/gone": [20.0, "NOT_FOUND"]},
+        "finished": 30.0,
+    }
+    kill, doom = (t[SOCKET] for t in tally(raw, records)[1:])
+    assert kill.during_restart == {"UNAVAILABLE": 2} and kill.failed == {"UNAVAILABLE": 1}
+    assert doom.expected == {"NOT_FOUND": 1} and doom.served_after_doom == 1
+    assert doom.failed == {"UNAVAILABLE (deleted/disabled name)": 1}
+    assert raw["doomed_outcomes"]["keyvault/gone"]["refused_after_s"] == pytest.approx(1.01)

@@ -16,6 +16,7 @@ failures the targets count, each by a rule stated in the report:
 from __future__ import annotations
 
 import bisect
+import itertools
 import statistics
 from collections import Counter
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ class Tally:
     first_failures: list[tuple[float, str]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     kv_latencies: list[float] = field(default_factory=list)
+    local_latencies: list[float] = field(default_factory=list)
 
     def merge(self, other: Tally) -> None:
         self.reads += other.reads
@@ -63,9 +65,10 @@ class Tally:
         self.first_failures += other.first_failures[: max(0, FIRST_FAILURES - len(self.first_failures))]
         self.latencies += other.latencies
         self.kv_latencies += other.kv_latencies
+        self.local_latencies += other.local_latencies
 
     def summary(self) -> dict[str, Any]:
-        every, kv = sorted(self.latencies), sorted(self.kv_latencies)
+        every, kv, local = sorted(self.latencies), sorted(self.kv_latencies), sorted(self.local_latencies)
         return {
             "reads": self.reads,
             "failed": dict(self.failed),
@@ -79,6 +82,7 @@ class Tally:
             "kv_reads": len(kv),
             "kv_p50_ms": percentile(kv, 0.50) * 1e3,
             "kv_p99_ms": percentile(kv, 0.99) * 1e3,
+            "local_p99_ms": percentile(local, 0.99) * 1e3,
         }
 
 
@@ -159,8 +163,8 @@ def tally(raw: dict[str, Any], records: Records) -> list[dict[int, Tally]]:
                 counts.first_failures.append((sent - phases[max(at, 0)]["start"], outcome))
         took = records.took[i]
         counts.latencies.append(took)
-        if records.source[i] == SOCKET and target in kv:
-            counts.kv_latencies.append(took)
+        if records.source[i] == SOCKET:
+            (counts.kv_latencies if target in kv else counts.local_latencies).append(took)
     for target, entry in refusals.items():
         if target in refused:
             entry["first_refusal"] = refused[target] - doomed[target][0]
@@ -179,7 +183,7 @@ def _rss(raw: Mapping[str, Any]) -> dict[str, Any]:
     half = begin + (end - begin) / 2
     restarts = [r["back"] for r in raw["restarts"] if r["back"] >= half]
     since = max([half, *restarts])
-    samples = [(at, kib) for at, _pid, kib in raw["rss"] if since <= at <= end]
+    samples = [(at, kib) for at, _pid, kib, _cpu in raw["rss"] if since <= at <= end]
     if len(samples) < 2:
         return {"samples": len(samples), "from": since - begin}
     n = max(1, min(RSS_SAMPLES, len(samples) // 4))
@@ -194,6 +198,37 @@ def _rss(raw: Mapping[str, Any]) -> dict[str, Any]:
         "end_mb": last * 1024 / 1e6,
         "max_mb": max(kib for _, kib in samples) * 1024 / 1e6,
         "growth": last / first - 1 if first else 0.0,
+    }
+
+
+def _busy(raw: Mapping[str, Any], spans: list[tuple[float, float]]) -> dict[str, Any]:
+    """Within `spans`: the machine's mean load average, and the share of one core serve used."""
+    loads = [load for at, load in raw["load"] if any(lo <= at <= hi for lo, hi in spans)]
+    used = seconds = 0.0
+    for lo, hi in spans:
+        inside = [(at, pid, cpu) for at, pid, _kib, cpu in raw["rss"] if lo <= at <= hi]
+        for (a, pid_a, cpu_a), (b, pid_b, cpu_b) in itertools.pairwise(inside):
+            if pid_a == pid_b:  # not across the restart
+                used += cpu_b - cpu_a
+                seconds += b - a
+    return {"load": statistics.fmean(loads) if loads else None, "serve_cpu": used / seconds if seconds else None}
+
+
+def _context(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """How busy the machine was: its load average over the phases, and the share of a core serve used."""
+    begin, end = raw["phases"][0]["start"], raw["phases"][-1]["end"]
+    loads = [load for at, load in raw["load"] if begin <= at <= end]
+    cpu = 0.0
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for at, pid, _kib, used in raw["rss"]:
+        if begin <= at <= end:
+            by_pid.setdefault(pid, []).append((at, used))
+    for samples in by_pid.values():
+        cpu += samples[-1][1] - samples[0][1]
+    return {
+        "load_mean": statistics.fmean(loads) if loads else None,
+        "load_max": max(loads, default=None),
+        "serve_cpu_share": cpu / (end - begin) if end > begin else None,
     }
 
 
@@ -216,7 +251,9 @@ def analyse(raw: dict[str, Any], records: Records) -> dict[str, Any]:
         phase["app"] = tallies[APP].summary()
     kinds = []
     for kind, merged in by_kind.items():
+        spans = [(phase["start"], phase["end"]) for phase in raw["phases"] if phase["kind"] == kind]
         kinds.append({
+            **_busy(raw, spans),
             "kind": kind,
             "phases": sum(1 for phase in raw["phases"] if phase["kind"] == kind),
             "seconds": seconds[kind],
@@ -227,8 +264,11 @@ def analyse(raw: dict[str, Any], records: Records) -> dict[str, Any]:
         })
     raw["kinds"] = kinds
     raw["rss_second_half"] = _rss(raw)
+    raw["context"] = _context(raw)
     raw["machine"] = machine_facts()
     raw["reads"] = len(records.sent)
+    raw["failure_examples"] = {key: [(round(sent - raw["started"], 3), target, detail) for sent, target, detail in kept]
+                               for key, kept in records.examples.items()}
     raw["targets"] = [asdict(v) for v in verdicts(raw)]
     return raw
 
@@ -328,6 +368,15 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}x" if base else "-"
 
 
+def _context_line(context: Mapping[str, Any]) -> str:
+    if context["load_mean"] is None:
+        return "machine load: not sampled"
+    share = context["serve_cpu_share"]
+    return (f"machine load average during the phases: mean {context['load_mean']:.1f}, max {context['load_max']:.1f} "
+            "(others share this machine); serve used "
+            + (f"{share:.0%} of one core" if share is not None else "an unknown share of a core"))
+
+
 def render(raw: Mapping[str, Any]) -> str:
     settings = raw["settings"]
     machine = raw["machine"]
@@ -345,15 +394,18 @@ def render(raw: Mapping[str, Any]) -> str:
         f"secrets, HTTPS double, {settings['vault_latency'] * 1e3:g} ms a request), file and containerapps "
         f"({settings['local_names']} each); cacheTTL {settings['cache_ttl']:g} s, requestTimeout "
         f"{settings['request_timeout']:g} s, tokens live {settings['token_lifetime']} s",
+        _context_line(raw["context"]),
         f"{settings['callers']} callers over the socket at {settings['rate']:g} reads/s in all, at random; "
         + (f"an app through daprd ({raw['daprd']}) at {settings['app_rate']:g} reads/s, {settings['app_callers']} "
            "in flight" if raw["app_through_daprd"] else f"no app through daprd ({raw['daprd_skipped']})"),
         "",
-        "Callers on the socket, per phase (all cycles together; p50/p99 of every read, and of the keyvault "
-        "instance's reads, which the faults touch)",
+        "Callers on the socket, per phase (all cycles together): p50/p99 of every read, of the keyvault instance's "
+        "(which the faults touch) and of the file and containerapps ones (which they do not: the machine's noise "
+        "in that phase); vault requests (429s, 5xx), token requests, serve's CPU (share of one core) and the "
+        "machine's load average",
     ]
     header = ["phase", "n", "reads", "failed (by code)", "restart", "expected", "p50 ms", "p99 ms", "kv p99 ms",
-              "kv p99 x steady", "vault req", "429", "5xx", "tokens"]
+              "kv p99 x steady", "local p99 ms", "vault req", "429", "5xx", "tokens", "serve CPU", "load"]
     rows = []
     for kind in raw["kinds"]:
         s, v = kind["socket"], kind["vault"]
@@ -362,8 +414,11 @@ def render(raw: Mapping[str, Any]) -> str:
             str(sum(s["during_restart"].values())), _codes(s["expected"]) if s["expected"] else "-",
             f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}", f"{s['kv_p99_ms']:.1f}",
             _ratio(s["kv_p99_ms"], base["kv_p99_ms"]) if base else "-",
+            f"{s['local_p99_ms']:.1f}",
             f"{v.get('total', 0) - v.get('challenge', 0):,}", f"{v.get('throttled', 0):,}", f"{v.get('failed', 0):,}",
             str(kind["token_requests"]),
+            f"{kind['serve_cpu']:.0%}" if kind["serve_cpu"] is not None else "-",
+            f"{kind['load']:.1f}" if kind["load"] is not None else "-",
         ])
     lines += _table(header, rows)
     if raw["app_through_daprd"]:

@@ -37,6 +37,8 @@ SOCKET, APP = 0, 1
 #: The socket callers' reconnect backoff (ms): after secretbridge restarts, a caller is connected again
 #: within this much of the socket answering, so the soak can tell a restart's failures from later ones.
 RECONNECT_BACKOFF_MS = 250
+#: How many failures of each kind the records keep the error text of.
+EXAMPLES = 5
 
 
 @dataclass
@@ -68,10 +70,16 @@ class Records:
     outcome: array.array[int] = field(default_factory=lambda: array.array("B"))
     targets: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: A few failures of each source and outcome as (when sent, target, what the error said).
+    examples: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
 
     COLUMNS = ("sent", "took", "source", "target", "outcome")
 
-    def add(self, sent: float, took: float, source: int, target: str, outcome: str) -> None:
+    def add(self, sent: float, took: float, source: int, target: str, outcome: str, detail: str = "") -> None:
+        if outcome != "OK":
+            kept = self.examples.setdefault(f"{source} {outcome}", [])
+            if len(kept) < EXAMPLES:
+                kept.append((sent, target, detail[:300]))
         self.sent.append(sent)
         self.took.append(took)
         self.source.append(source)
@@ -83,7 +91,8 @@ class Records:
         for column in self.COLUMNS:
             with (folder / f"{column}.bin").open("wb") as sink:
                 getattr(self, column).tofile(sink)
-        (folder / "tables.json").write_text(json.dumps({"targets": self.targets, "outcomes": self.outcomes}))
+        (folder / "tables.json").write_text(json.dumps(
+            {"targets": self.targets, "outcomes": self.outcomes, "examples": self.examples}))
 
     @classmethod
     def load(cls, folder: Path) -> Records:
@@ -94,6 +103,7 @@ class Records:
         tables = json.loads((folder / "tables.json").read_text())
         records.targets = tables["targets"]
         records.outcomes = tables["outcomes"]
+        records.examples = {key: [tuple(e) for e in kept] for key, kept in tables["examples"].items()}  # type: ignore[misc]
         return records
 
 
@@ -149,10 +159,10 @@ async def _socket_callers(plan: CallerPlan, pool: list[tuple[str, str]], records
                 try:
                     reply = await stub.Get(secretstore_pb2.GetSecretRequest(key=name),
                                            metadata=[(INSTANCE_HEADER, instance)], timeout=plan.call_timeout)
-                    outcome = "OK" if plausible(name, reply.data.get(name)) else "WRONG_VALUE"
+                    outcome, detail = ("OK", "") if plausible(name, reply.data.get(name)) else ("WRONG_VALUE", "")
                 except grpc.aio.AioRpcError as err:
-                    outcome = err.code().name
-                records.add(sent, time.monotonic() - sent, SOCKET, target_key(instance, name), outcome)
+                    outcome, detail = err.code().name, err.details() or ""
+                records.add(sent, time.monotonic() - sent, SOCKET, target_key(instance, name), outcome, detail)
 
             await _paced(plan.rate / plan.callers, rng, stop, deadline, read)
 
@@ -171,18 +181,19 @@ async def _app_callers(plan: CallerPlan, records: Records, stop: asyncio.Event, 
             async def read() -> None:
                 component, name = pool[rng.randrange(len(pool))]
                 sent = time.monotonic()
+                detail = ""
                 try:
                     async with session.get(f"{plan.app_base}/secrets/{component}/{name}") as response:
                         body = await response.read()
                         if response.status != 200:
-                            outcome = f"HTTP {response.status}"
+                            outcome, detail = f"HTTP {response.status}", body.decode(errors="replace")
                         else:
                             data: Any = json.loads(body)
                             outcome = "OK" if isinstance(data, dict) and plausible(name, data.get(name)) \
                                 else "WRONG_VALUE"
                 except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-                    outcome = type(err).__name__
-                records.add(sent, time.monotonic() - sent, APP, target_key(component, name), outcome)
+                    outcome, detail = type(err).__name__, str(err)
+                records.add(sent, time.monotonic() - sent, APP, target_key(component, name), outcome, detail)
 
             await _paced(plan.app_rate / plan.app_callers, rng, stop, deadline, read)
 

@@ -94,7 +94,7 @@ class SoakSettings:
 
 FULL = SoakSettings("full")
 SMOKE = SoakSettings(
-    "smoke", minutes=0.25, phase_seconds=1.5, warmup_seconds=1.0, rate=200.0, app_callers=2, app_rate=10.0,
+    "smoke", minutes=0.16, phase_seconds=1.0, warmup_seconds=0.5, rate=200.0, app_callers=2, app_rate=10.0,
     kv_names=10, local_names=5, cache_ttl=1.0, request_timeout=1.0, token_lifetime=2, rewrite_every=0.3,
     call_timeout=5.0,
 )
@@ -166,7 +166,8 @@ class Soak:
         self.doomed: dict[str, tuple[float, str]] = {}  # target -> (when, the code it must fail with)
         self.restarts: list[dict[str, float]] = []
         self.rotations: list[dict[str, Any]] = []
-        self.rss: list[tuple[float, int, int]] = []  # (when, pid, KiB)
+        self.rss: list[tuple[float, int, int, float]] = []  # serve's (when, pid, KiB, CPU seconds so far)
+        self.load: list[tuple[float, float]] = []  # (when, the 1-minute load average)
         self.observed: list[tuple[float, str]] = []  # the rotation probe: (when answered, value) on change
         self.rotated_version = 0
         self.pids: list[int] = []
@@ -279,6 +280,11 @@ class Soak:
                 raise RuntimeError(f"daprd did not become healthy:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.1)
         self.daprd_base = base
+        # The app reads every name once, as the socket's instances were primed: the load starts warm.
+        for instance, name in self._pool():
+            status, body = http_get(f"{base}/secrets/{APP_PREFIX}{instance}/{name}", timeout=60)
+            if status != 200:
+                raise RuntimeError(f"the app's first read of {name} through daprd answered {status}: {body[:300]!r}")
 
     def _start_callers(self) -> None:
         settings = self.settings
@@ -328,13 +334,17 @@ class Soak:
         thread.start()
         self._threads.append(thread)
 
-    def _sample_rss(self) -> None:
+    def _sample(self) -> None:
+        """Once a second: serve's RSS and CPU time, and the machine's load (the context of every figure)."""
         while not self._stop.wait(1.0):
+            with contextlib.suppress(OSError, ValueError):
+                self.load.append((time.monotonic(), float(Path("/proc/loadavg").read_text().split()[0])))
             process = self.server
             if process is None or process.poll() is not None:
                 continue
             with contextlib.suppress(OSError, RuntimeError, ValueError):
-                self.rss.append((time.monotonic(), process.pid, procs._status_kib(process.pid, "VmRSS")))
+                self.rss.append((time.monotonic(), process.pid, procs._status_kib(process.pid, "VmRSS"),
+                                 procs.process_cpu_seconds(process.pid)))
 
     def _probe_rotated(self) -> None:
         """Read the rotated secret every PROBE_EVERY s; note each change of the value served."""
@@ -368,7 +378,7 @@ class Soak:
             if self.daprd_path is not None:
                 self.say(f"starting daprd ({self.daprd_path.name})")
                 self._start_daprd()
-            self._background(self._sample_rss)
+            self._background(self._sample)
             self._background(self._probe_rotated)
             self._start_callers()
             yield self
@@ -422,7 +432,7 @@ class Soak:
         warm.token_requests = len(self.rig.identity.requests) - tokens
         self.phases.append(warm)
         for kind, cycle in self.order:
-            self.say(f"cycle {cycle + 1}: {kind} ({self.length:g} s)")
+            self.say(f"cycle {cycle + 1}: {kind} ({self.length:.1f} s)")
             phase = Phase(kind, cycle, time.monotonic())
             tokens = len(self.rig.identity.requests)
             end = phase.start + self.length
@@ -528,6 +538,7 @@ class Soak:
             "rotations": self.rotations,
             "rss": self.rss,
             "rotated_served": self.observed,
+            "load": self.load,
             "daprd": str(self.daprd_path) if self.daprd_path else None,
             "daprd_skipped": self.daprd_skipped,
             "app_through_daprd": self.daprd_base is not None,
