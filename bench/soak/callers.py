@@ -37,8 +37,8 @@ SOCKET, APP = 0, 1
 #: The socket callers' reconnect backoff (ms): after secretbridge restarts, a caller is connected again
 #: within this much of the socket answering, so the soak can tell a restart's failures from later ones.
 RECONNECT_BACKOFF_MS = 250
-#: How many failures of each kind the records keep the error text of.
-EXAMPLES = 5
+#: How many failures the records keep the error text of (a restart alone fails a few thousand reads).
+MAX_FAILURES = 50_000
 
 
 @dataclass
@@ -70,16 +70,14 @@ class Records:
     outcome: array.array[int] = field(default_factory=lambda: array.array("B"))
     targets: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
-    #: A few failures of each source and outcome as (when sent, target, what the error said).
-    examples: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
+    #: Failures, up to MAX_FAILURES of them, as (when sent, source, target, outcome, what the error said).
+    failures: list[tuple[float, int, str, str, str]] = field(default_factory=list)
 
     COLUMNS = ("sent", "took", "source", "target", "outcome")
 
     def add(self, sent: float, took: float, source: int, target: str, outcome: str, detail: str = "") -> None:
-        if outcome != "OK":
-            kept = self.examples.setdefault(f"{source} {outcome}", [])
-            if len(kept) < EXAMPLES:
-                kept.append((sent, target, detail[:300]))
+        if outcome != "OK" and len(self.failures) < MAX_FAILURES:
+            self.failures.append((sent, source, target, outcome, detail[:300]))
         self.sent.append(sent)
         self.took.append(took)
         self.source.append(source)
@@ -92,7 +90,7 @@ class Records:
             with (folder / f"{column}.bin").open("wb") as sink:
                 getattr(self, column).tofile(sink)
         (folder / "tables.json").write_text(json.dumps(
-            {"targets": self.targets, "outcomes": self.outcomes, "examples": self.examples}))
+            {"targets": self.targets, "outcomes": self.outcomes, "failures": self.failures}))
 
     @classmethod
     def load(cls, folder: Path) -> Records:
@@ -103,7 +101,7 @@ class Records:
         tables = json.loads((folder / "tables.json").read_text())
         records.targets = tables["targets"]
         records.outcomes = tables["outcomes"]
-        records.examples = {key: [tuple(e) for e in kept] for key, kept in tables["examples"].items()}  # type: ignore[misc]
+        records.failures = [tuple(failure) for failure in tables["failures"]]  # type: ignore[misc]
         return records
 
 
