@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench soak proto docs lock daprd clean mutants
+.PHONY: setup run test lint bench soak proto docs lock daprd compat clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ proto: setup
 # Finds or builds the pinned daprd (tools/daprd/README.md); its absolute path is the last line of stdout.
 daprd:
 	@$(PYTHON) tools/daprd/get_daprd.py
+
+# The version matrix: builds every daprd release tools/daprd keeps (the pin and releases/*) and runs the daprd
+# suites under each; prints a table (release, passed, failed, what differs). Not part of `make test`, which runs
+# the pin only.
+compat: setup
+	$(PY) tools/daprd/compat.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .pytest_cache .ruff_cache

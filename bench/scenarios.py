@@ -787,6 +787,8 @@ def limited_bulk(ctx: Context, settings: Settings) -> dict[str, object]:
         "requests_needed": needed,
         "requests_served": served,
         "throttled_429": rig.fake.count("limited"),
+        # Of every answer the vault gave the fleet, the share that was a 429 (issue 21: at most 10 %).
+        "throttled_share": rig.fake.count("limited") / max(1, served + rig.fake.count("limited")),
         "wall_s": wall,
         "floor_s": floor,
         "ratio_to_floor": wall / floor if floor else 0.0,

@@ -253,6 +253,36 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_keyvault.py::test_a_redirect_is_refused_and_the_token_goes_nowhere",),
         "a vault read follows a redirect to another server (the SDK's full pipeline would)",
     ),
+    # -- reads through an outage (issue 21) ---------------------------------------------------------
+    Mutant(
+        "stale-read-waits-for-the-refresh", "runtime/cache.py",
+        "await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)",
+        "await asyncio.wait((task,), timeout=None)",
+        ("tests/test_outage.py::test_a_hung_vault_does_not_hold_a_read_past_stale_wait",),
+        "a read past its TTL with a value held waits for the whole refresh (on a hung vault: forever)",
+    ),
+    Mutant(
+        "failure-known-only-at-the-end", "azure/health.py",
+        "        if failing_status(status):\n            self.vault.failed(",
+        "        if False:\n            self.vault.failed(",
+        ("tests/test_outage.py::test_the_first_failed_attempt_answers_the_waiting_read",),
+        "a 503 or 429 answer does not mark the vault failing: readers wait out the call's retries",
+    ),
+    Mutant(
+        "disabled-served-stale", "runtime/cache.py",
+        "            # Disabled, refused, forbidden: the backend decided; the old value is not served again.\n"
+        "            self._entries.pop(key, None)\n",
+        "",
+        ("tests/test_outage.py::test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so",),
+        "a secret the vault says is disabled is served stale again once the vault fails",
+    ),
+    Mutant(
+        "waiters-take-shares", "runtime/server.py",
+        "        if instance.cached is not None:\n            # The cache admits",
+        "        if False:\n            # The cache admits",
+        ("tests/test_outage.py::test_sixty_four_readers_of_expired_keys_during_an_outage_all_get_values",),
+        "every caller waiting on the backend takes a share: readers of held values get RESOURCE_EXHAUSTED",
+    ),
 )
 
 

@@ -8,6 +8,7 @@ and asserts only outcomes (nothing failed, the 429s were waited out), never dura
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 import pytest
@@ -157,3 +158,41 @@ def test_bulk_gets_of_two_instances_against_a_vault_wide_limit_all_succeed(
         assert got == {name: {name: f"value-of-{name}"} for name in names}
     # maxRetries 0: without the budget's own waiting, the first 429 would have failed the call.
     assert fake_vault.count("limited") > 0
+
+
+async def test_the_rate_the_vault_allows_is_learned_from_a_throttling_episode_and_kept_to() -> None:
+    vault, time = budget(initial=64)
+    start = time.now
+    for _ in range(40):  # forty answers over the first second ...
+        await vault.acquire()
+        vault.release()
+        vault.succeeded()
+        time.now += 0.025
+    sent = await vault.acquire()
+    vault.release()
+    vault.throttled_by_vault(sent, retry_after=1.0)  # ... then the vault says: not for another second
+    assert vault.rate == pytest.approx(40 / 2.0)  # forty answers in a cycle of two seconds
+    went = []
+    for _ in range(5):
+        went.append(await vault.acquire())
+        vault.release()
+        vault.succeeded()
+    assert went[0] == pytest.approx(start + 2.0)  # not before the pause ends
+    assert [round(b - a, 6) for a, b in itertools.pairwise(went)] == [0.05] * 4  # spaced to the rate
+    # A whole cycle without a 429: the others on the vault may have gone quiet; the rate grows.
+    time.now = start + 4.5
+    await vault.acquire()
+    vault.release()
+    assert vault.rate == pytest.approx(30.0)
+
+
+async def test_a_client_that_asked_little_is_not_paced_after_a_429() -> None:
+    vault, _ = budget(initial=64)
+    for _ in range(3):
+        await vault.acquire()
+        vault.release()
+        vault.succeeded()
+    sent = await vault.acquire()
+    vault.release()
+    vault.throttled_by_vault(sent, retry_after=1.0)
+    assert vault.rate is None  # others spent the allowance: the pause is kept, no pace is learned

@@ -81,14 +81,15 @@ def test_every_problem_of_a_component_is_reported_on_its_own_line(tmp_path: Path
         "cacheTTL": "soon",
         "maxRetries": "many",
         "negativeCacheTTL": "-",
+        "staleWait": "a moment",
     }))
     run = run_check(tmp_path)
     assert run.returncode == 1
     errors = [line for line in run.stdout.splitlines() if "error:" in line]
     where = f"{tmp_path / 'vault.yaml'}: vault"
-    for prop in ("vaultName", "keyPrefix", "cacheTTL", "maxRetries", "negativeCacheTTL"):
+    for prop in ("vaultName", "keyPrefix", "cacheTTL", "maxRetries", "negativeCacheTTL", "staleWait"):
         assert any(f"{where} [{prop}]: " in line for line in errors), (prop, run.stdout)
-    assert len(errors) == 5
+    assert len(errors) == 6
     assert run.stdout.splitlines()[0] == f"FAIL  {where}"
 
 

@@ -130,3 +130,34 @@ def test_the_command_prints_the_path_last_on_stdout(home: Path, capsys: pytest.C
     monkeypatch.setenv("DAPRD", os.devnull)
     assert get_daprd.main([]) == 1
     assert capsys.readouterr().err.startswith("get_daprd: DAPRD=")
+
+
+def test_the_matrix_is_the_pin_then_each_kept_release_newest_first(capsys: pytest.CaptureFixture[str]) -> None:
+    found = get_daprd.releases()
+    assert found[0].pinned and found[0].version == get_daprd.pinned_version()
+    assert len(found) >= 2, "the previous pin is kept buildable for `make compat`"
+    kept = [r.version for r in found[1:]]
+    assert kept == sorted(kept, key=get_daprd._version_key, reverse=True)
+    for release in found[1:]:
+        assert release.go_mod.parent.name == release.version and release.go_sum.is_file()
+    assert get_daprd.main(["--releases"]) == 0
+    assert capsys.readouterr().out.split() == [r.version for r in found]
+
+
+def test_an_unknown_release_is_an_error_naming_the_known_ones() -> None:
+    with pytest.raises(get_daprd.DaprdError, match=r"daprd 9\.9\.9 is not a release .*known: "
+                                                     + re.escape(get_daprd.pinned_version())):
+        get_daprd.find_daprd(build=False, version="9.9.9")
+
+
+@needs_go
+def test_a_release_asked_for_by_version_is_that_release_whatever_daprd_says(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older = get_daprd.releases()[-1]
+    monkeypatch.setenv("DAPRD", str(_fake_daprd(tmp_path / "bin" / "daprd", "0.0.0")))
+    with pytest.raises(get_daprd.DaprdError, match=rf"daprd {re.escape(older.version)} is not built yet .*--release"):
+        get_daprd.find_daprd(build=False, version=older.version)
+    installed = _fake_daprd(home / ".dapr" / "bin" / "daprd", older.version)
+    assert get_daprd.find_daprd(build=False, version=older.version) == installed
+    assert get_daprd.cached_path(version=older.version).parent.name.startswith(f"daprd-{older.version}-")

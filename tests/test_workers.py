@@ -134,3 +134,19 @@ def test_waiting_is_harmless_off_the_pool() -> None:
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="max_workers 0"):
         WorkerPool(0)
+
+
+def test_shared_waits_lend_the_pool_a_thread_each() -> None:
+    pool = WorkerPool(2, running=2)
+    backend = threading.Event()
+
+    def shared_wait() -> None:
+        with waiting(shared=True):
+            backend.wait(30)
+
+    held = [pool.submit(shared_wait) for _ in range(6)]  # three times the pool, all waiting on one thing
+    assert pool.submit(lambda: "another call").result(10) == "another call"
+    backend.set()
+    for f in held:
+        f.result(10)
+    pool.shutdown()

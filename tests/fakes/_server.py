@@ -47,6 +47,7 @@ class BackgroundServer:
         self.lock = threading.Lock()
         # hold(): requests arriving wait on this gate (made on the server's loop) until release().
         self._gate: asyncio.Event | None = None
+        self._skip = 0
         self._held = 0
 
     # -- to override ------------------------------------------------------------------------------
@@ -107,15 +108,16 @@ class BackgroundServer:
     def is_up(self) -> bool:
         return self._up
 
-    def hold(self) -> None:
-        """Hold every request that arrives from now on open, unanswered, until `release()`.
+    def hold(self, skip: int = 0) -> None:
+        """Hold every request that arrives from now on open, unanswered, until `release()`;
+        `skip`: let that many pass first (answered as usual: a 503 a test set up, say).
 
         The connection is accepted and the request read, but no answer comes: a hung service.
         Tests use it to show that a caller did not wait on the backend (its answer came while
         the backend's request was still held), without measuring time. `held` says how many
         requests are waiting.
         """
-        self._call(self._set_gate(hold=True))
+        self._call(self._set_gate(hold=True, skip=skip))
 
     def hang(self) -> None:
         """The service hangs: as `hold()` (accepts, never answers) until `release()`."""
@@ -131,8 +133,9 @@ class BackgroundServer:
         with self.lock:
             return self._held
 
-    async def _set_gate(self, *, hold: bool) -> None:
+    async def _set_gate(self, *, hold: bool, skip: int = 0) -> None:
         if hold:
+            self._skip = skip
             if self._gate is None:
                 self._gate = asyncio.Event()
         elif self._gate is not None:
@@ -143,6 +146,9 @@ class BackgroundServer:
         """Wait here while the test holds requests (see `hold`)."""
         gate = self._gate
         if gate is None:
+            return
+        if self._skip > 0:
+            self._skip -= 1
             return
         with self.lock:
             self._held += 1

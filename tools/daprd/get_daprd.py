@@ -13,7 +13,11 @@ Where the binary comes from, first match wins:
    version, the Go version and platform, and the build flags below), so changing any of them builds anew. The
    first use compiles it from the Go module proxy with the local Go toolchain; later uses find it at once.
 
-The pinned version is the ``github.com/dapr/dapr`` requirement in tools/daprd/go.mod; nothing else names it.
+The pinned version is the ``github.com/dapr/dapr`` requirement in tools/daprd/go.mod; nothing else names it. It is
+the newest release the Go module proxy serves whole, and the one ``make test`` runs against. Earlier releases that
+the version matrix (``make compat``) still runs each keep their own go.mod and go.sum in
+``tools/daprd/releases/<version>/``; that folder is the list (:func:`releases`), and ``--release VERSION`` finds or
+builds one of them the same way (same main.go and registration, same cache).
 
 How the build works: tools/daprd is a Go module whose main.go calls dapr's ``cmd/daprd/app.Run()``. Upstream's
 ``cmd/daprd/components`` package registers built-in components only under ``-tags stablecomponents`` (hundreds
@@ -58,7 +62,10 @@ GO_MOD = MODULE_DIR / "go.mod"
 GO_SUM = MODULE_DIR / "go.sum"
 MAIN_GO = MODULE_DIR / "main.go"
 REGISTRATION = MODULE_DIR / "components" / "secretstores.go"
-BUILD_INPUTS = (GO_MOD, GO_SUM, MAIN_GO, REGISTRATION)
+#: Build inputs every release shares (each release adds its own go.mod and go.sum).
+SHARED_INPUTS = (MAIN_GO, REGISTRATION)
+#: One folder per earlier release the version matrix runs, named by version, holding its go.mod and go.sum.
+RELEASES_DIR = MODULE_DIR / "releases"
 
 DAPR_MODULE = "github.com/dapr/dapr"
 #: The file of dapr's cmd/daprd/components package that REGISTRATION stands in for.
@@ -81,12 +88,64 @@ class DaprdError(RuntimeError):
     """daprd could not be found or built. ``str()`` is one line naming the cause."""
 
 
-def pinned_version() -> str:
-    """The daprd version this project runs against, e.g. ``"1.16.5"``: the dapr requirement in go.mod."""
-    match = _REQUIRE.search(GO_MOD.read_text())
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A daprd release this project builds: its version and the go.mod/go.sum that pin its whole build."""
+
+    version: str
+    go_mod: Path
+    go_sum: Path
+
+    @property
+    def pinned(self) -> bool:
+        """Whether this is the pin (tools/daprd/go.mod), the release ``make test`` runs against."""
+        return self.go_mod == GO_MOD
+
+
+def _release_in(folder: Path) -> Release:
+    go_mod = folder / "go.mod"
+    match = _REQUIRE.search(go_mod.read_text())
     if match is None:
-        raise DaprdError(f"{GO_MOD} has no 'require {DAPR_MODULE} v<version>' line")
-    return match.group(1)
+        raise DaprdError(f"{go_mod} has no 'require {DAPR_MODULE} v<version>' line")
+    return Release(match.group(1), go_mod, folder / "go.sum")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in re.split(r"[.\-]", version))
+
+
+def pinned_version() -> str:
+    """The daprd version this project runs against, e.g. ``"1.18.2"``: the dapr requirement in go.mod."""
+    return _release_in(MODULE_DIR).version
+
+
+def releases() -> list[Release]:
+    """Every release the version matrix runs: the pin first, then the kept earlier ones, newest first."""
+    kept: list[Release] = []
+    if RELEASES_DIR.is_dir():
+        for folder in sorted(RELEASES_DIR.iterdir()):
+            if not (folder / "go.mod").is_file():
+                continue
+            found = _release_in(folder)
+            if found.version != folder.name:
+                raise DaprdError(f"{found.go_mod} requires {DAPR_MODULE} v{found.version}, but its folder says "
+                                 f"{folder.name}")
+            kept.append(found)
+    pin = _release_in(MODULE_DIR)
+    return [pin, *sorted((r for r in kept if r.version != pin.version), key=lambda r: _version_key(r.version),
+                         reverse=True)]
+
+
+def release(version: str | None = None) -> Release:
+    """The release named ``version`` (``None``: the pin); an unknown one is an error listing the known ones."""
+    known = releases()
+    if version is None:
+        return known[0]
+    for candidate in known:
+        if candidate.version == version.removeprefix("v"):
+            return candidate
+    raise DaprdError(f"daprd {version} is not a release this project builds (known: "
+                     f"{', '.join(r.version for r in known)}; see tools/daprd/README.md to add one)")
 
 
 def cache_root() -> Path:
@@ -96,37 +155,44 @@ def cache_root() -> Path:
     return base / "secretbridge"
 
 
-def inputs_hash(version: str, go_env: str) -> str:
-    """Short SHA-256 over the build inputs, the version, the Go toolchain (``go_env``) and the recipe."""
+def inputs_hash(version: str, go_env: str, of: Release | None = None) -> str:
+    """Short SHA-256 over the build inputs of release ``of`` (default: the pin), the version, the Go toolchain
+    (``go_env``) and the recipe. Files are named as in the pin's folder, so a release hashes the same wherever
+    its go.mod is kept."""
+    chosen = of or release()
     digest = hashlib.sha256()
     for part in (version.encode(), go_env.encode(), RECIPE.encode()):
         digest.update(len(part).to_bytes(8, "big") + part)
-    for path in BUILD_INPUTS:
+    for path, name in ((chosen.go_mod, "go.mod"), (chosen.go_sum, "go.sum"),
+                       *((p, p.relative_to(MODULE_DIR).as_posix()) for p in SHARED_INPUTS)):
         data = path.read_bytes()
-        name = path.relative_to(MODULE_DIR).as_posix().encode()
-        digest.update(len(name).to_bytes(8, "big") + name + len(data).to_bytes(8, "big") + data)
+        digest.update(len(name).to_bytes(8, "big") + name.encode() + len(data).to_bytes(8, "big") + data)
     return digest.hexdigest()[:12]
 
 
-def cached_path(go: str | None = None) -> Path:
-    """Where the build of the pinned version with this Go toolchain lives (whether or not it exists yet)."""
+def cached_path(go: str | None = None, version: str | None = None) -> Path:
+    """Where the build of a release (default: the pin) with this Go toolchain lives (whether or not it exists)."""
     go = go or _go_tool()
-    version = pinned_version()
-    return cache_root() / f"daprd-{version}-{inputs_hash(version, _go_env(go))}" / "daprd"
+    chosen = release(version)
+    digest = inputs_hash(chosen.version, _go_env(go), chosen)
+    return cache_root() / f"daprd-{chosen.version}-{digest}" / "daprd"
 
 
-def find_daprd(*, build: bool = True, progress: bool = True) -> Path:
+def find_daprd(*, build: bool = True, progress: bool = True, version: str | None = None) -> Path:
     """Return the absolute path of the daprd to use, building it first if needed (see the module docstring).
 
-    ``build=False`` raises instead of compiling when no usable binary exists. ``progress`` writes what is
-    happening to stderr. Raises :class:`DaprdError` (a one-line cause) when no daprd can be had.
+    ``version`` picks one of :func:`releases` (default: the pin; then ``$DAPRD`` is not consulted, since the
+    caller asked for that release). ``build=False`` raises instead of compiling when no usable binary exists.
+    ``progress`` writes what is happening to stderr. Raises :class:`DaprdError` (a one-line cause) when no
+    daprd can be had.
     """
     log = _Log(sys.stderr if progress else None)
     explicit = os.environ.get("DAPRD", "")
-    if explicit:
+    if explicit and version is None:
         return _explicit(explicit)
 
-    version = pinned_version()
+    chosen = release(version)
+    version = chosen.version
     installed = Path.home() / ".dapr" / "bin" / "daprd"
     if _is_executable(installed):
         reported = _reported_version(installed)
@@ -135,22 +201,24 @@ def find_daprd(*, build: bool = True, progress: bool = True) -> Path:
         log.line(f"not using {installed}: it reports version {reported or '?'}, this project pins {version}")
 
     go = _go_tool()
-    target = cached_path(go)
+    target = cached_path(go, version)
     if _is_executable(target):
         return target
     if not build:
-        raise DaprdError(f"daprd {version} is not built yet ({target}); run `make daprd`")
+        how = "`make daprd`" if chosen.pinned else f"`python3 tools/daprd/get_daprd.py --release {version}`"
+        raise DaprdError(f"daprd {version} is not built yet ({target}); run {how}")
 
     target.parent.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target.parent.with_name(target.parent.name + ".lock"), log):
         if _is_executable(target):  # another run built it while this one waited
             return target
-        _build(go, version, target, log)
+        _build(go, chosen, target, log)
     return target
 
 
-def resolve(*, progress: bool = True) -> None:
-    """Rewrite go.mod and go.sum from scratch for the pinned version (for maintainers, after changing it).
+def resolve(*, progress: bool = True, version: str | None = None) -> None:
+    """Rewrite go.mod and go.sum from scratch for a release (default: the pin; for maintainers, after changing
+    it). A ``version`` that is not kept yet gets its folder under tools/daprd/releases/.
 
     Starts from a go.mod holding only the dapr requirement (and dapr's ``go`` line), loads the same package
     graph as the build (with the overlay) under ``-mod=mod``, and writes back what Go added, without the
@@ -158,14 +226,21 @@ def resolve(*, progress: bool = True) -> None:
     """
     log = _Log(sys.stderr if progress else None)
     go = _go_tool()
-    version = pinned_version()
+    if version is None or version.removeprefix("v") == pinned_version():
+        target = release()
+    else:
+        version = version.removeprefix("v")
+        folder = RELEASES_DIR / version
+        target = Release(version, folder / "go.mod", folder / "go.sum")
+    version = target.version
     with tempfile.TemporaryDirectory(prefix="secretbridge-daprd-resolve-") as tmp:
         scratch = Path(tmp)
         log.line(f"downloading {DAPR_MODULE} v{version}…")
         # From outside any module, so the download is checked against the checksum database, not go.sum.
         info = _download_dapr(go, version, cwd=scratch)
         dapr_go = _GO_LINE.search(Path(info["GoMod"]).read_text())
-        fresh = _GO_MOD_HEADER + (
+        header = _GO_MOD_HEADER if target.pinned else _KEPT_HEADER.format(version=version)
+        fresh = header + (
             f"module {_module_path()}\n\ngo {dapr_go.group(1) if dapr_go else '1.24'}\n\n"
             f"require {DAPR_MODULE} v{version}\n"
         )
@@ -179,9 +254,10 @@ def resolve(*, progress: bool = True) -> None:
         kept = re.sub(r"\n{3,}", "\n\n", kept)
         sums = set(work.go_sum.read_text().splitlines())
         sums |= {f"{DAPR_MODULE} v{version} {info['Sum']}", f"{DAPR_MODULE} v{version}/go.mod {info['GoModSum']}"}
-        GO_MOD.write_text(kept.rstrip("\n") + "\n")
-        GO_SUM.write_text("".join(f"{line}\n" for line in sorted(s for s in sums if s.strip())))
-    log.line(f"rewrote {GO_MOD} and {GO_SUM} for daprd {version}")
+        target.go_mod.parent.mkdir(parents=True, exist_ok=True)
+        target.go_mod.write_text(kept.rstrip("\n") + "\n")
+        target.go_sum.write_text("".join(f"{line}\n" for line in sorted(s for s in sums if s.strip())))
+    log.line(f"rewrote {target.go_mod} and {target.go_sum} for daprd {version}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,13 +265,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-build", action="store_true", help="fail instead of compiling daprd")
     parser.add_argument("--resolve", action="store_true", help="rewrite go.mod/go.sum for the pinned version")
+    parser.add_argument("--release", metavar="VERSION",
+                        help="another release the version matrix runs (tools/daprd/releases/VERSION)")
+    parser.add_argument("--releases", action="store_true", help="print every release built here, pin first")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     try:
-        if args.resolve:
-            resolve(progress=not args.quiet)
+        if args.releases:
+            print("\n".join(r.version for r in releases()))
             return 0
-        path = find_daprd(build=not args.no_build, progress=not args.quiet)
+        if args.resolve:
+            resolve(progress=not args.quiet, version=args.release)
+            return 0
+        path = find_daprd(build=not args.no_build, progress=not args.quiet, version=args.release)
     except DaprdError as exc:
         print(f"get_daprd: {exc}", file=sys.stderr)
         return 1
@@ -258,6 +340,13 @@ _GO_MOD_HEADER = """\
 
 """
 
+_KEPT_HEADER = """\
+// An earlier daprd release that secretbridge's version matrix (`make compat`) still runs. The pin, the release
+// `make test` runs, is in ../../go.mod. This folder's name and the github.com/dapr/dapr requirement below must
+// agree; `python3 tools/daprd/get_daprd.py --resolve --release {version}` rewrites this file and go.sum.
+
+"""
+
 
 class _Work:
     """The scratch directory of one build: go.mod/go.sum copies with the replace, the symlink, the overlay."""
@@ -285,15 +374,16 @@ def _module_path() -> str:
     return match.group(1) if match else "secretbridge/tools/daprd"
 
 
-def _build(go: str, version: str, target: Path, log: _Log) -> None:
+def _build(go: str, chosen: Release, target: Path, log: _Log) -> None:
+    version = chosen.version
     started = time.monotonic()
     log.line(f"building daprd {version} into {target.parent} (once per machine; takes minutes)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{target.parent.name}.tmp-", dir=target.parent.parent) as tmp:
         scratch = Path(tmp)
         log.line(f"downloading {DAPR_MODULE} v{version}…")
-        info = _download_dapr(go, version, cwd=MODULE_DIR)  # checked against tools/daprd/go.sum
-        work = _prepare(scratch, Path(info["Dir"]), GO_MOD.read_text(), GO_SUM.read_text())
+        info = _download_dapr(go, version, cwd=chosen.go_mod.parent)  # checked against that release's go.sum
+        work = _prepare(scratch, Path(info["Dir"]), chosen.go_mod.read_text(), chosen.go_sum.read_text())
 
         log.line("downloading modules…")
         listed = _go(go, ["list", *work.flags, "-deps", "-f", "{{.ImportPath}}", "."],

@@ -14,6 +14,13 @@ all spend the same allowance. So every request to a vault host passes one `Vault
 - **A throttled request is sent again** after the pause, up to `MAX_THROTTLED_RESENDS` times,
   without spending the SDK's `maxRetries` (those stay for failures); the caller's own timeout
   (requestTimeout, or BulkGet's) still bounds it.
+- **The vault's rate is learned and kept to.** A throttling episode ends a cycle: the requests
+  the vault answered since the previous cycle ended, over the cycle's length up to the end of
+  this pause (the vault's window, as Retry-After tells it), are what the vault gives this process
+  (its share when other clients spend the same allowance). From then on requests are spaced to
+  that rate instead of running into the limit again and again, which would meet every other app
+  on the vault with 429s too. The rate grows by half each whole cycle without a 429 (the others
+  may have gone quiet), and pacing stops once it is far above anything a vault allows.
 
 Cold BulkGets of several instances therefore share one queue in front of the vault rather than
 stampeding it: the fastest any of them can go is what the vault allows.
@@ -42,6 +49,20 @@ DEFAULT_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 #: How often one request is sent again after a 429 before the 429 is handed to the SDK.
 MAX_THROTTLED_RESENDS = 8
+#: A learned rate grows by this factor per whole cycle without a 429 ...
+RATE_GROWTH = 1.5
+#: ... and above this (requests per second: Key Vault's limit is 400/s per vault) pacing stops.
+UNPACED_ABOVE = 4_000.0
+#: Requests that may go at once after an idle spell, as seconds of the learned rate.
+RATE_BURST = 0.05
+#: A spell without answers this long (seconds) ends a busy spell: only the latest one is counted.
+IDLE_GAP = 0.5
+#: Fewer answers than this in a cycle teach nothing: a client that asks little is not the one
+#: spending the vault's allowance, and pacing it to its own small demand would only slow it later.
+LEARN_MIN_ANSWERS = 32
+#: A cycle is counted over this much at most (seconds): Key Vault's limits are per 10 s, and a
+#: quiet hour before the first 429 says nothing of the rate the vault allows.
+LEARN_WINDOW = 10.0
 
 
 class VaultBudget:
@@ -76,14 +97,34 @@ class VaultBudget:
         # A 429 from a request sent before this moment belongs to the episode already answered.
         self._episode_started = -math.inf
         self._backoff = DEFAULT_BACKOFF
+        #: The learned rate (requests per second), None while unpaced.
+        self.rate: float | None = None
+        self._next_at = -math.inf  # when the next paced request may go
+        self._cycle_start = clock()  # the end of the latest pause (or the start)
+        self._answered: deque[float] = deque()  # when each answer (not a 429) came, within LEARN_WINDOW
+        self._cycle = 0.0  # the latest cycle's length
+        self._grow_at = math.inf  # when a clean cycle has passed and the rate grows
+        self._pace = 0  # bumped whenever the rate changes: turns given under an older one are taken again
 
     # -- admission ------------------------------------------------------------------------------
-    async def acquire(self) -> float:
-        """Wait for the pause to pass and a slot under the limit; returns when the request may go."""
+    async def acquire(self, urgent: bool = False) -> float:
+        """Wait for the pause to pass, the request's turn at the learned rate, and a slot under the
+        limit; returns when the request may go.
+
+        Turns are handed out in arrival order when a request arrives. An `urgent` request (a page
+        of a listing: every read of a BulkGet waits for the pages) goes first, pushing the others
+        back by one turn, so the rate is kept all the same.
+        """
+        turn: tuple[int, float] | None = None  # (the pace it was given under, when)
         while True:
             now = self.clock()
             if now < self.paused_until:
                 await self.sleep(self.paused_until - now)
+                continue
+            if self.rate is not None and (turn is None or turn[0] != self._pace):
+                turn = (self._pace, self._take_turn(now, urgent))
+            if turn is not None and turn[0] == self._pace and turn[1] > now:
+                await self.sleep(turn[1] - now)
                 continue
             if self.in_flight < max(int(self.limit), self.minimum):
                 self.in_flight += 1
@@ -99,6 +140,24 @@ class VaultBudget:
                 elif waiter.done() and not waiter.cancelled():
                     self._wake()  # it was our turn: pass it on
                 raise
+
+    def _take_turn(self, now: float, urgent: bool) -> float:
+        """The next turn at the learned rate (grown after a clean cycle); `now` once unpaced."""
+        assert self.rate is not None
+        if now >= self._grow_at:
+            self.rate *= RATE_GROWTH
+            self._grow_at = now + self._cycle
+            self._pace += 1
+            if self.rate > UNPACED_ABOVE:
+                self.rate = None
+                return now
+        gap = 1.0 / self.rate
+        if urgent:
+            self._next_at = max(self._next_at, now - RATE_BURST) + gap
+            return now
+        at = max(self._next_at, now - RATE_BURST)
+        self._next_at = at + gap
+        return at
 
     def release(self) -> None:
         """A request finished (whatever its answer)."""
@@ -116,6 +175,10 @@ class VaultBudget:
     # -- feedback -------------------------------------------------------------------------------
     def succeeded(self) -> None:
         """An answer that was not a 429: grow by about one per round of answers."""
+        now = self.clock()
+        self._answered.append(now)
+        while self._answered and self._answered[0] < now - LEARN_WINDOW:
+            self._answered.popleft()
         self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
         self._backoff = DEFAULT_BACKOFF
         self._wake()
@@ -135,6 +198,27 @@ class VaultBudget:
             self._episode_started = now
             self.limit = max(float(self.minimum), self.limit / 2)
             self.cuts += 1
+            self._learn(self.paused_until)
+        self._grow_at = self.paused_until + self._cycle
+
+    def _learn(self, cycle_end: float) -> None:
+        """A new throttling episode: what the vault answered over the cycle ending with this pause is its rate."""
+        start = max(self._cycle_start, self.clock() - LEARN_WINDOW)
+        counted = [at for at in self._answered if at >= start]
+        # From the first answer of the latest busy spell: an idle one before it says nothing of the rate.
+        first = len(counted)
+        while first > 0 and (first == len(counted) or counted[first] - counted[first - 1] < IDLE_GAP):
+            first -= 1
+        counted = counted[first:]
+        answered = len(counted)
+        cycle = cycle_end - (counted[0] if counted else start)
+        if answered >= LEARN_MIN_ANSWERS and cycle > 0:
+            self._cycle = cycle
+            self.rate = answered / cycle
+            self._next_at = cycle_end
+            self._pace += 1
+        self._cycle_start = cycle_end
+        self._answered.clear()
 
 
 def retry_after_seconds(headers: Any, now: Callable[[], float] = time.time) -> float | None:
@@ -174,8 +258,10 @@ class BudgetPolicy(AsyncHTTPPolicy):
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         budget = self.budget
         resends = 0
+        # A page of a listing (`GET /secrets?...`): BulkGet's reads all wait behind the pages.
+        urgent = request.http_request.url.split("?", 1)[0].rstrip("/").endswith("/secrets")
         while True:
-            sent_at = await budget.acquire()
+            sent_at = await budget.acquire(urgent)
             try:
                 response = await self.next.send(request)
             finally:

@@ -44,13 +44,25 @@ class Health:
         self.since: float | None = None
         #: Attempts that failed, for the bench and tests.
         self.failures = 0
+        self._watchers: set[asyncio.Future[str]] = set()
 
     def failed(self, cause: str) -> None:
-        """An attempt failed (or outlived its share of requestTimeout)."""
+        """An attempt failed (or outlived its share of requestTimeout): watchers hear of it now."""
         self.failures += 1
         if self.failing is None:
             self.since = self.clock()
         self.failing = cause
+        for watcher in list(self._watchers):
+            if not watcher.done():
+                watcher.set_result(cause)
+
+    def watch(self, future: asyncio.Future[str]) -> None:
+        """Resolve `future` with the cause at the next failed attempt (a reader waiting for a
+        refresh stops waiting then). On this mark's loop; a done future is forgotten."""
+        if future.done():
+            return
+        self._watchers.add(future)
+        future.add_done_callback(self._watchers.discard)
 
     def answered(self) -> None:
         """An attempt was answered: the mark goes at once."""

@@ -106,6 +106,11 @@ class ReferenceReader:
         """Why a vault references name, or the identity, is failing now, or None (see `VaultReader.failing`)."""
         return next((cause for reader in list(self._readers.values()) if (cause := reader.failing())), None)
 
+    def watch_failure(self, future: asyncio.Future[str]) -> None:
+        """Resolve `future` at the next failed attempt against any vault references name."""
+        for reader in list(self._readers.values()):
+            reader.watch_failure(future)
+
     async def check(self) -> None:
         """Nothing to reach until a reference names a vault; the references themselves prove it."""
 

@@ -273,7 +273,7 @@ class VaultReader:
 
         self._client = SecretClient(
             self.vault_url, credential, transport=transport, verify_challenge_resource=verify_challenge_resource,
-            retry_policy=retries(), per_retry_policies=[health(), BudgetPolicy(self.budget)],
+            retry_policy=retries(), per_retry_policies=[BudgetPolicy(self.budget), health()],
         )
         self._api_version: str = self._client.api_version
         # What the SDK's UserAgentPolicy sends (with AZURE_HTTP_USER_AGENT when set), made once.
@@ -287,8 +287,8 @@ class VaultReader:
         # not redirect (a token must not follow one anywhere: a 3xx is a failure).
         self._pipeline: AsyncPipeline[HttpRequest, Any] = AsyncPipeline(transport, [
             retries(),
-            health(),
             BudgetPolicy(self.budget),
+            health(),  # inside the budget: it sees each attempt sent, 429s resent by the budget included
             AsyncChallengeAuthPolicy(credential, verify_challenge_resource=verify_challenge_resource),
         ])
 
@@ -296,6 +296,11 @@ class VaultReader:
         """Why this vault (or the identity's token endpoint) is failing now, or None: from the
         latest attempt of any client in the process (`azure.health`)."""
         return self.health.failing or self.identity_health.failing
+
+    def watch_failure(self, future: asyncio.Future[str]) -> None:
+        """Resolve `future` at the next failed attempt against this vault or the identity."""
+        self.health.watch(future)
+        self.identity_health.watch(future)
 
     async def get(self, name: str, version: str | None = None, *, shown: str | None = None) -> VaultSecret:
         """The latest (or `version`) of the vault secret `name`; raises `NotFound`, ... (see `error`)."""

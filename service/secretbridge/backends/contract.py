@@ -66,11 +66,11 @@ CACHE_PROPERTIES: tuple[Property, ...] = (
         "with the value held (within maxStale, counted and logged as stale): a healthy backend answers "
         "within it, so rotations are seen at once; a failing or throttled one never holds a read longer. "
         "While the backend is known to be failing, held values are answered without waiting at all. "
-        "0 always answers held values at once and refreshes behind.",
+        "0 always answers held values at once and refreshes behind; at least requestTimeout waits for "
+        "the whole refresh unless it fails first.",
         Kind.DURATION,
         default=STALE_WAIT_DEFAULT,
         minimum=0.0,
-        maximum=10.0,
     ),
     Property(
         "cacheMaxEntries",

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -36,9 +36,11 @@ from secretbridge.backends.contract import (
     json_members,
 )
 from secretbridge.core.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     SecretStoreError,
+    Unavailable,
 )
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import show_name
@@ -218,6 +220,8 @@ class KeyVaultStore(SecretStore):
     properties: ClassVar[tuple[Property, ...]] = KEYVAULT_PROPERTIES + AZURE_PROPERTIES
     supports_versions: ClassVar[bool] = True
     remote: ClassVar[bool] = True
+    #: `bulk_get` takes a `fallback` for secrets it lists but cannot read (the cache's held values).
+    bulk_fallback: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -354,6 +358,11 @@ class KeyVaultStore(SecretStore):
         reader = self._reader
         return reader.failing() if reader is not None else None
 
+    def watch_failure(self, future: asyncio.Future[str]) -> None:
+        """Resolve `future` at the next failed attempt against the vault or the identity."""
+        if self._reader is not None:
+            self._reader.watch_failure(future)
+
     # -- names and values -------------------------------------------------------------------------
     def vault_name(self, name: str) -> str:
         """The vault's name for the app's `name` (mapping + prefix), or `InvalidArgument` saying why."""
@@ -448,9 +457,15 @@ class KeyVaultStore(SecretStore):
                 found[asked] = (updated, fingerprint)
         return found, max(1, math.ceil(seen / LIST_PAGE))
 
-    async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
+    async def bulk_get(
+        self, limit: int | None = None, *, fallback: Callable[[str], dict[str, str] | None] | None = None
+    ) -> dict[str, dict[str, str]]:
         """Every enabled secret under `keyPrefix` (currently valid ones only with `refuseExpired`),
         at most `limit` of them.
+
+        `fallback(name)`: for a secret the vault lists but fails to read (unavailable, throttled past
+        retries, no answer in time), the value held elsewhere (the cache's, within maxStale) or None.
+        Such secrets are answered from it; the call fails only if some have none, saying how many.
 
         Reads start as soon as the page naming a secret arrives, while the next pages are still
         being listed: `bulkConcurrency` readers take names in listing order. Listing stops once
@@ -467,6 +482,9 @@ class KeyVaultStore(SecretStore):
         queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
         readers = self.bulk_concurrency if limit is None else min(self.bulk_concurrency, limit)
         skipped = 0
+        # Secrets no read and no fallback could answer (unavailability only), and why.
+        missing: list[str] = []
+        failure: list[SecretStoreError] = []
 
         async def read_values() -> None:
             while (item := await queue.get()) is not None:
@@ -474,6 +492,16 @@ class KeyVaultStore(SecretStore):
                 try:
                     # Deleted or disabled since it was listed: as if it had not been listed.
                     secret = await reader.get_if_present(vault_name, shown=app_name)
+                except (Unavailable, DeadlineExceeded) as exc:
+                    held = fallback(app_name) if fallback is not None else None
+                    if held is not None:
+                        results[app_name] = held
+                        continue
+                    if fallback is None and not self.bulk_skip_errors:
+                        raise type(exc)(f"BulkGet stopped at secret {show_name(app_name)}: {exc.message}") from None
+                    missing.append(app_name)
+                    failure.append(exc)
+                    continue
                 except SecretStoreError as exc:
                     if not self.bulk_skip_errors:
                         raise type(exc)(f"BulkGet stopped at secret {show_name(app_name)}: {exc.message}") from None
@@ -516,6 +544,17 @@ class KeyVaultStore(SecretStore):
                     queue.put_nowait(None)  # one end mark per reader, after every name
         except BaseExceptionGroup as group_error:
             raise _first_store_error(group_error) from None
+        if missing and not self.bulk_skip_errors:
+            raise type(failure[0])(
+                f"BulkGet could not read {len(missing)} of the {len(order)} secrets listed and no value is held for "
+                f"them (first: {show_name(missing[0])}): {failure[0].message}"
+            )
+        for app_name in missing:
+            logger.warning(
+                "BulkGet left out a secret it could not read",
+                extra={"instance": self.instance, "backend": self.backend, "secret": app_name,
+                       "error": type(failure[0]).__name__, "reason": failure[0].message},
+            )
         if skipped:
             logger.debug(
                 "BulkGet left out disabled or expired secrets",

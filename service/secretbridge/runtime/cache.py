@@ -68,7 +68,9 @@ class Source(Protocol):
 
     A source may also say whether its backend is failing now, `failing() -> str | None` (the cause,
     known from the first failed attempt of any client sharing that backend, None once it answers):
-    while it says so, reads past their TTL are answered from held values without waiting.
+    while it says so, reads past their TTL are answered from held values without waiting; and
+    `watch_failure(future)`, which resolves the future at the next failed attempt, so a read
+    already waiting for a refresh stops waiting then.
 
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
@@ -152,6 +154,8 @@ class CachedStore:
         self._inflight: dict[_Key, asyncio.Task[dict[str, str]]] = {}
         # Keys in `_inflight` whose read was started by a reader with nothing held (counted work).
         self._misses: set[_Key] = set()
+        # Readers waiting for a refresh (staleWait): a failed call here ends their wait at once.
+        self._watchers: set[asyncio.Future[str]] = set()
         self._bulk_inflight: dict[int | None, asyncio.Task[dict[str, dict[str, str]]]] = {}
         # (expires_at, the limit it answered, the names listed) of the latest BulkGet.
         self._bulk: tuple[float, int | None, tuple[str, ...]] | None = None
@@ -260,11 +264,8 @@ class CachedStore:
         if task is None:
             entry.refreshing = True
             task = self._refresh_one(key)
-        try:
-            async with asyncio.timeout(self.stale_wait):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            pass
+        if await self._briefly(task):
+            return task.result()  # the fresh value; or the decision (deleted, disabled) it met
         held = self._entries.get(key)
         if held is None or held.data is None:  # dropped meanwhile (deleted, disabled): ask again
             return await self.get(*key)
@@ -272,6 +273,21 @@ class CachedStore:
         if now < held.expires_at:  # answered just as the bound ran out
             return held.data
         return self._stale_hit(name, held, now)
+
+    async def _briefly(self, task: asyncio.Future[Any]) -> bool:
+        """Wait for a refresh for staleWait at most, and no longer than until an attempt fails
+        (here or, through `Source.watch_failure`, anywhere the backend is shared); True if it is done."""
+        failure: asyncio.Future[str] = self._loop.create_future()
+        self._watchers.add(failure)
+        watch = getattr(self.store, "watch_failure", None)
+        if watch is not None:
+            watch(failure)
+        try:
+            await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failure.cancel()
+            self._watchers.discard(failure)
+        return task.done()
 
     def work_in_flight(self) -> int:
         """Backend reads out now for keys nothing was held for, and bulk reads (what `work_limit` bounds)."""
@@ -372,7 +388,8 @@ class CachedStore:
             self._stale_since = now
         if now - self._stale_logged_at >= STALE_LOG_EVERY:
             self._stale_logged_at = now
-            cause = self._outage.message if self._outage is not None else "unknown"
+            waited = format_duration(self.stale_wait)
+            cause = self.failing() or f"the refresh did not answer within staleWait ({waited})"
             log.warning(
                 "backend failing; serving a stale value",
                 extra={
@@ -486,7 +503,11 @@ class CachedStore:
         CACHE_ENTRIES.labels(self.instance).set(len(self._entries))
 
     def _down(self, cause: str) -> None:
-        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause."""
+        """The backend failed: readiness and `secretbridge_backend_up` say so, with the cause; readers
+        waiting for a refresh are answered from held values now."""
+        for watcher in list(self._watchers):
+            if not watcher.done():
+                watcher.set_result(cause)
         self.last_error = cause
         if self.down_since is None:
             self.down_since = self.clock()
@@ -537,26 +558,70 @@ class CachedStore:
             BACKEND_SECONDS.labels(self.backend, operation).observe(time.monotonic() - started)
 
     async def bulk_get(self, limit: int | None = None) -> dict[str, dict[str, str]]:
-        """Every secret; cached for the TTL, and each one primes the Get cache."""
+        """Every secret; cached for the TTL, and each one primes the Get cache.
+
+        As for Get: past the TTL, with every listed secret still held within maxStale, the refresh
+        is waited for staleWait at most (not at all while the backend is failing), then the held
+        listing answers. A refresh that fails answers from held values, secret by secret.
+        """
         now = self.clock()
         fresh = self._listing(limit, now, stale=False)
         if fresh is not None:
             return {name: entry.data for name, entry in fresh.items()}  # type: ignore[misc]
-        if self._outage is not None:
-            # As for Get: a failing backend is not waited out again; a probe finds out when it is back.
-            stale = self._listing(limit, now, stale=True)
-            if stale is not None:
-                self.probe_soon()
-                return self._stale_listing(stale, now)
+        stale = self._listing(limit, now, stale=True)
+        if stale is not None and (self.failing() is not None or self.stale_wait <= 0):
+            # A failing backend is not waited out, nor asked for every secret again: a probe (one
+            # cheap request, every few seconds at most) finds out when it is back.
+            self.probe_soon()
+            return self._stale_listing(stale, now)
         task = self._bulk_inflight.get(limit)
         if task is None:
-            self._admit_work()
-            task = self._loop.create_task(self._load_bulk(limit))
-            self._bulk_inflight[limit] = task
-            task.add_done_callback(
-                lambda t: (self._bulk_inflight.pop(limit, None), t.cancelled() or t.exception())
-            )
-        return await asyncio.shield(task)
+            if stale is None:
+                self._admit_work()  # nothing to answer with meanwhile: this is backend work callers wait on
+            task = self._start_bulk(limit)
+        if stale is None:
+            return await asyncio.shield(task)
+        if await self._briefly(task):
+            return task.result()
+        now = self.clock()
+        stale = self._listing(limit, now, stale=True)
+        if stale is None:  # some of it dropped meanwhile (deleted, evicted): wait for the answer
+            return await asyncio.shield(task)
+        return self._stale_listing(stale, now)
+
+    def _start_bulk(self, limit: int | None) -> asyncio.Task[dict[str, dict[str, str]]]:
+        task = self._loop.create_task(self._load_bulk(limit))
+        self._bulk_inflight[limit] = task
+        task.add_done_callback(lambda t: (self._bulk_inflight.pop(limit, None), t.cancelled() or t.exception()))
+        return task
+
+    def _held_entry(self, name: str, now: float) -> _Entry | None:
+        """The latest-version entry of `name` if it holds a value within maxStale."""
+        entry = self._entries.get((name, None))
+        if entry is None or entry.data is None or now - entry.expires_at > self.max_stale:
+            return None
+        return entry
+
+    def _held_value(self, name: str) -> dict[str, str] | None:
+        """The value held for `name` within maxStale (counted as stale), or None: BulkGet's fallback."""
+        now = self.clock()
+        entry = self._held_entry(name, now)
+        if entry is None:
+            return None
+        return self._stale_hit(name, entry, now) if now >= entry.expires_at else entry.data
+
+    def _bulk_failure(self, err: SecretStoreError, limit: int | None, now: float) -> SecretStoreError:
+        """The error of a BulkGet that failed with nothing complete to answer: how many secrets lack a value."""
+        if "BulkGet" in err.message and "no value is held" in err.message:
+            return err  # the backend already counted them
+        if self._bulk is None or (self._bulk[1] is not None and self._bulk[1] != limit):
+            return type(err)(f"{err.message}; no BulkGet has been answered yet, so no listing is held to answer from")
+        names = self._bulk[2] if limit is None else self._bulk[2][:limit]
+        missing = sum(1 for name in names if self._held_entry(name, now) is None)
+        return type(err)(
+            f"{err.message}; no value is held within maxStale ({format_duration(self.max_stale)}) for {missing} "
+            f"of the {len(names)} secrets listed last"
+        )
 
     def _listing(self, limit: int | None, now: float, *, stale: bool) -> dict[str, _Entry] | None:
         """The latest BulkGet's entries for this `limit`: fresh ones, or (stale) ones within maxStale."""
@@ -588,13 +653,18 @@ class CachedStore:
             bulk_get = getattr(self.store, "bulk_get", None)
             if bulk_get is None:
                 raise FailedPrecondition(f"the {self.backend} reads behind this cache cannot list secrets")
-            every = await self._call("bulk_get", bulk_get(limit), timeout)
-        except (Unavailable, DeadlineExceeded):
+            if getattr(self.store, "bulk_fallback", False) and self.ttl > 0:
+                # Secrets the backend lists but cannot read now are answered from held values.
+                call = bulk_get(limit, fallback=self._held_value)
+            else:
+                call = bulk_get(limit)
+            every = await self._call("bulk_get", call, timeout)
+        except (Unavailable, DeadlineExceeded) as err:
             now = self.clock()
             stale = self._listing(limit, now, stale=True) if self.ttl > 0 else None
             if stale is not None:
                 return self._stale_listing(stale, now)
-            raise
+            raise self._bulk_failure(err, limit, now) from None
         self._fresh_again()
         for name, data in every.items():
             self._remember((name, None), data)

@@ -1,0 +1,247 @@
+"""Reads through a vault outage: a caller that can be answered from a held value never waits on a
+failing vault (RFC 5861's stale-while-revalidate and stale-if-error; DESIGN.md "Cache and resilience").
+
+Through the real server on a real socket, the real keyvault backend and the Key Vault double. No
+timing is asserted: the double holds requests open (`hold`) until the test releases them, so a read
+that comes back while the vault's request is still held did not wait for it. TTLs are crossed by
+moving the instance's cache clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from secretbridge.runtime.metrics import STALE_SERVED
+
+from tests.fakes import FakeKeyVault, FakeManagedIdentity, vault_metadata
+from tests.support import Bridge, MovedClock, eventually, move_time, serve_bridge
+
+pytest_plugins = ("tests.fakes.fixtures",)
+
+#: Long enough that a read answered before it ran out was answered because the vault was known to
+#: be failing, not because the bound ran out.
+LONG_WAIT = "1h"
+
+
+def keyvault(vault: FakeKeyVault, **extra: str) -> dict[str, str]:
+    return {"backend": "keyvault", **vault_metadata(vault, **{"cacheTTL": "30s", "requestTimeout": "1h", **extra})}
+
+
+def stale_count(instance: str) -> float:
+    return float(STALE_SERVED.labels(instance, "keyvault")._value.get())
+
+
+@pytest.fixture
+def small_bridge() -> Iterator[Bridge]:
+    """A server with 16 workers: one instance's share is 14."""
+    with serve_bridge(workers=16, shutdown_grace=1.0) as bridge:
+        yield bridge
+
+
+def test_a_hung_vault_does_not_hold_a_read_past_stale_wait(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
+    fake_vault.set_secret("db", "old")
+    bridge.init(keyvault(fake_vault), instance="hung")
+    clock = move_time(bridge, "hung")
+    assert bridge.get("db", instance="hung") == {"db": "old"}
+    fake_vault.set_secret("db", "new")  # rotated; the vault then hangs
+    fake_vault.hang()
+    clock.advance(31)
+    stale = stale_count("hung")
+    assert bridge.get("db", instance="hung") == {"db": "old"}  # the held value, after staleWait at most
+    assert fake_vault.held == 1  # ... while the refresh it started is still unanswered
+    assert stale_count("hung") == stale + 1
+    assert bridge.get("db", instance="hung") == {"db": "old"}
+    assert fake_vault.held == 1  # single flight: the second read joined the same refresh
+    fake_vault.release()
+    assert eventually(lambda: bridge.get("db", instance="hung") == {"db": "new"})  # the rotation lands
+
+
+@pytest.mark.parametrize("fault", ["503", "429"])
+def test_the_first_failed_attempt_answers_the_waiting_read(
+    bridge: Bridge, fake_vault: FakeKeyVault, fault: str
+) -> None:
+    fake_vault.set_secret("db", "old")
+    # staleWait of an hour: only knowing the vault is failing can answer the read.
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, maxRetries="3"), instance=f"fault-{fault}")
+    clock = move_time(bridge, f"fault-{fault}")
+    assert bridge.get("db", instance=f"fault-{fault}") == {"db": "old"}
+    if fault == "503":
+        fake_vault.fail(1, 503)
+    else:
+        fake_vault.throttle(1, retry_after=0)
+    fake_vault.hold(skip=1)  # the first attempt is answered with the fault; its retry is held
+    clock.advance(31)
+    assert bridge.get("db", instance=f"fault-{fault}") == {"db": "old"}
+    assert eventually(lambda: fake_vault.held == 1)
+    assert fake_vault.count("failed" if fault == "503" else "throttled") == 1
+    # Known failing now: another expired key is answered at once, even on the worker's fast path.
+    assert bridge.get("db", instance=f"fault-{fault}") == {"db": "old"}
+    fake_vault.release()  # the refresh's retry is answered: the vault is not failing any more
+    assert bridge.server is not None
+    found = bridge.server.instances.find(f"fault-{fault}")
+    assert found is not None and found.cached is not None
+    assert eventually(lambda: found.cached is not None and found.cached.failing() is None)
+
+
+def test_a_failing_token_endpoint_answers_the_waiting_read(
+    bridge: Bridge, fake_vault: FakeKeyVault, fake_identity: FakeManagedIdentity
+) -> None:
+    fake_identity.lifetime = 1  # the token expires at once: the refresh must ask for another
+    fake_vault.set_secret("db", "old")
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, maxRetries="3"), instance="token")
+    clock = move_time(bridge, "token")
+    assert bridge.get("db", instance="token") == {"db": "old"}
+    asked = len(fake_identity.requests)
+    time.sleep(2)  # let the token expire (a wait, not a measurement)
+    fake_identity.fail(math.inf, 500)
+    fake_identity.hold(skip=1)  # the first token request fails; its retry is held
+    clock.advance(31)
+    assert bridge.get("db", instance="token") == {"db": "old"}
+    assert eventually(lambda: fake_identity.held == 1)
+    assert len(fake_identity.requests) == asked + 1  # one failed attempt was enough to know
+    fake_identity.fail(0)
+    fake_identity.release()
+
+
+def test_sixty_four_readers_of_expired_keys_during_an_outage_all_get_values(
+    small_bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    bridge = small_bridge
+    names = [f"key-{n}" for n in range(64)]
+    for name in names:
+        fake_vault.set_secret(name, f"value-{name}")
+    bridge.init(keyvault(fake_vault), instance="crowd")
+    clock = move_time(bridge, "crowd")
+    for name in names:
+        assert bridge.get(name, instance="crowd") == {name: f"value-{name}"}
+    fake_vault.hang()  # the outage starts: nothing the vault is asked is answered
+    clock.advance(31)  # every key is past its TTL
+
+    def read(name: str) -> object:
+        try:
+            return bridge.get(name, instance="crowd", timeout=120)
+        except grpc.RpcError as err:
+            return err.code()
+
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(read, names))
+    assert answers == [{name: f"value-{name}"} for name in names]  # none RESOURCE_EXHAUSTED, four times the share
+    assert fake_vault.held > 0  # ... all while the vault held the refreshes
+    fake_vault.release()
+
+
+def test_a_deleted_secret_is_not_served_stale_once_the_vault_says_404(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("gone", "old")
+    bridge.init(keyvault(fake_vault, negativeCacheTTL="0", maxStale="1h"), instance="deleted")
+    clock = move_time(bridge, "deleted")
+    assert bridge.get("gone", instance="deleted") == {"gone": "old"}
+    fake_vault.delete("gone")
+    clock.advance(31)
+
+    def code() -> grpc.StatusCode | None:
+        try:
+            bridge.get("gone", instance="deleted")
+        except grpc.RpcError as err:
+            return err.code()
+        return None
+
+    assert eventually(lambda: code() == grpc.StatusCode.NOT_FOUND)
+    # The vault said so: the old value is gone for good, even when the vault then fails.
+    fake_vault.go_down()
+    clock.advance(5)
+    assert code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("off", "old")
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance="disabled")
+    clock = move_time(bridge, "disabled")
+    assert bridge.get("off", instance="disabled") == {"off": "old"}
+    fake_vault.disable("off")
+    clock.advance(31)
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError) as err:
+            bridge.get("off", instance="disabled")
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "disabled" in (err.value.details() or "")
+    fake_vault.fail(math.inf, 503)
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.get("off", instance="disabled")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    fake_vault.fail(0)
+
+
+def test_what_one_instance_learns_of_a_failing_vault_every_instance_on_that_vault_knows(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("db", "old")
+    for name in ("first", "second"):
+        bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance=name)
+    clocks = {name: move_time(bridge, name) for name in ("first", "second")}
+    for name in clocks:
+        assert bridge.get("db", instance=name) == {"db": "old"}
+    fake_vault.fail(1, 503)
+    fake_vault.hold(skip=1)
+    clocks["first"].advance(31)
+    assert bridge.get("db", instance="first") == {"db": "old"}  # its refresh met the 503
+    assert eventually(lambda: fake_vault.held == 1)
+    clocks["second"].advance(31)
+    assert bridge.get("db", instance="second") == {"db": "old"}  # at once: the vault is known to be failing
+    fake_vault.release()
+
+
+def three_secrets(bridge: Bridge, fake_vault: FakeKeyVault, instance: str, **extra: str) -> MovedClock:
+    """s-0, s-1, s-2 in the vault, an instance on it, and its cache's clock."""
+    for n in range(3):
+        fake_vault.set_secret(f"s-{n}", f"v-{n}")
+    bridge.init(keyvault(fake_vault, **extra), instance=instance)
+    return move_time(bridge, instance)
+
+
+def test_bulk_get_answers_its_held_listing_while_the_vault_holds_the_refresh(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    clock = three_secrets(bridge, fake_vault, "bulk-hung")
+    every = bridge.bulk_get(instance="bulk-hung")
+    assert every == {f"s-{n}": {f"s-{n}": f"v-{n}"} for n in range(3)}
+    fake_vault.hang()
+    clock.advance(31)
+    assert bridge.bulk_get(instance="bulk-hung") == every
+    assert fake_vault.held >= 1  # the refresh's listing is still unanswered
+    fake_vault.release()
+
+
+def test_bulk_get_answers_held_values_for_the_secrets_it_cannot_read_and_fails_only_for_the_rest(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    clock = three_secrets(bridge, fake_vault, "bulk-partial", staleWait=LONG_WAIT)
+    for n in range(2):  # s-0 and s-1 are held (read by Get); s-2 never was
+        assert bridge.get(f"s-{n}", instance="bulk-partial") == {f"s-{n}": f"v-{n}"}
+    fake_vault.set_secret("s-0", "rotated")
+    fake_vault.break_secret("s-1", 503)  # the vault lists it but cannot read it
+    clock.advance(31)
+    every = bridge.bulk_get(instance="bulk-partial")
+    assert every == {"s-0": {"s-0": "rotated"}, "s-1": {"s-1": "v-1"}, "s-2": {"s-2": "v-2"}}
+    # Now s-2 cannot be read either; it is held (the BulkGet primed it), so it is answered too.
+    fake_vault.break_secret("s-2", 503)
+    clock.advance(31)
+    assert bridge.bulk_get(instance="bulk-partial")["s-2"] == {"s-2": "v-2"}
+    # A secret with nothing held that cannot be read fails the call, which says how many and why.
+    fake_vault.set_secret("s-3", "new")
+    fake_vault.break_secret("s-3", 503)
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance="bulk-partial")  # a cold cache
+    with pytest.raises(grpc.RpcError) as err:
+        bridge.bulk_get(instance="bulk-partial")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = err.value.details() or ""
+    assert "could not read 3 of the 4 secrets" in details and "no value is held" in details, details
+    assert "503" in details
