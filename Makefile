@@ -40,7 +40,7 @@ bench: setup
 SOAK_MINUTES ?= 10
 soak: setup
 	@daprd="$$($(PYTHON) tools/daprd/get_daprd.py)" || daprd=""; \
-	exec $(PY) -m bench.soak --minutes $(SOAK_MINUTES) $${daprd:+--daprd "$$daprd"} $${daprd:---no-daprd}
+	exec $(PY) -m bench.soak --minutes $(SOAK_MINUTES) $${daprd:+--daprd "$$daprd"}
 
 # Plants the bugs listed in tests/mutants.py one at a time in a copy of the tree and reports which the
 # tests catch; every one must be caught (not part of `make test`: it runs tests once per bug).

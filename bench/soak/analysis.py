@@ -5,8 +5,9 @@ failures the targets count, each by a rule stated in the report:
 
 - *during restart*: in flight at some moment between the `kill -9` and the moment the restarted
   server's socket accepted a connection, plus the socket callers' reconnect backoff
-  (`callers.RECONNECT_BACKOFF_MS`); for the app, until its first good read through daprd after the
-  socket was back (daprd reconnects on its own schedule; that delay is printed);
+  (`callers.RECONNECT_BACKOFF_MS`); for the app, until its first good read of that Component through
+  daprd after the socket was back (daprd keeps a connection per Component and redials each on its own
+  schedule; those delays are printed);
 - *expected*: a read of a deleted (disabled) secret answered NOT_FOUND (FAILED_PRECONDITION) once
   the vault said so; such a name answered with a value *after* a read of it had been refused is
   counted as served after deletion, and any other code as a failure;
@@ -86,20 +87,33 @@ class Tally:
         }
 
 
-def _restart_windows(raw: Mapping[str, Any], records: Records) -> dict[int, list[tuple[float, float]]]:
-    """Per source, the (from, to) spans whose failures are the restart's."""
+def _restart_windows(raw: Mapping[str, Any], records: Records) -> dict[tuple[int, str], list[tuple[float, float]]]:
+    """The (from, to) spans whose failures are a restart's: for the socket callers (one channel), and for each of
+    the app's Components (daprd keeps a connection per Component and redials each on its own schedule)."""
     socket_grace = RECONNECT_BACKOFF_MS / 1000
-    windows: dict[int, list[tuple[float, float]]] = {SOCKET: [], APP: []}
+    windows: dict[tuple[int, str], list[tuple[float, float]]] = {(SOCKET, ""): []}
     ok = records.outcomes.get("OK")
-    app_ok = sorted(records.sent[i] for i in range(len(records.sent))
-                    if records.source[i] == APP and records.outcome[i] == ok)
+    keys = {index: key for key, index in records.targets.items()}
+    good: dict[str, list[float]] = {}
+    for i in range(len(records.sent)):
+        if records.source[i] == APP and records.outcome[i] == ok:
+            good.setdefault(_group(APP, keys[records.target[i]]), []).append(records.sent[i])
     for restart in raw["restarts"]:
-        windows[SOCKET].append((restart["killed"], restart["back"] + socket_grace))
-        first = app_ok[bisect.bisect_left(app_ok, restart["back"])] \
-            if bisect.bisect_left(app_ok, restart["back"]) < len(app_ok) else raw["finished"]
-        restart["app_back_after_s"] = first - restart["back"]
-        windows[APP].append((restart["killed"], max(first, restart["back"] + socket_grace)))
+        windows[(SOCKET, "")].append((restart["killed"], restart["back"] + socket_grace))
+        restart["app_back_after_s"] = {}
+        for component, sent in sorted(good.items()):
+            sent.sort()
+            at = bisect.bisect_left(sent, restart["back"])
+            first = sent[at] if at < len(sent) else raw["finished"]
+            restart["app_back_after_s"][component] = first - restart["back"]
+            windows.setdefault((APP, component), []).append(
+                (restart["killed"], max(first, restart["back"] + socket_grace)))
     return windows
+
+
+def _group(source: int, target: str) -> str:
+    """Which restart window a read falls under: the socket callers share one; the app's, one per Component."""
+    return target.split("/", 1)[0] if source == APP else ""
 
 
 def _first_refusals(raw: Mapping[str, Any], records: Records) -> dict[int, float]:
@@ -143,7 +157,8 @@ def tally(raw: dict[str, Any], records: Records) -> list[dict[int, Tally]]:
         counts.reads += 1
         # In flight at some moment of a restart window: sent before its end, answered after the kill.
         done = sent + records.took[i]
-        if outcome != "OK" and any(sent <= hi and done >= lo for lo, hi in windows[records.source[i]]):
+        spans = windows.get((records.source[i], _group(records.source[i], keys[target])), [])
+        if outcome != "OK" and any(sent <= hi and done >= lo for lo, hi in spans):
             counts.during_restart[outcome] += 1
             continue
         if target in doomed and sent >= doomed[target][0]:
@@ -476,9 +491,11 @@ def render(raw: Mapping[str, Any]) -> str:
         lines.append(f"  rotation, {rotation['kind']} (cycle {rotation['cycle'] + 1}): served "
                      + (f"{served:.2f} s after" if served is not None else "never, within the run"))
     for restart in raw["restarts"]:
+        app = restart.get("app_back_after_s") or {}
         lines.append(f"  kill -9: the socket answered again {restart['back'] - restart['killed']:.2f} s after the kill"
-                     + (f"; the app's first good read through daprd {restart['app_back_after_s']:.2f} s after that"
-                        if raw["app_through_daprd"] and "app_back_after_s" in restart else ""))
+                     + ("; the app's first good read through daprd after that: "
+                        + ", ".join(f"{component} +{after:.2f} s" for component, after in app.items())
+                        if raw["app_through_daprd"] and app else ""))
     for key, outcome in raw.get("doomed_outcomes", {}).items():
         refused = outcome["refused_after_s"]
         lines.append(f"  {key}: {outcome['code']} " + (f"{refused:.2f} s after the change" if refused is not None
@@ -501,7 +518,8 @@ def render(raw: Mapping[str, Any]) -> str:
         "",
         "How it is judged: a read belongs to the phase it was sent in. 'restart' = failed reads that were in "
         f"flight between the kill -9 and the restarted socket accepting (+{RECONNECT_BACKOFF_MS} ms, the callers' "
-        "reconnect backoff; for the app, until its first good read through daprd after that); the kill phase's "
+        "reconnect backoff; for the app, until its first good read of each Component through daprd after that: "
+        "daprd redials each on its own schedule); the kill phase's "
         "own p99 is not judged (its cache restarts cold). 'expected' = reads of a deleted (disabled) secret "
         "refused NOT_FOUND (FAILED_PRECONDITION) after the change; such a name may be served its held value "
         "until the first refusal, never after.",
