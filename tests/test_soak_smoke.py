@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_the_soak_judges_restarts_and_deleted_secrets_by_its_stated_rules() -> N
     records.add(21.0, 0.010, SOCKET, "keyvault/gone", "NOT_FOUND")  # the refusal
     records.add(22.0, 0.001, SOCKET, "keyvault/gone", "OK")  # served again after it: counted
     records.add(23.0, 0.001, SOCKET, "keyvault/gone", "UNAVAILABLE")  # the wrong code: counted
-    raw = {
+    raw: dict[str, Any] = {
         "phases": [_phase(WARMUP, 0.0, 5.0), _phase(KILL, 5.0, 15.0), _phase(DOOM, 20.0, 30.0)],
         "restarts": [{"killed": 10.0, "back": 12.0}],
         "doomed": {"keyvault/gone": [20.0, "NOT_FOUND"]},

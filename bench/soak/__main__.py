@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from bench.daprd import find_daprd
 from bench.soak import analysis, run
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "results" / "soak.json"
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_daprd:
         daprd = args.daprd
         if daprd is None:
-            daprd, why = run.locate_daprd()
+            daprd, why = find_daprd()  # never built here: `make soak` builds it first
             if daprd is None:
                 print(f"no daprd, the app through daprd is left out: {why}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _interrupted)

@@ -365,21 +365,21 @@ def verdicts(raw: Mapping[str, Any]) -> list[Verdict]:
         ))
     # The same, with the machine's noise taken out: keyvault's p99 over the file/containerapps reads' p99 of the
     # same phase (which no vault fault touches), against that ratio in the steady phases.
-    noise_free = [(kind, _noise_free(raw, kind)) for kind in FAULTS if kind != KILL and _kind(raw, kind)]
-    if noise_free and base:
-        worst_kind, worst = max(noise_free, key=lambda item: item[1] or 0.0)
+    noise_free = [(kind, ratio) for kind in FAULTS if kind != KILL and (ratio := _noise_free(raw, kind)) is not None]
+    if noise_free:
+        worst_kind, worst_ratio = max(noise_free, key=lambda item: item[1])
         found.append(Verdict(
             f"the same, the machine's noise taken out (keyvault p99 / the same phase's file+containerapps p99, "
             f"against steady's): <= {TARGET_P99_RATIO:g}x in every fault phase",
-            f"worst {worst:.2f}x ({worst_kind}); " + ", ".join(f"{k} {r:.2f}x" for k, r in noise_free if r is not None),
-            all(r is not None and r <= TARGET_P99_RATIO for _, r in noise_free),
+            f"worst {worst_ratio:.2f}x ({worst_kind}); " + ", ".join(f"{k} {r:.2f}x" for k, r in noise_free),
+            worst_ratio <= TARGET_P99_RATIO,
         ))
     ttl = raw["settings"]["cache_ttl"]
     after = [r for r in raw["rotations"] if r["kind"] == "after the vault came back"]
     if after:
-        worst = [r["served_after_s"] for r in after]
-        missing = sum(1 for w in worst if w is None)
-        slowest = max((w for w in worst if w is not None), default=0.0)
+        delays = [r["served_after_s"] for r in after]
+        missing = sum(1 for d in delays if d is None)
+        slowest = max((d for d in delays if d is not None), default=0.0)
         limit = ttl + TARGET_ROTATION_SLACK_S
         found.append(Verdict(
             f"a rotation made during an outage is served within cacheTTL + {TARGET_ROTATION_SLACK_S:g} s "

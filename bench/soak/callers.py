@@ -101,7 +101,8 @@ class Records:
         tables = json.loads((folder / "tables.json").read_text())
         records.targets = tables["targets"]
         records.outcomes = tables["outcomes"]
-        records.failures = [tuple(failure) for failure in tables["failures"]]  # type: ignore[misc]
+        records.failures = [(sent, source, target, outcome, detail)
+                            for sent, source, target, outcome, detail in tables["failures"]]
         return records
 
 

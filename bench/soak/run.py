@@ -29,8 +29,8 @@ from secretbridge.core.policy import DEFAULT_WORKERS
 from secretbridge.proto.components.v1 import secretstore_pb2, secretstore_pb2_grpc
 
 from bench import procs
-from bench.daprd import find_daprd, free_port, http_get
-from bench.soak.callers import CallerPlan, plan_json, target_key
+from bench.daprd import free_port, http_get
+from bench.soak.callers import CallerPlan, Records, plan_json, target_key
 from bench.soak.faults import LocalStores, VaultFaults, value
 from bench.vault import REPO_ROOT, VaultRig
 from bench.workload import INSTANCE_HEADER
@@ -300,20 +300,22 @@ class Soak:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.pids.append(self.callers.pid)
-        self._tell({"hello": True}, first=plan_json(plan))
+        self._send(plan_json(plan))
         # Its imports take a while on a busy machine: the warm-up starts once it reads.
         assert self.callers.stdout is not None
         ready, _, _ = select.select([self.callers.stdout], [], [], procs.START_TIMEOUT)
         if not ready or not self.callers.stdout.readline():
             raise RuntimeError(f"the readers did not start within {procs.START_TIMEOUT:.0f} s")
 
-    def _tell(self, command: dict[str, Any], first: str | None = None) -> None:
+    def _tell(self, command: dict[str, Any]) -> None:
+        """A command to the readers (`callers._commands`): change the pool, or stop."""
+        self._send(json.dumps(command))
+
+    def _send(self, line: str) -> None:
         if self.callers is None or self.callers.stdin is None:
             return
-        with contextlib.suppress(BrokenPipeError, OSError):
-            if first is not None:
-                self.callers.stdin.write(first + "\n")
-            self.callers.stdin.write(json.dumps(command) + "\n")
+        with contextlib.suppress(BrokenPipeError, OSError):  # readers gone: the soak notices when it stops them
+            self.callers.stdin.write(line + "\n")
             self.callers.stdin.flush()
 
     def _stop_callers(self) -> None:
@@ -563,15 +565,8 @@ def _handler(kind: str) -> str:
             IDENTITY: "identity", ROTATION: "rotation", DOOM: "doom", LOCAL: "local"}[kind]
 
 
-def locate_daprd() -> tuple[Path | None, str]:
-    """The daprd tools/daprd/get_daprd.py finds (never built here: `make soak` builds it first)."""
-    return find_daprd()
-
-
 def run(settings: SoakSettings, daprd: Path | None, why: str = "", progress: IO[str] = sys.stderr) -> dict[str, Any]:
     """One whole soak; returns the raw result with the readers' records analysed (see `analysis`)."""
-    from bench.soak import analysis
-
     with VaultRig() as rig:
         soak = Soak(settings, rig, daprd, progress)
         soak.daprd_skipped = "" if daprd is not None else (why or "no daprd")
@@ -583,9 +578,8 @@ def run(settings: SoakSettings, daprd: Path | None, why: str = "", progress: IO[
             if tail:
                 print(f"secretbridge's log (last lines):\n{tail}", file=progress)
             raise
-        raw = soak.result()
-        from bench.soak.callers import Records
+        # Imported here: analysis reads the phase names from this module.
+        from bench.soak import analysis
 
-        records = Records.load(soak.records)
-        return analysis.analyse(raw, records)
+        return analysis.analyse(soak.result(), Records.load(soak.records))
 
