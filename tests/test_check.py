@@ -203,3 +203,12 @@ def test_a_misspelled_type_and_a_duplicate_name_are_both_reported(tmp_path: Path
     )
     findings = check_paths([tmp_path])
     assert [[p.prop for p in f.errors] for f in findings] == [[], ["metadata.name", "spec.type"]]
+
+
+def test_a_stale_wait_as_long_as_the_request_timeout_is_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(component("kv", {
+        "backend": "keyvault", "vaultName": "kv-prod", "staleWait": "5s", "requestTimeout": "5s",
+    }))
+    run = run_check(tmp_path)
+    assert run.returncode == 0, run.stdout
+    assert "[staleWait]" in run.stdout and "at least 'requestTimeout'" in run.stdout

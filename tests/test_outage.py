@@ -53,7 +53,7 @@ def test_a_hung_vault_does_not_hold_a_read_past_stale_wait(bridge: Bridge, fake_
     clock.advance(31)
     stale = stale_count("hung")
     assert bridge.get("db", instance="hung") == {"db": "old"}  # the held value, after staleWait at most
-    assert fake_vault.held == 1  # ... while the refresh it started is still unanswered
+    assert eventually(lambda: fake_vault.held == 1)  # ... while the refresh it started is still unanswered
     assert stale_count("hung") == stale + 1
     assert bridge.get("db", instance="hung") == {"db": "old"}
     assert fake_vault.held == 1  # single flight: the second read joined the same refresh
@@ -131,7 +131,7 @@ def test_sixty_four_readers_of_expired_keys_during_an_outage_all_get_values(
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(read, names))
     assert answers == [{name: f"value-{name}"} for name in names]  # none RESOURCE_EXHAUSTED, four times the share
-    assert fake_vault.held > 0  # ... all while the vault held the refreshes
+    assert eventually(lambda: fake_vault.held > 0)  # ... all while the vault held the refreshes
     fake_vault.release()
 
 
@@ -216,7 +216,7 @@ def test_bulk_get_answers_its_held_listing_while_the_vault_holds_the_refresh(
     fake_vault.hang()
     clock.advance(31)
     assert bridge.bulk_get(instance="bulk-hung") == every
-    assert fake_vault.held >= 1  # the refresh's listing is still unanswered
+    assert eventually(lambda: fake_vault.held >= 1)  # the refresh's listing is still unanswered
     fake_vault.release()
 
 
@@ -245,3 +245,19 @@ def test_bulk_get_answers_held_values_for_the_secrets_it_cannot_read_and_fails_o
     details = err.value.details() or ""
     assert "could not read 3 of the 4 secrets" in details and "no value is held" in details, details
     assert "503" in details
+
+
+def test_an_attempt_that_outlives_its_share_of_request_timeout_marks_the_vault_failing(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    fake_vault.set_secret("db", "old")
+    # Eleven attempts share requestTimeout: one unanswered for 1 s marks the vault failing.
+    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, requestTimeout="11s", maxRetries="10"), instance="share")
+    clock = move_time(bridge, "share")
+    assert bridge.get("db", instance="share") == {"db": "old"}
+    fake_vault.hang()
+    clock.advance(31)
+    # Answered once the attempt outlived its share, long before the call's own requestTimeout.
+    assert bridge.get("db", instance="share", timeout=8) == {"db": "old"}
+    assert eventually(lambda: fake_vault.held == 1)
+    fake_vault.release()

@@ -19,8 +19,8 @@ all spend the same allowance. So every request to a vault host passes one `Vault
   this pause (the vault's window, as Retry-After tells it), are what the vault gives this process
   (its share when other clients spend the same allowance). From then on requests are spaced to
   that rate instead of running into the limit again and again, which would meet every other app
-  on the vault with 429s too. The rate grows by half each whole cycle without a 429 (the others
-  may have gone quiet), and pacing stops once it is far above anything a vault allows.
+  on the vault with 429s too. The rate grows by half each whole cycle (a second at most) without a
+  429 (the others may have gone quiet, or finished), and pacing stops once it is far above anything a vault allows.
 
 Cold BulkGets of several instances therefore share one queue in front of the vault rather than
 stampeding it: the fastest any of them can go is what the vault allows.
@@ -49,8 +49,9 @@ DEFAULT_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 #: How often one request is sent again after a 429 before the 429 is handed to the SDK.
 MAX_THROTTLED_RESENDS = 8
-#: A learned rate grows by this factor per whole cycle without a 429 ...
+#: A learned rate grows by this factor per whole cycle (at most GROW_EVERY seconds) without a 429 ...
 RATE_GROWTH = 1.5
+GROW_EVERY = 1.0
 #: ... and above this (requests per second: Key Vault's limit is 400/s per vault) pacing stops.
 UNPACED_ABOVE = 4_000.0
 #: Requests that may go at once after an idle spell, as seconds of the learned rate.
@@ -146,8 +147,9 @@ class VaultBudget:
         assert self.rate is not None
         if now >= self._grow_at:
             self.rate *= RATE_GROWTH
-            self._grow_at = now + self._cycle
+            self._grow_at = now + min(self._cycle, GROW_EVERY)
             self._pace += 1
+            self._next_at = now  # turns given under the old rate are void: they are all taken again
             if self.rate > UNPACED_ABOVE:
                 self.rate = None
                 return now
@@ -199,7 +201,7 @@ class VaultBudget:
             self.limit = max(float(self.minimum), self.limit / 2)
             self.cuts += 1
             self._learn(self.paused_until)
-        self._grow_at = self.paused_until + self._cycle
+        self._grow_at = self.paused_until + min(self._cycle, GROW_EVERY)
 
     def _learn(self, cycle_end: float) -> None:
         """A new throttling episode: what the vault answered over the cycle ending with this pause is its rate."""

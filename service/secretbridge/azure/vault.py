@@ -295,6 +295,9 @@ class VaultReader:
     def failing(self) -> str | None:
         """Why this vault (or the identity's token endpoint) is failing now, or None: from the
         latest attempt of any client in the process (`azure.health`)."""
+        if self.budget.paused_until > self.budget.clock():
+            # Every request to the vault waits out a Retry-After now: no refresh can answer sooner.
+            return "the vault is throttling requests (waiting out its Retry-After)"
         return self.health.failing or self.identity_health.failing
 
     def watch_failure(self, future: asyncio.Future[str]) -> None:

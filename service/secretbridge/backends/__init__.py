@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from secretbridge.backends.contract import CACHE_PROPERTIES, SecretStore
+from secretbridge.backends.contract import CACHE_PROPERTIES, SecretStore, cache_warnings
 from secretbridge.core.errors import InvalidArgument
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property, parse_metadata
 from secretbridge.core.policy import STRICT, OperatorPolicy
@@ -114,6 +114,8 @@ def validate_component(
         for key in metadata.unknown
     ]
     warnings += list(metadata.warnings)
+    if cls.remote:
+        warnings += cache_warnings(metadata)
     errors = list(metadata.errors)
     try:
         warnings += [("", text) for text in cls.validate(metadata, policy)]

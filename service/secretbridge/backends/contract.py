@@ -112,6 +112,19 @@ CACHE_PROPERTIES: tuple[Property, ...] = (
 )
 
 
+def cache_warnings(metadata: ParsedMetadata) -> list[tuple[str, str]]:
+    """(property, text) for cache settings that work against each other (Init logs them, `check` prints them)."""
+    if not (metadata.given("staleWait") and metadata.known("staleWait") and metadata.known("requestTimeout")):
+        return []
+    if metadata["staleWait"] < metadata["requestTimeout"]:
+        return []
+    return [(
+        "staleWait",
+        "metadata property 'staleWait' is at least 'requestTimeout': a read past cacheTTL waits for the whole refresh "
+        "(unless an attempt fails first) before the value held is served; keep it well under requestTimeout",
+    )]
+
+
 #: `multiValued` for stores whose secrets are single strings that may hold a JSON object.
 JSON_MULTI_VALUED = Property(
     "multiValued",

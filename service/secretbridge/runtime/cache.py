@@ -554,6 +554,8 @@ class CachedStore:
             self._down(err.message)
             raise
         finally:
+            # Cancelled (or timed out) before its turn under the bound: never started, never awaited.
+            call.close()
             BACKEND_CALLS.labels(self.instance, self.backend, operation, outcome).inc()
             BACKEND_SECONDS.labels(self.backend, operation).observe(time.monotonic() - started)
 
