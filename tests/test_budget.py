@@ -179,6 +179,15 @@ async def test_the_rate_the_vault_allows_is_learned_from_a_throttling_episode_an
         vault.succeeded()
     assert went[0] == pytest.approx(start + 2.0)  # not before the pause ends
     assert [round(b - a, 6) for a, b in itertools.pairwise(went)] == [0.05] * 4  # spaced to the rate
+    # A read someone waits on with nothing held goes at once, ahead of the turns already given out.
+    waiting = asyncio.ensure_future(vault.acquire())
+    await asyncio.sleep(0)  # it has taken the next turn and sleeps until then
+    slept, now = len(time.slept), time.now
+    assert await vault.acquire(urgent=True) == now
+    assert len(time.slept) == slept  # no turn to wait for
+    vault.release()
+    await waiting
+    vault.release()
     # A whole cycle without a 429: the others on the vault may have gone quiet; the rate grows.
     time.now = start + 4.5
     await vault.acquire()

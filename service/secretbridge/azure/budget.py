@@ -40,6 +40,8 @@ from typing import Any
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 
+from secretbridge.core.urgency import WAITED_ON
+
 #: Requests in flight to one vault at first, and the bounds AIMD keeps the limit in.
 INITIAL_LIMIT = 64
 MIN_LIMIT = 1
@@ -113,8 +115,9 @@ class VaultBudget:
         limit; returns when the request may go.
 
         Turns are handed out in arrival order when a request arrives. An `urgent` request (a page
-        of a listing: every read of a BulkGet waits for the pages) goes first, pushing the others
-        back by one turn, so the rate is kept all the same.
+        of a listing: every read of a BulkGet waits for the pages; a read a caller waits on with
+        nothing held) goes first, pushing the others back by one turn, so the rate is kept all the
+        same, and is first in line for a slot under the limit.
         """
         turn: tuple[int, float] | None = None  # (the pace it was given under, when)
         while True:
@@ -132,7 +135,10 @@ class VaultBudget:
                 self.sent += 1
                 return now
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if urgent:
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -260,8 +266,9 @@ class BudgetPolicy(AsyncHTTPPolicy):
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         budget = self.budget
         resends = 0
-        # A page of a listing (`GET /secrets?...`): BulkGet's reads all wait behind the pages.
-        urgent = request.http_request.url.split("?", 1)[0].rstrip("/").endswith("/secrets")
+        # A page of a listing (`GET /secrets?...`): BulkGet's reads all wait behind the pages. A read a
+        # caller waits on with nothing held (core/urgency.py) goes before refreshes of held values.
+        urgent = WAITED_ON.get() or request.http_request.url.split("?", 1)[0].rstrip("/").endswith("/secrets")
         while True:
             sent_at = await budget.acquire(urgent)
             try:

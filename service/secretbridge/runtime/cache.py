@@ -27,6 +27,7 @@ from secretbridge.core.errors import (
 )
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import show_name
+from secretbridge.core.urgency import WAITED_ON
 from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
     BACKEND_SECONDS,
@@ -244,7 +245,12 @@ class CachedStore:
         task = self._inflight.get(key)
         if task is None:
             self._admit_work()
-            task = self._start(key)
+            # Its requests go before refreshes of held values wherever the backend's requests queue.
+            waited_on = WAITED_ON.set(True)
+            try:
+                task = self._start(key)
+            finally:
+                WAITED_ON.reset(waited_on)
             self._misses.add(key)
             task.add_done_callback(lambda _t: self._misses.discard(key))
         # shield: one caller giving up must not cancel the read the others wait on.
