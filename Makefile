@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock daprd compat image clean mutants
+.PHONY: setup run test lint bench soak proto docs lock daprd compat image clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,8 @@ run: setup
 test: setup lint
 	@$(PYTHON) tools/daprd/get_daprd.py >/dev/null || { [ "$$CI" != true ] || exit 1; \
 		echo "daprd could not be had (above): the tests that need it will skip"; }
+	@$(PY) -m tests.apps >/dev/null || { [ "$$CI" != true ] || exit 1; \
+		echo "the Go/JavaScript SDK apps could not be had (above): their tests will skip"; }
 	@$(PYTHON) tools/image/build_image.py --quiet >/dev/null || { [ "$$CI" != true ] || exit 1; \
 		echo "the image could not be built (above): the image tests will skip"; }
 	$(PY) -m pytest -q
@@ -34,8 +36,24 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# `make bench ONLY=through_daprd` runs one section (names: python -m bench --help). Section (i) drives
+# daprd with wrk (installed here when missing and apt-get can, as root; else bench.load stands in) and
+# profiles with py-spy (a bench-only tool, pinned here, installed into the venv).
+ONLY ?=
+PY_SPY := py-spy==0.4.3
 bench: setup
-	$(PY) -m bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } || \
+		echo "wrk is not installed (apt-get install wrk): section (i) uses bench.load, a Python client"
+	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet --disable-pip-version-check '$(PY_SPY)' || \
+		echo "py-spy could not be installed: section (i) is not profiled"
+	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
+
+# The fault soak (bench/soak, issue 21): `make soak SOAK_MINUTES=2` for a short run. The app reads through
+# daprd when one can be had (found, or built once); without one the soak says so and runs the rest.
+SOAK_MINUTES ?= 10
+soak: setup
+	@daprd="$$($(PYTHON) tools/daprd/get_daprd.py)" || daprd=""; \
+	exec $(PY) -m bench.soak --minutes $(SOAK_MINUTES) $${daprd:+--daprd "$$daprd"}
 
 # Plants the bugs listed in tests/mutants.py one at a time in a copy of the tree and reports which the
 # tests catch; every one must be caught (not part of `make test`: it runs tests once per bug).

@@ -29,7 +29,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.vault import REPO_ROOT
@@ -114,34 +115,54 @@ def in_namespace(hosts: Path, argv: list[str]) -> list[str]:
     return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts), *argv]
 
 
+@dataclass
+class Running:
+    """daprd serving: its HTTP API root, and every process started for it by name."""
+
+    base: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+
 @contextlib.contextmanager
-def running(folder: Path, daprd: Path, env: dict[str, str]) -> Iterator[str]:
-    """secretbridge, then daprd (which discovers it through the socket folder); yields daprd's base URL."""
+def running(
+    folder: Path, daprd: Path, env: dict[str, str], components: str = COMPONENTS, *,
+    namespace: bool = True, plugs: Sequence[tuple[str, list[str]]] = (),
+) -> Iterator[Running]:
+    """secretbridge (and each of `plugs`: a name and the arguments of a Python process serving
+    `<sockets>/<name>.sock`), then daprd, which discovers them through the socket folder.
+    `namespace`: every process in a mount namespace of its own whose /etc/hosts maps the vault's name
+    (the built-in Key Vault store only talks to `https://<vaultName>.vault.azure.net`)."""
     hosts = folder / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n{VAULT_ADDRESS} {VAULT_HOST}\n")
     resources = folder / "resources"
     resources.mkdir(exist_ok=True)
-    (resources / "components.yaml").write_text(COMPONENTS)
+    (resources / "components.yaml").write_text(components)
     sockets = folder / "sockets"
     sockets.mkdir(exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
+    started = Running("")
 
     def launch(name: str, argv: list[str], child: dict[str, str]) -> subprocess.Popen[bytes]:
         log = folder / f"{name}.log"
         logs.append(log)
         with log.open("wb") as sink:
-            proc = subprocess.Popen(in_namespace(hosts, argv), cwd=REPO_ROOT, env=child, stdout=sink,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(in_namespace(hosts, argv) if namespace else argv, cwd=REPO_ROOT, env=child,
+                                    stdout=sink, stderr=subprocess.STDOUT)
         procs.append(proc)
+        started.pids[name] = proc.pid
         return proc
 
     try:
-        bridge = launch("secretbridge", [
-            sys.executable, "-m", "secretbridge", "--log-level", "warning", "--log-format", "json", "serve",
+        servers = [("secretbridge", [
+            "-m", "secretbridge", "--log-level", "warning", "--log-format", "json", "serve",
             "--socket-folder", str(sockets), "--name", "secretbridge", "--http-port", "-1",
-        ], env)
-        _wait(lambda: (sockets / "secretbridge.sock").exists(), bridge, "secretbridge's socket", logs[-1])
+        ]), *plugs]
+        for name, argv in servers:
+            launch(name, [sys.executable, *argv], env)
+        for (name, _), proc, log in zip(servers, list(procs), list(logs), strict=True):
+            path = sockets / f"{name}.sock"
+            _wait(lambda p=path: p.exists(), proc, f"{name}'s socket", log)  # type: ignore[misc]
         http_port = free_port()
         daprd_env = {k: v for k, v in env.items()
                      if k not in ("NAMESPACE", "DAPR_PLACEMENT_HOST_ADDRESS", "DAPR_SCHEDULER_HOST_ADDRESS_DNS_A")}
@@ -154,9 +175,9 @@ def running(folder: Path, daprd: Path, env: dict[str, str]) -> Iterator[str]:
             "--dapr-public-listen-address", "127.0.0.1", "--metrics-port", str(free_port()),
             "--metrics-listen-address", "127.0.0.1", "--log-level", "warn",
         ], daprd_env)
-        base = f"http://127.0.0.1:{http_port}/v1.0"
-        _wait(lambda: _status(f"{base}/healthz") == 204, proc, "daprd's health", logs[-1], timeout=60)
-        yield base
+        started.base = f"http://127.0.0.1:{http_port}/v1.0"
+        _wait(lambda: _status(f"{started.base}/healthz") == 204, proc, "daprd's health", logs[-1], timeout=60)
+        yield started
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

@@ -38,7 +38,10 @@ SECTION_TITLES = {
     "fleet": "(f) vault requests per replica",
     "limited_bulk": "(g) cold BulkGets at the vault's limit",
     "side_by_side": "(h) side by side through one daprd",
+    "through_daprd": "(i) the limit through daprd",
 }
+#: secretbridge's cached Gets through daprd, as a share of a bare Python echo store's (issue 22).
+TARGET_THROUGH_DAPRD = 0.9
 #: Cold BulkGets against a vault-wide limit: wall time / the floor the limit allows.
 TARGET_LIMIT_RATIO = 1.3
 #: Of the vault's answers to a cold fleet at its limit, at most this share may be 429s (issue 21).
@@ -136,6 +139,25 @@ def verdicts(sections: Mapping[str, Any]) -> list[Verdict]:
             not limited["failed"] and limited["complete"] == limited["instances"]
             and limited["ratio_to_floor"] <= TARGET_LIMIT_RATIO
             and limited.get("throttled_share", 0.0) <= TARGET_THROTTLED_SHARE,
+        ))
+    through = sections.get("through_daprd")
+    if through and "skipped" not in through:
+        found += through_verdicts(through)
+    return found
+
+
+def through_verdicts(section: Mapping[str, Any]) -> list[Verdict]:
+    """One per in-flight level: every secretbridge backend at least TARGET_THROUGH_DAPRD of the echo."""
+    found = []
+    for level in section["levels"]:
+        ours = [r for r in level["results"] if r["label"].startswith("secretbridge")]
+        worst = min(ours, key=lambda r: r["ratio_to_echo"])
+        found.append(Verdict(
+            f"through daprd, {level['inflight']} in flight: every secretbridge backend >= "
+            f"{TARGET_THROUGH_DAPRD:.1f}x a bare Python echo store's calls/s",
+            f"lowest {worst['ratio_to_echo']:.2f}x ({worst['label']}; rounds {_rounds(worst['ratio_rounds'])}); "
+            "store CPU per Get " + ", ".join(f"{r['cpu_to_echo']:.2f}" for r in ours) + "x the echo's",
+            worst["ratio_to_echo"] >= TARGET_THROUGH_DAPRD and not any(r["errors"] for r in ours),
         ))
     return found
 
@@ -392,6 +414,47 @@ def render_side_by_side(section: Mapping[str, Any]) -> list[str]:
     return [*lines, "", *_table(header, rows)]
 
 
+def render_through_daprd(section: Mapping[str, Any]) -> list[str]:
+    if "skipped" in section:
+        return [f"(i) the limit through daprd: skipped: {section['skipped']}"]
+    lines = [
+        f"(i) An app over HTTP to one daprd ({section['load']}), Gets spread over {section['hot_secrets']} "
+        f"secrets every store holds; {section['rounds']} interleaved rounds of {section['seconds_per_run']} s "
+        "per store and level. Ratios are medians of the same round's ratios: to the faster bare Python echo "
+        "pluggable store at that level (the ceiling for a Python store), and to daprd's built-in local.file "
+        "(the ceiling for any store: no socket hop). CPU: medians of µs per Get, daprd's and the store "
+        "process's",
+    ]
+    header = ["store", "in flight", "calls/s (best)", "p50 ms", "p99 ms", "/ echo", "/ built-in", "p50 / echo",
+              "daprd µs", "store µs", "store CPU / echo"]
+    rows = []
+    for level in section["levels"]:
+        for r in level["results"]:
+            echo = " (ceiling)" if r["label"] == level["echo"] else ""
+            cpu = r.get("cpu_us_per_call", {})
+            rows.append([r["label"] + echo, str(level["inflight"]), f"{r['throughput']:,.0f}", f"{r['p50_ms']:.2f}",
+                         f"{r['p99_ms']:.2f}", f"{r['ratio_to_echo']:.2f}", f"{r['ratio_to_builtin']:.2f}",
+                         f"{r['p50_to_echo']:.2f}", f"{cpu.get('daprd', 0):.0f}",
+                         f"{cpu['store']:.0f}" if "store" in cpu else "-",
+                         f"{r['cpu_to_echo']:.2f}" if "cpu_to_echo" in r else "-"])
+            if r["errors"]:
+                rows.append([f"  errors: {r['errors']}", *[""] * (len(header) - 1)])
+    lines += ["", *_table(header, rows)]
+    for label, found in section.get("profiles", {}).items():
+        if "skipped" in found:
+            lines += ["", f"profile of {label}: skipped: {found['skipped']}"]
+            continue
+        load = found["load"]
+        lines += ["", f"profile of {label} (py-spy, {found['samples']:,} samples of the thread holding the GIL, "
+                  f"16 in flight, {load['throughput']:,.0f} Gets/s, "
+                  f"store {load['cpu_us_per_call'].get('store', 0):.0f} µs/Get):"]
+        lines += [f"  {share * 100:5.1f} %  {part}" for part, share in found["parts"].items()]
+        lines.append(f"  with secretbridge's frames on the stack: {found['secretbridge_inclusive'] * 100:.1f} %; "
+                     "top running functions: "
+                     + ", ".join(f"{name} {share * 100:.0f} %" for name, share in found["top"]))
+    return lines
+
+
 RENDERERS = {
     "cached_get": render_cached_get,
     "bulk_get": render_bulk_get,
@@ -401,6 +464,7 @@ RENDERERS = {
     "fleet": render_fleet,
     "limited_bulk": render_limited_bulk,
     "side_by_side": render_side_by_side,
+    "through_daprd": render_through_daprd,
 }
 
 

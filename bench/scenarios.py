@@ -24,7 +24,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
 from secretbridge.core.policy import DEFAULT_WORKERS
 
-from bench import daprd, procs
+from bench import daprd, procs, profile, wrk
 from bench.load import LoadJob, run_in_subprocess
 from bench.procs import ServerProcess
 from bench.vault import VaultRig
@@ -86,6 +86,12 @@ class Settings:
     limit_requests: int = 800
     limit_window: float = 2.0
     side_secrets: int = 1_000
+    # (i): wrk counts whole seconds; rounds interleaved as in (a).
+    through_seconds: int = 1
+    through_rounds: int = 9
+    through_warmup: bool = True
+    # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
+    through_profile_seconds: int = 6
 
 
 FULL = Settings("full")
@@ -94,6 +100,7 @@ SMOKE = Settings(
     bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
     fleet_replicas=2, fleet_cold=5, fleet_ttl="1s", fleet_period=0.5, fleet_seconds=2.0, fleet_rotate_every=0.5,
     limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3, side_secrets=20,
+    through_rounds=1, through_warmup=False, through_profile_seconds=0,
 )
 
 
@@ -822,9 +829,9 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
         env = dict(ctx.env)
         env["SSL_CERT_FILE"] = str(certs.ca_path)
         stores: dict[str, dict[str, Any]] = {}
-        with daprd.running(folder, daprd_path, env) as base:
+        with daprd.running(folder, daprd_path, env) as running:
             for store in (daprd.BUILTIN, daprd.BRIDGE):
-                url = f"{base}/secrets/{store}"
+                url = f"{running.base}/secrets/{store}"
                 vault.reset_counters()
                 # Every hot secret read once first (secretbridge's cache is primed by it, as by an
                 # app's first reads); counted with the load's reads below.
@@ -870,6 +877,147 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
     }
 
 
+# ---- (i) the limit through daprd ------------------------------------------------------------------
+
+#: (i)'s stores, all in one daprd: (label, Component name, Component type, its metadata (filled in later)).
+#: The built-in file store has no socket hop at all; the echoes are the fastest a Python pluggable
+#: store can answer; secretbridge serves its three Components on one socket, as deployed.
+BUILTIN_FILE = "built-in local.file"
+ECHOES = ("echo threaded (4 workers)", "echo threaded (16 workers)", "echo aio")
+#: Not a ceiling but a diagnosis: the echo on secretbridge's own worker pool (64 workers, 4 running), so the
+#: pool's cost and the handler's can be told apart.
+POOL_ECHO = "echo on secretbridge's pool (64 workers)"
+THROUGH_BRIDGE = ("secretbridge file", "secretbridge containerapps", "secretbridge keyvault (cached)")
+
+
+def _component(name: str, kind: str, metadata: dict[str, str]) -> str:
+    items = "".join(f"  - name: {key}\n    value: {json.dumps(value)}\n" for key, value in metadata.items())
+    return (f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n"
+            f"  type: secretstores.{kind}\n  version: v1\n  metadata:\n{items}")
+
+
+#: The process serving each of (i)'s stores (by its name in `daprd.running`); the built-in one has none.
+THROUGH_SERVER = {"echo threaded (4 workers)": "echo-t4", "echo threaded (16 workers)": "echo-t16",
+                  "echo aio": "echo-aio", POOL_ECHO: "echo-pool", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
+
+
+def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | None = None) -> dict[str, object]:
+    """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
+    store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
+    level, as ratios to the faster echo and to the built-in store, paired round by round; the CPU
+    daprd and the store's process spent per Get; and, with py-spy, where secretbridge's time goes.
+    `labels`: only those stores (the built-in one and the echoes always), for a narrower experiment."""
+    daprd_path, why = daprd.find_daprd()
+    if daprd_path is None:
+        return {"skipped": why or "no daprd"}
+    rig = ctx.rig
+    rig.clear()
+    names = hot_names(settings.hot)
+    rig.preload(names)
+    folder = ctx.folder / "through"
+    folder.mkdir(exist_ok=True)
+    locals_ = local_metadata(folder, names)
+    sockets = folder / "sockets"
+    stores = {  # label → (Component name, type, metadata)
+        BUILTIN_FILE: ("builtin-file", "local.file", {"secretsFile": locals_["bench-file"]["secretsFile"]}),
+        "echo threaded (4 workers)": ("echo-t4", "echo-t4", {}),
+        "echo threaded (16 workers)": ("echo-t16", "echo-t16", {}),
+        "echo aio": ("echo-aio", "echo-aio", {}),
+        POOL_ECHO: ("echo-pool", "echo-pool", {}),
+        "secretbridge file": ("sb-file", "secretbridge", locals_["bench-file"]),
+        "secretbridge containerapps": ("sb-containerapps", "secretbridge", locals_["bench-containerapps"]),
+        # A TTL longer than the section: every measured read is a cache hit.
+        "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", rig.metadata(cacheTTL="1h")),
+    }
+    if labels is not None:
+        stores = {label: store for label, store in stores.items()
+                  if label in labels or label == BUILTIN_FILE or label in ECHOES}
+    components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
+    # The echoes of (a): the fastest of them at each level is the ceiling (a socket's name is its type).
+    echoes = (("echo-t4", "echo-threaded", 4), ("echo-t16", "echo-threaded", 16), ("echo-aio", "echo-aio", None),
+              ("echo-pool", "echo-pool", PRODUCTION_WORKERS))
+    plugs = [(name, procs.bench_server_argv(kind, sockets / f"{name}.sock", workers)) for name, kind, workers in echoes]
+    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs) as started:
+
+        def measure(label: str, inflight: int, seconds: int, max_calls: int) -> dict[str, Any]:
+            pids = {"daprd": started.pids["daprd"]}
+            if label in THROUGH_SERVER:
+                pids["store"] = started.pids[THROUGH_SERVER[label]]
+            return wrk.run(label, started.base, stores[label][0], names, inflight, seconds, folder, ctx.env,
+                           max_calls, pids)
+
+        for label, (name, _, _) in stores.items():
+            for key in names:  # every store answers every name (secretbridge's keyvault cache is primed)
+                status, body = daprd.http_get(f"{started.base}/secrets/{name}/{key}", timeout=60)
+                if status != 200:
+                    raise RuntimeError(f"{label}: GET {key} answered {status}: {body[:300]!r}")
+        rig.fake.reset_counters()
+        for label in stores if settings.through_warmup else ():
+            measure(label, 16, settings.through_seconds, 2_000)  # daprd's connections, each server's threads
+        for round_ in range(settings.through_rounds):
+            order = list(stores)
+            random.Random(round_).shuffle(order)
+            for inflight in settings.levels:
+                for label in order:
+                    result = measure(label, inflight, settings.through_seconds, settings.max_calls)
+                    measured.setdefault((label, inflight), []).append(result)
+        vault_reads = rig.fake.count("get")
+        profiles = {}
+        if settings.through_profile_seconds:
+            for label in ("echo threaded (4 workers)", "secretbridge file") if "secretbridge file" in stores else ():
+                profiles[label] = profile.record(
+                    started.pids[THROUGH_SERVER[label]], folder / f"profile-{stores[label][0]}.txt",
+                    lambda label=label: measure(label, 16, settings.through_profile_seconds, settings.max_calls),
+                    settings.through_profile_seconds,
+                )
+    return {
+        "daprd": str(daprd_path),
+        "load": wrk.generator(),
+        "hot_secrets": len(names),
+        "seconds_per_run": settings.through_seconds,
+        "rounds": settings.through_rounds,
+        "vault_reads_during_load": vault_reads,
+        "levels": [_through_level(inflight, {label: measured[(label, inflight)] for label in stores})
+                   for inflight in settings.levels],
+        "profiles": profiles,
+    }
+
+
+def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each store's best round, and round-by-round ratios (median over rounds) to the echo with the
+    highest median throughput at this level and to the built-in store (see `_level`)."""
+    echo = max(ECHOES, key=lambda label: statistics.median(r["throughput"] for r in runs[label]))
+
+    def ratios(own: list[dict[str, Any]], base: list[dict[str, Any]], field: str) -> list[float]:
+        return [a[field] / b[field] if b[field] else 0.0 for a, b in zip(own, base, strict=True)]
+
+    results = []
+    for rounds in runs.values():
+        best = dict(max(rounds, key=lambda r: r["throughput"]))
+        to_echo = ratios(rounds, runs[echo], "throughput")
+        to_builtin = ratios(rounds, runs[BUILTIN_FILE], "throughput")
+        best.update(
+            every_round=[round(r["throughput"], 1) for r in rounds],
+            rounds=[{k: r[k] for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_call")} for r in rounds],
+            ratio_rounds=to_echo, ratio_to_echo=statistics.median(to_echo),
+            builtin_ratio_rounds=to_builtin, ratio_to_builtin=statistics.median(to_builtin),
+            p50_to_echo=statistics.median(ratios(rounds, runs[echo], "p50_ms")),
+            p50_to_builtin=statistics.median(ratios(rounds, runs[BUILTIN_FILE], "p50_ms")),
+            errors={k: v for r in rounds for k, v in r["errors"].items()},
+            cpu_us_per_call={name: statistics.median(r["cpu_us_per_call"][name] for r in rounds)
+                             for name in rounds[0]["cpu_us_per_call"]},
+        )
+        if "store" in rounds[0]["cpu_us_per_call"]:
+            # The store process's CPU per Get against the echo's, round by round: a busy machine moves
+            # calls/s far more than CPU per call, so this says whether a gap is the code or the machine.
+            best["cpu_to_echo"] = statistics.median(
+                a["cpu_us_per_call"]["store"] / b["cpu_us_per_call"]["store"] if b["cpu_us_per_call"]["store"] else 0.0
+                for a, b in zip(rounds, runs[echo], strict=True))
+        results.append(best)
+    return {"inflight": inflight, "echo": echo, "results": results}
+
+
 SECTIONS = {
     "cached_get": cached_get,
     "bulk_get": bulk_get,
@@ -879,4 +1027,5 @@ SECTIONS = {
     "fleet": fleet,
     "limited_bulk": limited_bulk,
     "side_by_side": side_by_side,
+    "through_daprd": through_daprd,
 }

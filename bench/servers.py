@@ -3,12 +3,16 @@
 - `echo-aio`: a bare `grpc.aio.server` whose `SecretStore/Get` returns a prebuilt
   `GetSecretResponse` the size of a real one.
 - `echo-threaded`: the same on the threaded `grpc.server` (`--workers`).
+- `echo-pool`: the same on secretbridge's own `WorkerPool` (`--workers`, at most 4 running), which
+  isolates what the pool costs from what secretbridge's handler costs.
 - `bridge-aio`: secretbridge's instances and cache behind an async servicer on
   `grpc.aio.server`; the production server (`python -m secretbridge serve`) is the
   threaded alternative. DESIGN.md asks for both to be measured and the faster kept.
 
 The echo servers are the ceiling: no Python work but the handler call itself, so
-the gap between them and secretbridge is what secretbridge's own code costs.
+the gap between them and secretbridge is what secretbridge's own code costs. They
+are complete pluggable secret stores as daprd sees one (reflection, Init, Features),
+so daprd can load them too: section (i) puts one behind daprd.
 
 Run one with `python -m bench.servers KIND --socket PATH [--workers N]`; it serves
 until SIGTERM or SIGINT.
@@ -27,19 +31,21 @@ from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
+from grpc_reflection.v1alpha import reflection
 from secretbridge.core import errors
 from secretbridge.core.logs import configure
 from secretbridge.core.policy import OperatorPolicy
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
 from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS
-from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, STATUS_BY_ERROR
+from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, SERVICE_NAME, STATUS_BY_ERROR
+from secretbridge.runtime.workers import WorkerPool
 
 from bench.workload import ECHO_KEY, INSTANCE_HEADER, secret_value
 
 T = TypeVar("T")
 
-KINDS = ("echo-aio", "echo-threaded", "bridge-aio")
+KINDS = ("echo-aio", "echo-threaded", "echo-pool", "bridge-aio")
 _OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -52,10 +58,17 @@ def echo_reply() -> secretstore_pb2.GetSecretResponse:
 
 
 class ThreadedEcho(secretstore_pb2_grpc.SecretStoreServicer):
-    """Get answers a constant; everything else is UNIMPLEMENTED (the base class)."""
+    """Get answers a constant; Init and Features answer empty (what daprd needs to load it); the
+    rest is UNIMPLEMENTED (the base class)."""
 
     def __init__(self) -> None:
         self.reply = echo_reply()
+
+    def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.ServicerContext) -> Any:
+        return secretstore_pb2.SecretStoreInitResponse()
+
+    def Features(self, request: common_pb2.FeaturesRequest, context: grpc.ServicerContext) -> Any:
+        return common_pb2.FeaturesResponse()
 
     def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.ServicerContext) -> Any:
         return self.reply
@@ -67,8 +80,19 @@ class AioEcho(secretstore_pb2_grpc.SecretStoreServicer):
     def __init__(self) -> None:
         self.reply = echo_reply()
 
+    async def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.aio.ServicerContext) -> Any:
+        return secretstore_pb2.SecretStoreInitResponse()
+
+    async def Features(self, request: common_pb2.FeaturesRequest, context: grpc.aio.ServicerContext) -> Any:
+        return common_pb2.FeaturesResponse()
+
     async def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.aio.ServicerContext) -> Any:
         return self.reply
+
+
+def _discoverable(server: grpc.Server | grpc.aio.Server) -> None:
+    """gRPC reflection, which daprd's pluggable discovery asks for the services a socket serves."""
+    reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
 
 
 def _instance_of(context: grpc.aio.ServicerContext) -> str:
@@ -153,10 +177,12 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
         return common_pb2.PingResponse()
 
 
-def serve_threaded(socket_path: str, workers: int) -> None:
-    """The threaded echo, until SIGTERM/SIGINT."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_OPTIONS)
+def serve_threaded(socket_path: str, workers: int, pool: bool = False) -> None:
+    """The threaded echo (on secretbridge's WorkerPool when `pool`), until SIGTERM/SIGINT."""
+    executor = WorkerPool(workers) if pool else futures.ThreadPoolExecutor(max_workers=workers)
+    server = grpc.server(executor, options=_OPTIONS)
     secretstore_pb2_grpc.add_SecretStoreServicer_to_server(ThreadedEcho(), server)
+    _discoverable(server)
     if server.add_insecure_port(f"unix:{socket_path}") == 0:
         raise SystemExit(f"could not listen on {socket_path}")
     server.start()
@@ -176,6 +202,7 @@ async def serve_aio(socket_path: str, kind: str) -> None:
     instances = Instances(policy=OperatorPolicy(vault_hosts=frozenset({("127.0.0.1", None)})))
     servicer: secretstore_pb2_grpc.SecretStoreServicer = AioEcho() if kind == "echo-aio" else AioBridge(instances)
     secretstore_pb2_grpc.add_SecretStoreServicer_to_server(servicer, server)
+    _discoverable(server)
     if server.add_insecure_port(f"unix:{socket_path}") == 0:
         raise SystemExit(f"could not listen on {socket_path}")
     await server.start()
@@ -192,12 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.servers", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
-    parser.add_argument("--workers", type=int, default=4, help="worker threads (echo-threaded only)")
+    parser.add_argument("--workers", type=int, default=4, help="worker threads (echo-threaded and echo-pool)")
     args = parser.parse_args(argv)
     # Quiet: log lines would cost the server time the benchmark means to measure.
     configure("warning", "json")
-    if args.kind == "echo-threaded":
-        serve_threaded(args.socket, args.workers)
+    if args.kind in ("echo-threaded", "echo-pool"):
+        serve_threaded(args.socket, args.workers, pool=args.kind == "echo-pool")
     else:
         asyncio.run(serve_aio(args.socket, args.kind))
     return 0

@@ -17,18 +17,19 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(220)
 def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=140, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=210, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["errors"] == {}
     assert set(report["sections"]) == {
-        "cached_get", "bulk_get", "hot_reads", "memory", "bulkhead", "fleet", "limited_bulk", "side_by_side"}
+        "cached_get", "bulk_get", "hot_reads", "memory", "bulkhead", "fleet", "limited_bulk", "side_by_side",
+        "through_daprd"}
 
     cached = report["sections"]["cached_get"]
     assert [level["inflight"] for level in cached["levels"]] == [1, 16, 64]
@@ -65,12 +66,24 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
             assert store["bulk_status"] == 200 and store["bulk_secrets"] == side["secrets"]
             assert all(level["calls"] > 0 and not level["errors"] for level in store["levels"])
 
+    through = report["sections"]["through_daprd"]
+    if "skipped" not in through:  # needs a daprd; it says why otherwise
+        assert [level["inflight"] for level in through["levels"]] == [1, 16, 64]
+        for level in through["levels"]:
+            assert {r["label"] for r in level["results"]} == {
+                "built-in local.file", "echo threaded (4 workers)", "echo threaded (16 workers)", "echo aio",
+                "echo on secretbridge's pool (64 workers)", "secretbridge file",
+                "secretbridge containerapps", "secretbridge keyvault (cached)"}
+            assert all(r["calls"] > 0 and not r["errors"] for r in level["results"])
+        assert through["vault_reads_during_load"] == 0  # cached keyvault: hits only
+
     # One verdict per target: three backends at three in-flight levels, BulkGet, hot reads, RSS,
-    # the fleet's ordering, the limited BulkGets.
-    assert len(report["targets"]) == 14
+    # the fleet's ordering, the limited BulkGets; and through daprd, one per level.
+    targets = 14 + (0 if "skipped" in through else 3)
+    assert len(report["targets"]) == targets
     text = done.stdout
-    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "(f) ", "(g) ", "(h) ",
+    for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "(f) ", "(g) ", "(h) ", "(i) ",
                     "serving model",
                     "Targets"):
         assert heading in text
-    assert text.count("PASS") + text.count("FAIL") == 14
+    assert text.count("PASS") + text.count("FAIL") == targets

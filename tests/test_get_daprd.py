@@ -161,3 +161,14 @@ def test_a_release_asked_for_by_version_is_that_release_whatever_daprd_says(
     installed = _fake_daprd(home / ".dapr" / "bin" / "daprd", older.version)
     assert get_daprd.find_daprd(build=False, version=older.version) == installed
     assert get_daprd.cached_path(version=older.version).parent.name.startswith(f"daprd-{older.version}-")
+
+
+def test_the_deployments_daprd_image_is_the_pinned_release() -> None:
+    """The Container Apps YAML and Bicep run daprd themselves: the image they name is the release the tests run,
+    so moving the pin without moving them fails here instead of shipping an untested pairing."""
+    deploy = SCRIPT.parents[2] / "deploy" / "containerapps"
+    pin = get_daprd.pinned_version()
+    for path in (deploy / "app.yaml", deploy / "main.bicep"):
+        tags = re.findall(r"daprio/daprd:([0-9][0-9A-Za-z.\-]*)", path.read_text(encoding="utf-8"))
+        assert tags, f"{path.name} names no daprd image"
+        assert set(tags) == {pin}, f"{path.name} names daprd {sorted(set(tags))}, the pin is {pin}"

@@ -8,7 +8,7 @@ param environmentId string
 param vaultName string
 param appImage string
 param secretbridgeImage string
-param daprdImage string = 'daprio/daprd:1.16.0'
+param daprdImage string = 'daprio/daprd:1.18.2'
 @description('Azure Files storage (on the environment) holding the Component YAMLs daprd loads')
 param componentsStorageName string = 'dapr-components'
 
