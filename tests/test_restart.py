@@ -295,3 +295,37 @@ def test_another_user_on_the_socket_volume_cannot_read_the_state(folder: Path, t
             os._exit(3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def names_files(folder: Path) -> list[Path]:
+    return sorted((folder / STATE_FOLDER / "secretbridge").glob("*.names"))
+
+
+def test_held_names_are_kept_owner_only_without_values_and_forgotten_with_the_instance(
+    folder: Path, tmp_path: Path, fake_vault: FakeKeyVault
+) -> None:
+    values = {"db-password": "kept-Value-Never-On-Disk-1", "api-key": "kept-Value-Never-On-Disk-2"}
+    for name, value in values.items():
+        fake_vault.set_secret(name, value)
+    vault = {"backend": "keyvault", **vault_metadata(fake_vault)}
+    with serving(folder) as bridge:
+        bridge.init(vault, instance="vault")
+        for name, value in values.items():
+            assert bridge.get(name, instance="vault") == {name: value}
+        pinned = fake_vault.set_secret("read-by-version-only", "pinned-Value")
+        assert bridge.get("read-by-version-only", instance="vault", metadata={"version_id": pinned}) == {
+            "read-by-version-only": "pinned-Value"}
+    # A graceful stop keeps them at once; only latest-version names, never a value.
+    [kept] = names_files(folder)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    body = kept.read_text()
+    assert sorted(json.loads(body)["names"]) == sorted(values)
+    for value in values.values():
+        assert value not in body
+    with serving(folder) as bridge:
+        # A re-Init with other metadata starts a new cache: what the old one held is not read again.
+        bridge.init({**vault, "cacheTTL": "1m"}, instance="vault")
+    assert json.loads(names_files(folder)[0].read_text())["names"] == []
+    with serving(folder) as bridge, pytest.raises(grpc.RpcError):
+        bridge.init({"backend": "file", "secretsFile": str(tmp_path / "missing.json")}, instance="vault")
+    assert names_files(folder) == [] and state_files(folder) == []

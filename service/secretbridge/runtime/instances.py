@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +40,7 @@ from secretbridge.core.names import (
 from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.runtime.cache import CachedStore
 from secretbridge.runtime.metrics import BACKEND_UP, notice_counter
-from secretbridge.runtime.state import Saved, StateStore
+from secretbridge.runtime.state import MAX_NAMES, Saved, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ FAIL_FAST_BUDGET = 3.0
 DEFAULT_MAX_INSTANCES = 256
 #: How long a call waits for its instance to be opened again after a restart.
 RECOVERY_WAIT = 10.0
+#: A remote instance's held names are written at most this often (seconds), and only when they
+#: changed: a restart loses at most the names first read in the last 10 s, while a busy cache costs
+#: one small file write per 10 s at most, off the read path.
+NAMES_EVERY = 10.0
+#: How often the names writer looks for a change: an instance's first names are kept within a second.
+NAMES_TICK = 1.0
+#: Reads of kept names at once after a restart, per instance: few, so that app reads of names never
+#: held keep most of the instance's share of workers and of the vault's budget.
+WARM_CONCURRENCY = 4
 
 
 def label(instance: str) -> str:
@@ -81,6 +91,11 @@ class Instance:
     last_called: float = 0.0
     #: Opened again from its saved metadata after secretbridge restarted, not by an Init.
     recovered: bool = False
+    #: The held names last kept on disk (None: none kept for this instance yet), and when (clock).
+    names_kept: tuple[str, ...] | None = None
+    names_kept_at: float = -math.inf
+    #: Reading again the names kept before a restart; until done, the names on disk are not rewritten.
+    warming: bool = False
 
     @property
     def multi_valued(self) -> bool:
@@ -307,6 +322,8 @@ class Instances:
         self._pending: dict[str, concurrent.futures.Future[None]] = {}
         # Saved instances that could not be opened again, and why (shown to their callers).
         self._unrecovered: dict[str, str] = {}
+        # Background reads of the names kept before a restart (a warm restart).
+        self._warming: set[asyncio.Task[None]] = set()
 
     def get(self, name: str) -> Instance:
         """The instance for this header value, or FAILED_PRECONDITION naming it."""
@@ -496,10 +513,71 @@ class Instances:
                     BACKEND_UP.labels(name, instance.backend).set(1)
                 log.info("instance recovered after a restart",
                          extra={"instance": name or "(default)", "backend": instance.backend})
+                if instance.cached is not None and self.state is not None:
+                    instance.warming = True
+                    task = asyncio.get_running_loop().create_task(self._warm(instance))
+                    self._warming.add(task)
+                    task.add_done_callback(self._warming.discard)
         finally:
             if self._pending.get(name) is future:
                 del self._pending[name]
                 future.set_result(None)
+
+    async def _warm(self, instance: Instance) -> None:
+        """Read again the names the instance's cache held before the restart, so that an outage soon
+        after a restart still finds them held. In the background: start-up and Init never wait on it."""
+        cached, state = instance.cached, self.state
+        if cached is None or state is None:
+            return
+        try:
+            names = await asyncio.to_thread(state.load_names, instance.name)
+            names = [n for n in names if instance._permitted(n)]
+            instance.names_kept, instance.names_kept_at = tuple(names), self.clock()
+            if not names:
+                return
+            concurrency = min(WARM_CONCURRENCY, max(1, (self.work_limit or WARM_CONCURRENCY * 2) // 2))
+            read, failed = await cached.warm(names, concurrency)
+        finally:
+            instance.warming = False
+        extra = {"instance": instance.name or "(default)", "backend": instance.backend, "read": read, "failed": failed}
+        if failed:
+            log.warning("warm restart: some secrets held before the restart could not be read again", extra=extra)
+        else:
+            log.info("warm restart: secrets held before the restart read again", extra=extra)
+
+    def warming(self) -> int:
+        """Instances still reading again what they held before a restart."""
+        return len(self._warming)
+
+    async def keep_names(self) -> None:
+        """Keep each remote instance's held names on disk, off the read path (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(NAMES_TICK)
+            await self.write_names()
+
+    async def write_names(self, *, now: bool = False) -> None:
+        """Write the held names of every remote instance whose set changed, at most every NAMES_EVERY
+        unless `now` (a graceful shutdown); a failure is logged, and tried again at the next change."""
+        if self.state is None:
+            return
+        for instance in self.all():
+            if instance.cached is None or instance.warming:
+                continue
+            clock = self.clock()
+            if not now and clock - instance.names_kept_at < NAMES_EVERY:
+                continue
+            names = tuple(instance.cached.held_names(MAX_NAMES))
+            if names == instance.names_kept:
+                continue
+            instance.names_kept, instance.names_kept_at = names, clock
+            try:
+                await asyncio.to_thread(self.state.save_names, instance.name, list(names))
+            except OSError as err:
+                log.warning(
+                    "could not keep the held secret names for a warm restart",
+                    extra={"instance": instance.name or "(default)",
+                           "cause": f"{type(err).__name__}: {err.strerror or err}"},
+                )
 
     def _swap(self, name: str, instance: Instance | None) -> Instance | None:
         with self._write_lock:
@@ -525,6 +603,10 @@ class Instances:
         self._retiring[id(old)] = (old, loop.call_later(self.retire_grace, close_now))
 
     async def close_all(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.write_names(now=True)
         with self._write_lock:
             every = list(self._by_name.values())
             self._by_name.clear()
