@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ from secretbridge import backends as stores
 from secretbridge.runtime.state import STATE_FOLDER, StateStore, split_metadata
 
 from tests.fakes import FakeKeyVault, vault_metadata
-from tests.support import Bridge, serve_bridge, short_tempdir
+from tests.support import Bridge, eventually, serve_bridge, short_tempdir
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -329,3 +330,32 @@ def test_held_names_are_kept_owner_only_without_values_and_forgotten_with_the_in
     with serving(folder) as bridge, pytest.raises(grpc.RpcError):
         bridge.init({"backend": "file", "secretsFile": str(tmp_path / "missing.json")}, instance="vault")
     assert names_files(folder) == [] and state_files(folder) == []
+
+
+def test_key_vault_references_are_read_again_after_a_restart(
+    folder: Path, tmp_path: Path, fake_vault: FakeKeyVault
+) -> None:
+    """A Container Apps volume's Key Vault references are resolved behind a cache too: a restart warms it."""
+    from tests.test_containerapps import AtomicVolume
+
+    fake_vault.set_secret("db-password", "referenced-Value-1")
+    fake_vault.set_secret("never-read", "referenced-Value-2")
+    volume = AtomicVolume(tmp_path / "secrets")
+    volume.write({name: f"@Microsoft.KeyVault(SecretUri={fake_vault.url}/secrets/{name})"
+                  for name in ("db-password", "never-read")})
+    metadata = {"backend": "containerapps", "secretsPath": str(volume.root), "maxRetries": "0",
+                "keyVaultReferenceHosts": fake_vault.url.split("//", 1)[1], "requestTimeout": "2s"}
+    with serving(folder) as bridge:
+        bridge.init(metadata, instance="aca")
+        assert bridge.get("db-password", instance="aca") == {"db-password": "referenced-Value-1"}
+    fake_vault.reset_counters()
+    try:
+        with serving(folder) as bridge:
+            instances = bridge.server.instances  # type: ignore[union-attr]
+            assert eventually(lambda: fake_vault.count("get") == 1 and instances.warming() == 0, within=20)
+            fake_vault.fail(math.inf)
+            assert bridge.get("db-password", instance="aca") == {"db-password": "referenced-Value-1"}
+            code, _ = code_and_details(lambda: bridge.get("never-read", instance="aca"))
+            assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        fake_vault.fail(0)

@@ -91,8 +91,8 @@ class Instance:
     last_called: float = 0.0
     #: Opened again from its saved metadata after secretbridge restarted, not by an Init.
     recovered: bool = False
-    #: The held names last kept on disk (None: none kept for this instance yet), and when (clock).
-    names_kept: tuple[str, ...] | None = None
+    #: The held names last kept on disk, by cache (None: none kept for this instance yet), and when (clock).
+    names_kept: dict[str, tuple[str, ...]] | None = None
     names_kept_at: float = -math.inf
     #: Reading again the names kept before a restart; until done, the names on disk are not rewritten.
     warming: bool = False
@@ -195,6 +195,12 @@ class Instance:
         since = self.started_at if cached.last_ok_at is None else max(cached.down_since or now, cached.stale_until())
         counted = not idle and now - since < grace
         return Health(state, False, counted, idle, cause, backend_up)
+
+    def warm_caches(self) -> dict[str, CachedStore]:
+        """The caches a restart reads again, by what they are keyed by (runtime/state.py's NAME_KINDS):
+        a remote store's secrets, and the Key Vault references a store resolves."""
+        return {kind: cache for kind, cache in (("names", self.cached), ("references", self.resolver))
+                if cache is not None}
 
     async def close(self) -> None:
         try:
@@ -513,7 +519,7 @@ class Instances:
                     BACKEND_UP.labels(name, instance.backend).set(1)
                 log.info("instance recovered after a restart",
                          extra={"instance": name or "(default)", "backend": instance.backend})
-                if instance.cached is not None and self.state is not None:
+                if instance.warm_caches() and self.state is not None:
                     instance.warming = True
                     task = asyncio.get_running_loop().create_task(self._warm(instance))
                     self._warming.add(task)
@@ -524,19 +530,25 @@ class Instances:
                 future.set_result(None)
 
     async def _warm(self, instance: Instance) -> None:
-        """Read again the names the instance's cache held before the restart, so that an outage soon
+        """Read again the names the instance's caches held before the restart, so that an outage soon
         after a restart still finds them held. In the background: start-up and Init never wait on it."""
-        cached, state = instance.cached, self.state
-        if cached is None or state is None:
+        state = self.state
+        if state is None:
             return
+        read = failed = 0
         try:
-            names = await asyncio.to_thread(state.load_names, instance.name)
-            names = [n for n in names if instance._permitted(n)]
-            instance.names_kept, instance.names_kept_at = tuple(names), self.clock()
-            if not names:
+            kept = await asyncio.to_thread(state.load_names, instance.name)
+            caches = instance.warm_caches()
+            # Only what the instance may still serve (references are vault URIs, not the app's names).
+            kept = {kind: [n for n in names if kind != "names" or instance._permitted(n)]
+                    for kind, names in kept.items() if kind in caches}
+            instance.names_kept, instance.names_kept_at = {k: tuple(v) for k, v in kept.items()}, self.clock()
+            if not any(kept.values()):
                 return
             concurrency = min(WARM_CONCURRENCY, max(1, (self.work_limit or WARM_CONCURRENCY * 2) // 2))
-            read, failed = await cached.warm(names, concurrency)
+            for kind, names in kept.items():
+                done, lost = await caches[kind].warm(names, concurrency)
+                read, failed = read + done, failed + lost
         finally:
             instance.warming = False
         extra = {"instance": instance.name or "(default)", "backend": instance.backend, "read": read, "failed": failed}
@@ -561,17 +573,18 @@ class Instances:
         if self.state is None:
             return
         for instance in self.all():
-            if instance.cached is None or instance.warming:
+            caches = instance.warm_caches()
+            if not caches or instance.warming:
                 continue
             clock = self.clock()
             if not now and clock - instance.names_kept_at < NAMES_EVERY:
                 continue
-            names = tuple(instance.cached.held_names(MAX_NAMES))
+            names = {kind: tuple(cache.held_names(MAX_NAMES)) for kind, cache in caches.items()}
             if names == instance.names_kept:
                 continue
             instance.names_kept, instance.names_kept_at = names, clock
             try:
-                await asyncio.to_thread(self.state.save_names, instance.name, list(names))
+                await asyncio.to_thread(self.state.save_names, instance.name, {k: list(v) for k, v in names.items()})
             except OSError as err:
                 log.warning(
                     "could not keep the held secret names for a warm restart",

@@ -17,10 +17,11 @@ property that was not kept is not recovered: its calls say it needs a new Init f
 
 A file that cannot be read or parsed is logged and skipped, never fatal.
 
-Beside each remote instance's file, `<digest>.names` keeps the NAMES (never values) of the
-latest-version secrets its cache held, so that a restarted secretbridge can read them again
-before an outage needs them (a warm restart). Names are not secrets, but the file is kept
-owner-only and written the same atomic way all the same.
+Beside the file of each instance with a cache, `<digest>.names` keeps the NAMES (never values)
+of the latest-version secrets its caches held (a remote store's secrets, the Key Vault reference
+URIs a store resolved), so that a restarted secretbridge can read them again before an outage
+needs them (a warm restart). Names are not secrets, but the file is kept owner-only and written
+the same atomic way all the same.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ STATE_FOLDER = ".secretbridge-state"
 FORMAT_VERSION = 1
 #: A state file is a few hundred bytes; anything much larger is not ours.
 MAX_STATE_BYTES = 1 << 20
-#: The most secret names kept per instance for a warm restart.
+#: The most secret names kept per instance and cache for a warm restart.
 MAX_NAMES = 10_000
+#: The caches whose names are kept: a remote store's secrets, and the Key Vault references
+#: (secret URIs without version) a store resolves.
+NAME_KINDS = ("names", "references")
 #: A names file holds at most MAX_NAMES names of at most 127 characters (Key Vault's limit), JSON-quoted.
 MAX_NAMES_BYTES = 4 << 20
 
@@ -168,29 +172,35 @@ class StateStore:
         self._path(instance).unlink(missing_ok=True)
         self._names_path(instance).unlink(missing_ok=True)
 
-    def save_names(self, instance: str, names: list[str]) -> None:
-        """Keep the names (never values) of the secrets an instance's cache holds, at most MAX_NAMES."""
+    def save_names(self, instance: str, kept: Mapping[str, list[str]]) -> None:
+        """Keep the names (never values) an instance's caches hold, by cache (NAME_KINDS), at most
+        MAX_NAMES each."""
         self._ensure_folder()
-        body = json.dumps({"version": FORMAT_VERSION, "instance": instance, "names": names[:MAX_NAMES]}).encode()
+        lists = {kind: list(kept.get(kind, ()))[:MAX_NAMES] for kind in NAME_KINDS}
+        body = json.dumps({"version": FORMAT_VERSION, "instance": instance, **lists}, sort_keys=True).encode()
         self._write(self._names_path(instance), body)
 
-    def load_names(self, instance: str) -> list[str]:
-        """The names kept for an instance; none when there is no file, or one that is not ours (logged)."""
+    def load_names(self, instance: str) -> dict[str, list[str]]:
+        """The names kept for an instance, by cache; none when there is no file, or one that is not
+        ours (logged)."""
         path = self._names_path(instance)
         try:
             data = json.loads(self._read_owned(path, MAX_NAMES_BYTES))
             if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION or data.get("instance") != instance:
                 raise ValueError("not a secretbridge names file of this version for this instance")
-            names = data.get("names")
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ValueError("malformed fields")
+            kept: dict[str, list[str]] = {}
+            for kind in NAME_KINDS:
+                names = data.get(kind, [])
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError("malformed fields")
+                kept[kind] = names[:MAX_NAMES]
         except FileNotFoundError:
-            return []
+            return {}
         except (OSError, ValueError, TypeError) as err:
             log.warning("names file ignored; the instance starts cold",
                         extra={"file": str(path), "cause": f"{type(err).__name__}: {_short(err)}"})
-            return []
-        return names[:MAX_NAMES]
+            return {}
+        return kept
 
     def load(self) -> list[Saved]:
         """Every instance kept here; unreadable or foreign files are logged and skipped."""
