@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench proto docs lock daprd compat image clean mutants
+.PHONY: setup run test lint bench soak proto docs lock daprd compat image clean mutants
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ bench: setup
 	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet --disable-pip-version-check '$(PY_SPY)' || \
 		echo "py-spy could not be installed: section (i) is not profiled"
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
+
+# The fault soak (bench/soak, issue 21): `make soak SOAK_MINUTES=2` for a short run. The app reads through
+# daprd when one can be had (found, or built once); without one the soak says so and runs the rest.
+SOAK_MINUTES ?= 10
+soak: setup
+	@daprd="$$($(PYTHON) tools/daprd/get_daprd.py)" || daprd=""; \
+	exec $(PY) -m bench.soak --minutes $(SOAK_MINUTES) $${daprd:+--daprd "$$daprd"}
 
 # Plants the bugs listed in tests/mutants.py one at a time in a copy of the tree and reports which the
 # tests catch; every one must be caught (not part of `make test`: it runs tests once per bug).
