@@ -96,6 +96,7 @@ class Instance:
     names_kept_at: float = -math.inf
     #: Reading again the names kept before a restart; until done, the names on disk are not rewritten.
     warming: bool = False
+    warm_task: asyncio.Task[None] | None = None
 
     @property
     def multi_valued(self) -> bool:
@@ -203,6 +204,8 @@ class Instance:
                 if cache is not None}
 
     async def close(self) -> None:
+        if self.warm_task is not None:
+            self.warm_task.cancel()  # a replaced instance reads nothing more into a cache about to close
         try:
             if self.cached is not None:
                 await self.cached.close()
@@ -521,7 +524,7 @@ class Instances:
                          extra={"instance": name or "(default)", "backend": instance.backend})
                 if instance.warm_caches() and self.state is not None:
                     instance.warming = True
-                    task = asyncio.get_running_loop().create_task(self._warm(instance))
+                    task = instance.warm_task = asyncio.get_running_loop().create_task(self._warm(instance))
                     self._warming.add(task)
                     task.add_done_callback(self._warming.discard)
         finally:
@@ -616,8 +619,6 @@ class Instances:
         self._retiring[id(old)] = (old, loop.call_later(self.retire_grace, close_now))
 
     async def close_all(self) -> None:
-        for task in list(self._warming):
-            task.cancel()
         with contextlib.suppress(Exception):
             await self.write_names(now=True)
         with self._write_lock:
