@@ -359,3 +359,20 @@ def test_key_vault_references_are_read_again_after_a_restart(
             assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     finally:
         fake_vault.fail(0)
+
+
+def test_a_corrupt_or_world_readable_names_file_starts_the_instance_cold(
+    folder: Path, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_vault.set_secret("db-password", "cold-Value")
+    with serving(folder) as bridge:
+        bridge.init({"backend": "keyvault", **vault_metadata(fake_vault)}, instance="vault")
+        assert bridge.get("db-password", instance="vault") == {"db-password": "cold-Value"}
+    [kept] = names_files(folder)
+    for spoil in (lambda: kept.write_text('{"version": 1, "names": ["db-pa'), lambda: kept.chmod(0o644)):
+        spoil()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), serving(folder) as bridge:
+            # Recovered all the same, and serves; it just read nothing ahead.
+            assert bridge.get("db-password", instance="vault") == {"db-password": "cold-Value"}
+        assert [r.getMessage() for r in caplog.records].count("names file ignored; the instance starts cold") == 1
