@@ -174,9 +174,12 @@ class StateStore:
 
     def save_names(self, instance: str, kept: Mapping[str, list[str]]) -> None:
         """Keep the names (never values) an instance's caches hold, by cache (NAME_KINDS), at most
-        MAX_NAMES each."""
-        self._ensure_folder()
+        MAX_NAMES each; none held removes the file."""
         lists = {kind: list(kept.get(kind, ()))[:MAX_NAMES] for kind in NAME_KINDS}
+        if not any(lists.values()):
+            self._names_path(instance).unlink(missing_ok=True)  # nothing held: no file, as before any read
+            return
+        self._ensure_folder()
         body = json.dumps({"version": FORMAT_VERSION, "instance": instance, **lists}, sort_keys=True).encode()
         self._write(self._names_path(instance), body)
 
