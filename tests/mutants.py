@@ -186,6 +186,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "a missing name asked for in a loop reaches the backend every time",
     ),
     Mutant(
+        "warm-restart-forgotten", "runtime/instances.py",
+        "if instance.warm_caches() and self.state is not None:",
+        "if False:",
+        ("tests/test_process.py::test_a_warm_restart_serves_what_was_held_through_an_outage_that_follows",),
+        "after a restart the names held before are not read again: an outage that follows fails their reads",
+    ),
+    Mutant(
         "features-always-multi", "runtime/instances.py",
         "return [MULTIPLE_KEY_VALUES_PER_SECRET] if self.multi_valued else []",
         "return [MULTIPLE_KEY_VALUES_PER_SECRET]",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,7 +22,7 @@ import grpc
 import pytest
 
 from tests.fakes import FakeKeyVault, vault_metadata
-from tests.support import Bridge, short_tempdir
+from tests.support import Bridge, eventually, short_tempdir
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -251,3 +253,54 @@ def test_liveness_and_readiness_with_a_vault_that_never_answered(fake_vault: Fak
         assert _http(served.http_port, "/readyz")[0] == 200
         assert 'secretbridge_backend_up{backend="keyvault",instance="default"} 1.0' in _http(
             served.http_port, "/metrics")[1]
+
+
+def _names_kept(folder: Path) -> list[str]:
+    """The names secretbridge keeps for a warm restart (every instance's names file together)."""
+    found: list[str] = []
+    for path in (folder / ".secretbridge-state").rglob("*.names"):
+        with contextlib.suppress(ValueError):
+            found += json.loads(path.read_text())["names"]
+    return found
+
+
+def test_a_warm_restart_serves_what_was_held_through_an_outage_that_follows(
+    fake_vault: FakeKeyVault, tmp_path: Path
+) -> None:
+    """After kill -9 the cache is empty; the names it held are read again, so a vault outage right
+    after the restart still finds them, while a secret never read before fails as it must."""
+    held = {f"warm-{i}": f"warm-Value-{i}-Never-Logged" for i in range(5)}
+    for name, value in held.items():
+        fake_vault.set_secret(name, value)
+    fake_vault.set_secret("never-read", "never-read-Value")
+    metadata = {"backend": "keyvault", **vault_metadata(fake_vault, maxRetries="0", requestTimeout="2s")}
+    folder = short_tempdir()
+    try:
+        with _serve(tmp_path, folder, "first.log") as first:
+            bridge = Bridge(first.socket)
+            bridge.init(metadata, instance="vault")
+            for name, value in held.items():
+                assert bridge.get(name, instance="vault") == {name: value}
+            bridge.close()
+            assert eventually(lambda: sorted(_names_kept(folder)) == sorted(held), within=30), _names_kept(folder)
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+        fake_vault.reset_counters()
+        with _serve(tmp_path, folder, "second.log") as second:
+            warmed = _wait_for_log(second.stderr, "warm restart: secrets held before the restart read again")
+            assert warmed["read"] == len(held) and warmed["failed"] == 0
+            assert fake_vault.count("get") == len(held)
+            fake_vault.fail(math.inf)
+            bridge = Bridge(second.socket)
+            for name, value in held.items():
+                assert bridge.get(name, instance="vault") == {name: value}
+            with pytest.raises(grpc.RpcError) as err:
+                bridge.get("never-read", instance="vault")
+            assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            bridge.close()
+            logs = second.logs() + first.logs()
+        for value in held.values():
+            assert value not in logs
+    finally:
+        fake_vault.fail(0)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ from secretbridge import backends as stores
 from secretbridge.runtime.state import STATE_FOLDER, StateStore, split_metadata
 
 from tests.fakes import FakeKeyVault, vault_metadata
-from tests.support import Bridge, serve_bridge, short_tempdir
+from tests.support import Bridge, eventually, serve_bridge, short_tempdir
 
 pytest_plugins = ("tests.fakes.fixtures",)
 
@@ -295,3 +296,83 @@ def test_another_user_on_the_socket_volume_cannot_read_the_state(folder: Path, t
             os._exit(3)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def names_files(folder: Path) -> list[Path]:
+    return sorted((folder / STATE_FOLDER / "secretbridge").glob("*.names"))
+
+
+def test_held_names_are_kept_owner_only_without_values_and_forgotten_with_the_instance(
+    folder: Path, tmp_path: Path, fake_vault: FakeKeyVault
+) -> None:
+    values = {"db-password": "kept-Value-Never-On-Disk-1", "api-key": "kept-Value-Never-On-Disk-2"}
+    for name, value in values.items():
+        fake_vault.set_secret(name, value)
+    vault = {"backend": "keyvault", **vault_metadata(fake_vault)}
+    with serving(folder) as bridge:
+        bridge.init(vault, instance="vault")
+        for name, value in values.items():
+            assert bridge.get(name, instance="vault") == {name: value}
+        pinned = fake_vault.set_secret("read-by-version-only", "pinned-Value")
+        assert bridge.get("read-by-version-only", instance="vault", metadata={"version_id": pinned}) == {
+            "read-by-version-only": "pinned-Value"}
+    # A graceful stop keeps them at once; only latest-version names, never a value.
+    [kept] = names_files(folder)
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    body = kept.read_text()
+    assert sorted(json.loads(body)["names"]) == sorted(values)
+    for value in values.values():
+        assert value not in body
+    with serving(folder) as bridge:
+        # A re-Init with other metadata starts a new cache: what the old one held is not read again.
+        bridge.init({**vault, "cacheTTL": "1m"}, instance="vault")
+    assert names_files(folder) == [] and len(state_files(folder)) == 1
+    with serving(folder) as bridge, pytest.raises(grpc.RpcError):
+        bridge.init({"backend": "file", "secretsFile": str(tmp_path / "missing.json")}, instance="vault")
+    assert names_files(folder) == [] and state_files(folder) == []
+
+
+def test_key_vault_references_are_read_again_after_a_restart(
+    folder: Path, tmp_path: Path, fake_vault: FakeKeyVault
+) -> None:
+    """A Container Apps volume's Key Vault references are resolved behind a cache too: a restart warms it."""
+    from tests.test_containerapps import AtomicVolume
+
+    fake_vault.set_secret("db-password", "referenced-Value-1")
+    fake_vault.set_secret("never-read", "referenced-Value-2")
+    volume = AtomicVolume(tmp_path / "secrets")
+    volume.write({name: f"@Microsoft.KeyVault(SecretUri={fake_vault.url}/secrets/{name})"
+                  for name in ("db-password", "never-read")})
+    metadata = {"backend": "containerapps", "secretsPath": str(volume.root), "maxRetries": "0",
+                "keyVaultReferenceHosts": fake_vault.url.split("//", 1)[1], "requestTimeout": "2s"}
+    with serving(folder) as bridge:
+        bridge.init(metadata, instance="aca")
+        assert bridge.get("db-password", instance="aca") == {"db-password": "referenced-Value-1"}
+    fake_vault.reset_counters()
+    try:
+        with serving(folder) as bridge:
+            instances = bridge.server.instances  # type: ignore[union-attr]
+            assert eventually(lambda: fake_vault.count("get") == 1 and instances.warming() == 0, within=20)
+            fake_vault.fail(math.inf)
+            assert bridge.get("db-password", instance="aca") == {"db-password": "referenced-Value-1"}
+            code, _ = code_and_details(lambda: bridge.get("never-read", instance="aca"))
+            assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        fake_vault.fail(0)
+
+
+def test_a_corrupt_or_world_readable_names_file_starts_the_instance_cold(
+    folder: Path, fake_vault: FakeKeyVault, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_vault.set_secret("db-password", "cold-Value")
+    with serving(folder) as bridge:
+        bridge.init({"backend": "keyvault", **vault_metadata(fake_vault)}, instance="vault")
+        assert bridge.get("db-password", instance="vault") == {"db-password": "cold-Value"}
+    [kept] = names_files(folder)
+    for spoil in (lambda: kept.write_text('{"version": 1, "names": ["db-pa'), lambda: kept.chmod(0o644)):
+        spoil()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), serving(folder) as bridge:
+            # Recovered all the same, and serves; it just read nothing ahead.
+            assert bridge.get("db-password", instance="vault") == {"db-password": "cold-Value"}
+        assert [r.getMessage() for r in caplog.records].count("names file ignored; the instance starts cold") == 1

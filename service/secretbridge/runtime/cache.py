@@ -704,6 +704,35 @@ class CachedStore:
             self._bulk[view] = (self._deadlines(now)[0], limit, tuple(every))
         return every
 
+    # ---- warm restart ----------------------------------------------------------------------
+
+    def held_names(self, limit: int) -> list[str]:
+        """Names (never values) of the latest-version, default-view secrets held, most recently used
+        first, at most `limit`: what a restarted secretbridge reads again (runtime/state.py keeps them)."""
+        held = [(entry.last_used, key[0]) for key, entry in self._entries.items()
+                if key[1] is None and key[2] == DEFAULT_VIEW and entry.data is not None]
+        held.sort(reverse=True)
+        return [name for _, name in held[:limit]]
+
+    async def warm(self, names: list[str], concurrency: int) -> tuple[int, int]:
+        """Read `names` into the cache in the background, at most `concurrency` at once, each through
+        `get` (single-flight with app reads, the same budget and bounds); (read, failed)."""
+        gate = asyncio.Semaphore(max(1, concurrency))
+        failed = 0
+
+        async def one(name: str) -> None:
+            nonlocal failed
+            async with gate:
+                try:
+                    await self.get(name)
+                except NotFound:
+                    pass  # deleted since: nothing to serve, and the negative entry is right
+                except SecretStoreError:
+                    failed += 1
+
+        await asyncio.gather(*(one(name) for name in names))
+        return len(names) - failed, failed
+
     async def check(self, timeout: float | None = None, bound: str = "requestTimeout") -> None:
         """Reach the backend now (failFast, readiness), within `timeout` (requestTimeout by default)."""
         try:

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,7 +40,7 @@ from secretbridge.core.names import (
 from secretbridge.core.policy import STRICT, OperatorPolicy
 from secretbridge.runtime.cache import CachedStore
 from secretbridge.runtime.metrics import BACKEND_UP, notice_counter
-from secretbridge.runtime.state import Saved, StateStore
+from secretbridge.runtime.state import MAX_NAMES, Saved, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ FAIL_FAST_BUDGET = 3.0
 DEFAULT_MAX_INSTANCES = 256
 #: How long a call waits for its instance to be opened again after a restart.
 RECOVERY_WAIT = 10.0
+#: A remote instance's held names are written at most this often (seconds), and only when they
+#: changed: a restart loses at most the names first read in the last 10 s, while a busy cache costs
+#: one small file write per 10 s at most, off the read path.
+NAMES_EVERY = 10.0
+#: How often the names writer looks for a change: an instance's first names are kept within a second.
+NAMES_TICK = 1.0
+#: Reads of kept names at once after a restart, per instance: few, so that app reads of names never
+#: held keep most of the instance's share of workers and of the vault's budget.
+WARM_CONCURRENCY = 4
 
 
 def label(instance: str) -> str:
@@ -81,6 +91,12 @@ class Instance:
     last_called: float = 0.0
     #: Opened again from its saved metadata after secretbridge restarted, not by an Init.
     recovered: bool = False
+    #: The held names last kept on disk, by cache (None: none kept for this instance yet), and when (clock).
+    names_kept: dict[str, tuple[str, ...]] | None = None
+    names_kept_at: float = -math.inf
+    #: Reading again the names kept before a restart; until done, the names on disk are not rewritten.
+    warming: bool = False
+    warm_task: asyncio.Task[None] | None = None
 
     @property
     def multi_valued(self) -> bool:
@@ -181,7 +197,15 @@ class Instance:
         counted = not idle and now - since < grace
         return Health(state, False, counted, idle, cause, backend_up)
 
+    def warm_caches(self) -> dict[str, CachedStore]:
+        """The caches a restart reads again, by what they are keyed by (runtime/state.py's NAME_KINDS):
+        a remote store's secrets, and the Key Vault references a store resolves."""
+        return {kind: cache for kind, cache in (("names", self.cached), ("references", self.resolver))
+                if cache is not None}
+
     async def close(self) -> None:
+        if self.warm_task is not None:
+            self.warm_task.cancel()  # a replaced instance reads nothing more into a cache about to close
         try:
             if self.cached is not None:
                 await self.cached.close()
@@ -307,6 +331,8 @@ class Instances:
         self._pending: dict[str, concurrent.futures.Future[None]] = {}
         # Saved instances that could not be opened again, and why (shown to their callers).
         self._unrecovered: dict[str, str] = {}
+        # Background reads of the names kept before a restart (a warm restart).
+        self._warming: set[asyncio.Task[None]] = set()
 
     def get(self, name: str) -> Instance:
         """The instance for this header value, or FAILED_PRECONDITION naming it."""
@@ -496,10 +522,78 @@ class Instances:
                     BACKEND_UP.labels(name, instance.backend).set(1)
                 log.info("instance recovered after a restart",
                          extra={"instance": name or "(default)", "backend": instance.backend})
+                if instance.warm_caches() and self.state is not None:
+                    instance.warming = True
+                    task = instance.warm_task = asyncio.get_running_loop().create_task(self._warm(instance))
+                    self._warming.add(task)
+                    task.add_done_callback(self._warming.discard)
         finally:
             if self._pending.get(name) is future:
                 del self._pending[name]
                 future.set_result(None)
+
+    async def _warm(self, instance: Instance) -> None:
+        """Read again the names the instance's caches held before the restart, so that an outage soon
+        after a restart still finds them held. In the background: start-up and Init never wait on it."""
+        state = self.state
+        if state is None:
+            return
+        read = failed = 0
+        try:
+            kept = await asyncio.to_thread(state.load_names, instance.name)
+            caches = instance.warm_caches()
+            # Only what the instance may still serve (references are vault URIs, not the app's names).
+            kept = {kind: [n for n in names if kind != "names" or instance._permitted(n)]
+                    for kind, names in kept.items() if kind in caches}
+            instance.names_kept, instance.names_kept_at = {k: tuple(v) for k, v in kept.items()}, self.clock()
+            if not any(kept.values()):
+                return
+            concurrency = min(WARM_CONCURRENCY, max(1, (self.work_limit or WARM_CONCURRENCY * 2) // 2))
+            for kind, names in kept.items():
+                done, lost = await caches[kind].warm(names, concurrency)
+                read, failed = read + done, failed + lost
+        finally:
+            instance.warming = False
+        extra = {"instance": instance.name or "(default)", "backend": instance.backend, "read": read, "failed": failed}
+        if failed:
+            log.warning("warm restart: some secrets held before the restart could not be read again", extra=extra)
+        else:
+            log.info("warm restart: secrets held before the restart read again", extra=extra)
+
+    def warming(self) -> int:
+        """Instances still reading again what they held before a restart."""
+        return len(self._warming)
+
+    async def keep_names(self) -> None:
+        """Keep each remote instance's held names on disk, off the read path (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(NAMES_TICK)
+            await self.write_names()
+
+    async def write_names(self, *, now: bool = False) -> None:
+        """Write the held names of every remote instance whose set changed, at most every NAMES_EVERY
+        unless `now` (a graceful shutdown); a failure is logged, and tried again at the next change."""
+        if self.state is None:
+            return
+        for instance in self.all():
+            caches = instance.warm_caches()
+            if not caches or instance.warming:
+                continue
+            clock = self.clock()
+            if not now and clock - instance.names_kept_at < NAMES_EVERY:
+                continue
+            names = {kind: tuple(cache.held_names(MAX_NAMES)) for kind, cache in caches.items()}
+            if names == instance.names_kept:
+                continue
+            instance.names_kept, instance.names_kept_at = names, clock
+            try:
+                await asyncio.to_thread(self.state.save_names, instance.name, {k: list(v) for k, v in names.items()})
+            except OSError as err:
+                log.warning(
+                    "could not keep the held secret names for a warm restart",
+                    extra={"instance": instance.name or "(default)",
+                           "cause": f"{type(err).__name__}: {err.strerror or err}"},
+                )
 
     def _swap(self, name: str, instance: Instance | None) -> Instance | None:
         with self._write_lock:
@@ -525,6 +619,8 @@ class Instances:
         self._retiring[id(old)] = (old, loop.call_later(self.retire_grace, close_now))
 
     async def close_all(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.write_names(now=True)
         with self._write_lock:
             every = list(self._by_name.values())
             self._by_name.clear()

@@ -425,6 +425,8 @@ class SecretBridgeServer:
         self._stopped = threading.Event()
         #: (device, inode) of the socket file this server bound: the only one stop() removes.
         self._bound: tuple[int, int] | None = None
+        #: Keeps remote instances' held names on disk for a warm restart (see Instances.keep_names).
+        self._names: futures.Future[None] | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -459,6 +461,8 @@ class SecretBridgeServer:
         except BaseException:
             self._abandon()
             raise
+        if self.instances.state is not None:
+            self._names = self.io.submit(self.instances.keep_names())
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -599,8 +603,10 @@ class SecretBridgeServer:
             self._grpc.stop(self.options.shutdown_grace).wait(self.options.shutdown_grace + 1)
         if self._workers is not None:
             self._workers.shutdown(wait=False)  # idle workers end; a call past the grace ends on its own
+        if self._names is not None:
+            self._names.cancel()
         with contextlib.suppress(Exception):
-            self.io.run(self.instances.close_all(), 5)
+            self.io.run(self.instances.close_all(), 5)  # keeps the held names one last time
         if self._http is not None:
             with contextlib.suppress(Exception):
                 self.io.run(self._http.cleanup(), 2)

@@ -16,6 +16,12 @@ declares (it is ignored anyway, and nothing says it is not a secret). An instanc
 property that was not kept is not recovered: its calls say it needs a new Init from daprd.
 
 A file that cannot be read or parsed is logged and skipped, never fatal.
+
+Beside the file of each instance with a cache, `<digest>.names` keeps the NAMES (never values)
+of the latest-version secrets its caches held (a remote store's secrets, the Key Vault reference
+URIs a store resolved), so that a restarted secretbridge can read them again before an outage
+needs them (a warm restart). Names are not secrets, but the file is kept owner-only and written
+the same atomic way all the same.
 """
 
 from __future__ import annotations
@@ -41,6 +47,13 @@ STATE_FOLDER = ".secretbridge-state"
 FORMAT_VERSION = 1
 #: A state file is a few hundred bytes; anything much larger is not ours.
 MAX_STATE_BYTES = 1 << 20
+#: The most secret names kept per instance and cache for a warm restart.
+MAX_NAMES = 10_000
+#: The caches whose names are kept: a remote store's secrets, and the Key Vault references
+#: (secret URIs without version) a store resolves.
+NAME_KINDS = ("names", "references")
+#: A names file holds at most MAX_NAMES names of at most 127 characters (Key Vault's limit), JSON-quoted.
+MAX_NAMES_BYTES = 4 << 20
 
 
 def default_state_dir(socket_folder: Path, name: str) -> Path:
@@ -99,6 +112,9 @@ class StateStore:
         digest = hashlib.sha256(instance.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return self.folder / f"{digest}.json"
 
+    def _names_path(self, instance: str) -> Path:
+        return self._path(instance).with_suffix(".names")
+
     def _ensure_folder(self) -> None:
         """Create the folder 0700; refuse one that is not a plain folder of ours.
 
@@ -127,7 +143,11 @@ class StateStore:
             {"version": FORMAT_VERSION, "instance": instance, "metadata": kept, "withheld": list(withheld)},
             sort_keys=True,
         ).encode()
-        target = self._path(instance)
+        self._write(self._path(instance), body)
+        return Saved(instance, kept, withheld)
+
+    def _write(self, target: Path, body: bytes) -> None:
+        """Write `body` to `target` owner-only: a temporary file, flushed, renamed, the folder flushed."""
         temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
@@ -146,11 +166,44 @@ class StateStore:
             os.fsync(dir_fd)  # the rename itself survives a power cut
         finally:
             os.close(dir_fd)
-        return Saved(instance, kept, withheld)
 
     def forget(self, instance: str) -> None:
-        """Remove an instance's file (a failed Init); nothing to do when there is none."""
+        """Remove an instance's files (a failed Init); nothing to do when there are none."""
         self._path(instance).unlink(missing_ok=True)
+        self._names_path(instance).unlink(missing_ok=True)
+
+    def save_names(self, instance: str, kept: Mapping[str, list[str]]) -> None:
+        """Keep the names (never values) an instance's caches hold, by cache (NAME_KINDS), at most
+        MAX_NAMES each; none held removes the file."""
+        lists = {kind: list(kept.get(kind, ()))[:MAX_NAMES] for kind in NAME_KINDS}
+        if not any(lists.values()):
+            self._names_path(instance).unlink(missing_ok=True)  # nothing held: no file, as before any read
+            return
+        self._ensure_folder()
+        body = json.dumps({"version": FORMAT_VERSION, "instance": instance, **lists}, sort_keys=True).encode()
+        self._write(self._names_path(instance), body)
+
+    def load_names(self, instance: str) -> dict[str, list[str]]:
+        """The names kept for an instance, by cache; none when there is no file, or one that is not
+        ours (logged)."""
+        path = self._names_path(instance)
+        try:
+            data = json.loads(self._read_owned(path, MAX_NAMES_BYTES))
+            if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION or data.get("instance") != instance:
+                raise ValueError("not a secretbridge names file of this version for this instance")
+            kept: dict[str, list[str]] = {}
+            for kind in NAME_KINDS:
+                names = data.get(kind, [])
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError("malformed fields")
+                kept[kind] = names[:MAX_NAMES]
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError) as err:
+            log.warning("names file ignored; the instance starts cold",
+                        extra={"file": str(path), "cause": f"{type(err).__name__}: {_short(err)}"})
+            return {}
+        return kept
 
     def load(self) -> list[Saved]:
         """Every instance kept here; unreadable or foreign files are logged and skipped."""
@@ -184,7 +237,9 @@ class StateStore:
             found.append(saved)
         return found
 
-    def _read(self, path: Path) -> Saved:
+    @staticmethod
+    def _read_owned(path: Path, limit: int) -> bytes:
+        """A file's bytes, if it is a regular file of ours, owner-only and at most `limit` bytes."""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
@@ -192,12 +247,17 @@ class StateStore:
                 raise ValueError("not a regular file")
             if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
                 raise ValueError("not owner-only (0600) and owned by secretbridge's user")
-            if info.st_size > MAX_STATE_BYTES:
-                raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
-            body = os.read(fd, MAX_STATE_BYTES + 1)
+            if info.st_size > limit:
+                raise ValueError(f"larger than {limit} bytes")
+            chunks: list[bytes] = []
+            while chunk := os.read(fd, limit + 1):
+                chunks.append(chunk)
+            return b"".join(chunks)
         finally:
             os.close(fd)
-        data = json.loads(body)
+
+    def _read(self, path: Path) -> Saved:
+        data = json.loads(self._read_owned(path, MAX_STATE_BYTES))
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise ValueError("not a secretbridge instance state file of this version")
         instance, metadata, withheld = data.get("instance"), data.get("metadata"), data.get("withheld", [])
