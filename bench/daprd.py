@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.procs import stop_process
 from bench.vault import REPO_ROOT
 
 #: The vault both stores read: its name, and the loopback address its name maps to.
@@ -180,13 +181,7 @@ def running(
         yield started
     finally:
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc)
 
 
 #: No proxies: everything here is on loopback.

@@ -391,13 +391,8 @@ class Soak:
             for thread in self._threads:
                 thread.join(10)
             for process in (self.daprd, self.server):
-                if process is not None and process.poll() is None:
-                    process.terminate()
-                    try:
-                        process.wait(10)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait(5)
+                if process is not None:
+                    procs.stop_process(process)
             self.faults.clear()
 
     # ---- phases -----------------------------------------------------------------------------------
