@@ -106,9 +106,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "forbidden-as-unavailable", "azure/vault.py",
         "                return PermissionDenied(\n"
-        "                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it the \"",
+        "                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it \"",
         "                return Unavailable(\n"
-        "                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it the \"",
+        "                    f\"{identity} may not {doing} in {label} (403 {reason}): grant it \"",
         ("tests/test_keyvault.py::test_forbidden_names_identity_and_role",),
         "a missing role assignment (403) is reported as the vault being unreachable",
     ),
@@ -149,8 +149,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "maxresults-zero", "core/names.py",
-        "    return BulkOptions(limit=limit if limit > 0 else None)\n",
-        "    return BulkOptions(limit=limit if limit >= 0 else None)\n",
+        "    return BulkOptions(limit=limit if limit > 0 else None, view=view)\n",
+        "    return BulkOptions(limit=limit if limit >= 0 else None, view=view)\n",
         ("tests/test_local_stores.py::test_maxresults_is_exact_and_validated",),
         "maxresults 0 answers nothing instead of everything (Dapr's stores: 0 or less is no limit)",
     ),
