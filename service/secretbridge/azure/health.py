@@ -31,6 +31,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 
 from secretbridge.azure.causes import classify_cause, describe_cause, failing_status
+from secretbridge.core.probes import ProbeGate
 
 
 class Health:
@@ -45,6 +46,8 @@ class Health:
         #: Attempts that failed, for the bench and tests.
         self.failures = 0
         self._watchers: set[asyncio.Future[str]] = set()
+        #: While it fails, the one refresh at a time that asks it, whichever instance starts it.
+        self.probes = ProbeGate()
 
     def failed(self, cause: str) -> None:
         """An attempt failed (or outlived its share of requestTimeout): watchers hear of it now."""

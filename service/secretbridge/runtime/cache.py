@@ -30,6 +30,7 @@ from secretbridge.core.errors import (
 )
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
+from secretbridge.core.probes import ProbeGate
 from secretbridge.core.urgency import WAITED_ON
 from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
@@ -78,7 +79,9 @@ class Source(Protocol):
     known from the first failed attempt of any client sharing that backend, None once it answers):
     while it says so, reads past their TTL are answered from held values without waiting; and
     `watch_failure(future)`, which resolves the future at the next failed attempt, so a read
-    already waiting for a refresh stops waiting then.
+    already waiting for a refresh stops waiting then; and `probe_gate() -> ProbeGate`, the gate
+    every reader of that backend shares, so that while it fails one refresh at a time asks it
+    (`core.probes`), whichever instance starts it.
 
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
@@ -104,6 +107,7 @@ class _Entry:
     not_found: str = ""  # the NotFound message, for negative entries
     last_used: float = 0.0
     refreshing: bool = False
+    probing: ProbeGate | None = None  # the gate its refresh was let through: released when it ends
     fetched_wall: float = 0.0  # wall clock when the value was read from the backend
     marker: str | None = None  # the listing fingerprint this value was last confirmed against
 
@@ -145,6 +149,10 @@ class CachedStore:
         #: it a new one is refused with ResourceExhausted (None: no bound beyond maxConcurrentRequests).
         self.work_limit = work_limit
         self._backend_failing: Callable[[], str | None] | None = getattr(store, "failing", None)
+        # While the backend fails, refreshes go through a gate one at a time (core/probes.py): the
+        # backend's shared one once the store is open and has one, else this cache's own.
+        self._shared_gate: Callable[[], ProbeGate | None] | None = getattr(store, "probe_gate", None)
+        self._own_gate = ProbeGate()
         self.max_entries: int = metadata["cacheMaxEntries"]
         self.change_detection = bool(metadata.get("changeDetection", True)) and hasattr(store, "markers")
         self.timeout: float = metadata["requestTimeout"]
@@ -226,13 +234,22 @@ class CachedStore:
         """
         return self._servable(entry, now) and self.failing() is not None
 
-    @staticmethod
-    def _claim_refresh(entry: _Entry, now: float) -> bool:
-        """True for the one reader that should start a background refresh of this entry now."""
-        if now >= entry.refresh_at and not entry.refreshing:
-            entry.refreshing = True
-            return True
-        return False
+    def _claim_refresh(self, entry: _Entry, now: float) -> bool:
+        """True for the one reader that should start a background refresh of this entry now.
+
+        While the backend is failing, only a refresh the probe gate lets through (one at a time
+        for the backend, see core/probes.py); the other due entries stay due, and are refreshed
+        by the reads that come once a probe has found the backend answering again.
+        """
+        if now < entry.refresh_at or entry.refreshing:
+            return False
+        if self.failing() is not None:
+            gate = (self._shared_gate() if self._shared_gate is not None else None) or self._own_gate
+            if not gate.claim():
+                return False
+            entry.probing = gate
+        entry.refreshing = True
+        return True
 
     # ---- reads, on the loop -------------------------------------------------------------
 
@@ -328,6 +345,14 @@ class CachedStore:
         return task
 
     def _refresh_ahead(self, key: _Key) -> None:
+        entry = self._entries.get(key)
+        gate = entry.probing if entry is not None else None
+        if entry is not None and gate is not None:
+            # A probe reads this one key (not a listing, which would cost more than one request),
+            # and frees the gate when it ends, however it ends.
+            entry.probing = None
+            self._refresh_one(key).add_done_callback(lambda _t: gate.done())
+            return
         if key in self._inflight:
             return
         if self.change_detection and self._listed(key):
@@ -354,7 +379,7 @@ class CachedStore:
             if failed and entry is not None:
                 # Try again a little later rather than on every read.
                 entry.refreshing = False
-                entry.refresh_at = self.clock() + min(max(self.ttl / 10, 0.1), 5.0)
+                entry.refresh_at = self.clock() + self._retry_delay()
 
         task = self._start(key)
         task.add_done_callback(done)
@@ -483,7 +508,12 @@ class CachedStore:
                 self.timeout * BULK_TIMEOUT_FACTOR
             )
         except SecretStoreError:
-            found = None  # the reads one by one meet the same backend and decide (stale, errors)
+            if self.failing() is not None:
+                # The backend is failing: asking it for each key now would be the storm the probe
+                # gate exists to avoid. They stay due; reads probe it, one at a time.
+                self._give_back(due)
+                return
+            found = None  # e.g. no permission to list: the reads one by one meet the backend and decide
         else:
             if found is None:
                 self._list_pages = len(due)  # the listing is longer than that: not again at this size
@@ -515,6 +545,19 @@ class CachedStore:
                     continue
             self._refresh_one(key)  # changed, gone, or too recent to tell: read it
         REFRESHES.labels(self.instance, "unchanged").inc(confirmed)
+
+    def _give_back(self, keys: set[_Key]) -> None:
+        """Keys claimed for a refresh that was not made: due again a little later, not on every read."""
+        retry_at = self.clock() + self._retry_delay()
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and key not in self._inflight:
+                entry.refreshing = False
+                entry.refresh_at = max(entry.refresh_at, retry_at)
+
+    def _retry_delay(self) -> float:
+        """How long after a failed refresh its key is tried again (seconds)."""
+        return min(max(self.ttl / 10, 0.1), 5.0)
 
     def _put(self, key: _Key, entry: _Entry) -> None:
         self._entries[key] = entry
