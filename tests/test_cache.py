@@ -298,7 +298,7 @@ async def test_during_an_outage_expired_keys_are_answered_at_once_and_refreshed_
         await asyncio.sleep(0.01)
     assert cached.failing() is not None
     # From then on an expired key does not wait on the failing backend at all: even the
-    # worker-thread fast path answers it, and one background refresh per key goes out.
+    # worker-thread fast path answers it, and one probe at a time goes out (core/probes.py).
     calls_before = store.calls["b"]
     assert cached.peek("b", None) == {"b": "B"}
     assert cached.peek("b", None) == {"b": "B"}
@@ -315,6 +315,61 @@ async def test_during_an_outage_expired_keys_are_answered_at_once_and_refreshed_
     assert cached.peek("b", None) == {"b": "B2"}
     clock.now += 11
     assert cached.peek("a", None) is None  # expired, and no outage: ask the backend
+
+
+class PacedStore(ScriptedStore):
+    """A backend whose requests wait their turn (a vault paced to its learned rate)."""
+
+    behind = 0.0
+
+    def queued(self) -> float:
+        return self.behind
+
+
+async def test_while_a_refresh_would_wait_its_turn_expired_keys_are_answered_at_once_and_refreshed() -> None:
+    metadata = parse_metadata(CACHE_PROPERTIES, {"cacheTTL": "10s", "staleWait": "1h"})
+    store = PacedStore(metadata, instance="paced")
+    cached = CachedStore(store, metadata, instance="paced")
+    clock = Clock()
+    cached.clock = clock
+    store.values.update({"a": "A", "b": "B"})
+    await cached.get("a")
+    await cached.get("b")
+    store.gate = asyncio.Event()  # nothing the backend is asked answers until the test says so
+    store.behind = 7200.0  # a request asked now would wait longer than staleWait for its turn
+    clock.now += 11
+    # Answered with the held values while their refreshes are still out (waiting staleWait, an
+    # hour, would time out here: 30 s is a bound for a busy machine, not a timing) ...
+    assert await asyncio.wait_for(cached.get("a"), 30) == {"a": "A"}
+    assert cached.peek("b", None) == {"b": "B"}
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # ... and the vault is not failing, only busy: each key's refresh goes out, not one probe.
+    assert (store.calls["a"], store.calls["b"]) == (2, 2)
+    assert cached.failing() is None
+    store.values["a"] = "A2"
+    store.gate.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert cached.peek("a", None) == {"a": "A2"}
+
+
+async def test_a_reader_joining_a_refresh_out_longer_than_stale_wait_gets_the_held_value_at_once() -> None:
+    cached, store, clock = await make(instance="joiner", cacheTTL="10s", staleWait="10m")
+    store.values["a"] = "A"
+    await cached.get("a")
+    store.gate = asyncio.Event()
+    clock.now += 11
+    first = asyncio.ensure_future(cached.get("a"))  # starts the refresh and waits for it (staleWait at most)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.calls["a"] == 2 and not first.done()
+    clock.now += 601  # the refresh has been out longer than staleWait (maxStale is an hour)
+    # At once (30 s bounds a busy machine, not a timing): the bound runs from the refresh's start.
+    assert await asyncio.wait_for(cached.get("a"), 30) == {"a": "A"}
+    assert not first.done()  # the first reader still waits on its own bound
+    store.gate.set()
+    assert await first == {"a": "A"}
 
 
 async def test_stale_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:

@@ -168,11 +168,15 @@ def test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so(
     assert bridge.get("off", instance="disabled") == {"off": "old"}
     fake_vault.disable("off")
     clock.advance(31)
+    asked = fake_vault.count("get")
     for _ in range(3):
         with pytest.raises(grpc.RpcError) as err:
             bridge.get("off", instance="disabled")
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "disabled" in (err.value.details() or "")
+    # The decision is remembered for negativeCacheTTL: an app that keeps asking does not hammer the vault.
+    assert fake_vault.count("get") == asked + 1
+    clock.advance(6)  # past negativeCacheTTL (5 s)
     fake_vault.fail(math.inf, 503)
     with pytest.raises(grpc.RpcError) as err:
         bridge.get("off", instance="disabled")
@@ -361,6 +365,7 @@ def test_a_secret_whose_access_is_revoked_is_not_served_stale(bridge: Bridge, fa
         bridge.get("db", instance="revoked")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     fake_vault.forbid(False)
+    clock.advance(6)  # past negativeCacheTTL (5 s), which remembers the refusal
     fake_vault.fail(math.inf, 503)  # the old value is gone for good, even when the vault then fails
     with pytest.raises(grpc.RpcError) as err:
         bridge.get("db", instance="revoked")

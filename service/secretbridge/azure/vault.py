@@ -351,6 +351,10 @@ class VaultReader:
         self.health.watch(future)
         self.identity_health.watch(future)
 
+    def queued(self) -> float:
+        """How long a request to this vault asked for now would wait for its turn (seconds, 0: none)."""
+        return self.budget.behind()
+
     def probe_gate(self) -> ProbeGate:
         """The gate every reader of this vault host shares while it fails (core/probes.py)."""
         return self.health.probes

@@ -369,6 +369,10 @@ class KeyVaultStore(SecretStore):
         if self._reader is not None:
             self._reader.watch_failure(future)
 
+    def queued(self) -> float:
+        """How long a request to the vault asked for now would wait for its turn (seconds, 0: none)."""
+        return self._reader.queued() if self._reader is not None else 0.0
+
     def probe_gate(self) -> ProbeGate | None:
         """The vault host's shared probe gate (None before `open`: the cache keeps its own)."""
         return self._reader.probe_gate() if self._reader is not None else None

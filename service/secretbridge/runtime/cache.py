@@ -104,9 +104,10 @@ class _Entry:
     data: dict[str, str] | None  # None: a remembered not-found
     expires_at: float
     refresh_at: float
-    not_found: str = ""  # the NotFound message, for negative entries
+    refusal: SecretStoreError | None = None  # negative entries: the decision (deleted, disabled ...)
     last_used: float = 0.0
     refreshing: bool = False
+    refresh_started: float = -math.inf  # when its latest refresh was started (on the cache's clock)
     probing: ProbeGate | None = None  # the gate its refresh was let through: released when it ends
     fetched_wall: float = 0.0  # wall clock when the value was read from the backend
     marker: str | None = None  # the listing fingerprint this value was last confirmed against
@@ -153,6 +154,8 @@ class CachedStore:
         # backend's shared one once the store is open and has one, else this cache's own.
         self._shared_gate: Callable[[], ProbeGate | None] | None = getattr(store, "probe_gate", None)
         self._own_gate = ProbeGate()
+        # How long a request to the backend would wait for its turn now (a learned rate, a queue).
+        self._queued: Callable[[], float] | None = getattr(store, "queued", None)
         self.max_entries: int = metadata["cacheMaxEntries"]
         self.change_detection = bool(metadata.get("changeDetection", True)) and hasattr(store, "markers")
         self.timeout: float = metadata["requestTimeout"]
@@ -232,7 +235,13 @@ class CachedStore:
         holding a gRPC worker all the while. One background refresh per key finds out when the
         backend is back.
         """
-        return self._servable(entry, now) and self.failing() is not None
+        return self._servable(entry, now) and (self.failing() is not None or self._slow())
+
+    def _slow(self) -> bool:
+        """Whether a refresh asked for now would wait at least staleWait for its turn at the backend
+        (a vault paced to its learned rate): its answer cannot come within the bound, so readers get
+        the held value at once while it is made."""
+        return self._queued is not None and self._queued() >= self.stale_wait
 
     def _claim_refresh(self, entry: _Entry, now: float) -> bool:
         """True for the one reader that should start a background refresh of this entry now.
@@ -261,7 +270,8 @@ class CachedStore:
             entry.last_used = now
             if entry.data is None:
                 CACHE_LOOKUPS.labels(self.instance, "negative").inc()
-                raise NotFound(entry.not_found)
+                assert entry.refusal is not None
+                raise type(entry.refusal)(entry.refusal.message, cause=entry.refusal.cause)
             if self._claim_refresh(entry, now):
                 self._refresh_ahead(key)
             self._hits.inc()
@@ -289,7 +299,7 @@ class CachedStore:
         the held value. A refresh that finds the secret deleted or disabled drops the entry and its
         answer (the error) is what the reader gets."""
         name = key[0]
-        if self.failing() is not None or self.stale_wait <= 0:
+        if self.failing() is not None or self.stale_wait <= 0 or self._slow():
             if self._claim_refresh(entry, now):
                 self._refresh_ahead(key)
             return self._stale_hit(name, entry, now)
@@ -297,7 +307,10 @@ class CachedStore:
         if task is None:
             entry.refreshing = True
             task = self._refresh_one(key)
-        if await self._briefly(task):
+        # The bound runs from the refresh's start: a reader joining one that has been out longer
+        # than staleWait already knows it is slow, and gets the held value at once.
+        bound = self.stale_wait - (now - entry.refresh_started)
+        if bound > 0 and await self._briefly(task, bound):
             return task.result()  # the fresh value; or the decision (deleted, disabled) it met
         held = self._entries.get(key)
         if held is None or held.data is None:  # dropped meanwhile (deleted, disabled): ask again
@@ -307,16 +320,17 @@ class CachedStore:
             return held.data
         return self._stale_hit(name, held, now)
 
-    async def _briefly(self, task: asyncio.Future[Any]) -> bool:
-        """Wait for a refresh for staleWait at most, and no longer than until an attempt fails
-        (here or, through `Source.watch_failure`, anywhere the backend is shared); True if it is done."""
+    async def _briefly(self, task: asyncio.Future[Any], bound: float) -> bool:
+        """Wait for a refresh for `bound` seconds at most (at most staleWait), and no longer than until an
+        attempt fails (here or, through `Source.watch_failure`, anywhere the backend is shared); True if
+        it is done."""
         failure: asyncio.Future[str] = self._loop.create_future()
         self._watchers.add(failure)
         watch = getattr(self.store, "watch_failure", None)
         if watch is not None:
             watch(failure)
         try:
-            await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, failure), timeout=bound, return_when=asyncio.FIRST_COMPLETED)
         finally:
             failure.cancel()
             self._watchers.discard(failure)
@@ -369,6 +383,8 @@ class CachedStore:
             return task
 
         before = self._entries.get(key)
+        if before is not None:
+            before.refresh_started = self.clock()
 
         def done(task: asyncio.Task[dict[str, str]]) -> None:
             entry = self._entries.get(key)
@@ -396,17 +412,14 @@ class CachedStore:
         read = self.store.get(name, version) if view == DEFAULT_VIEW else self.store.get(name, version, view)
         try:
             data = await self._call("get", read, self.timeout)
-        except NotFound as err:
-            # A deleted secret must not be served from an older entry.
-            self._entries.pop(key, None)
-            if self.negative_ttl > 0 and self.ttl > 0:
-                now = self.clock()
-                self._put(key, _Entry(None, now + self.negative_ttl, math.inf, not_found=err.message))
-            raise
         except SecretStoreError as err:
             if decides_about_secret(err):
-                # Disabled, expired, access revoked: the backend decided; the old value is not served again.
+                # Deleted, disabled, expired, access revoked: the backend decided; the old value is not
+                # served again, and the decision is remembered for negativeCacheTTL, so an app that
+                # keeps asking for that secret cannot hammer the backend.
                 self._entries.pop(key, None)
+                if self.negative_ttl > 0 and self.ttl > 0:
+                    self._put(key, _Entry(None, self.clock() + self.negative_ttl, math.inf, refusal=err))
                 raise
             # Unreachable, slow, throttled, or the identity refused: nothing was said about the secret.
             stale = self._entries.get(key)
@@ -639,7 +652,7 @@ class CachedStore:
         if fresh is not None:
             return {name: entry.data for name, entry in fresh.items()}  # type: ignore[misc]
         stale = self._listing(limit, view, now, stale=True)
-        if stale is not None and (self.failing() is not None or self.stale_wait <= 0):
+        if stale is not None and (self.failing() is not None or self.stale_wait <= 0 or self._slow()):
             # A failing backend is not waited out, nor asked for every secret again: a probe (one
             # cheap request, every few seconds at most) finds out when it is back.
             self.probe_soon()
@@ -651,7 +664,7 @@ class CachedStore:
             task = self._start_bulk(limit, view)
         if stale is None:
             return await asyncio.shield(task)
-        if await self._briefly(task):
+        if await self._briefly(task, self.stale_wait):
             return task.result()
         now = self.clock()
         stale = self._listing(limit, view, now, stale=True)
