@@ -585,3 +585,62 @@ async def test_jitter_spreads_expiry_and_refresh_ahead_within_their_bounds() -> 
     clock.now += 90.5  # a lived ~90 s (TTL less 10%), b a full 100
     assert cached.peek("a") is None
     assert cached.peek("b") == {"b": "2"}
+
+
+class HeldListingStore(ListingStore):
+    """Its listings wait for `listing` (the test opens it); single reads do not."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listing = asyncio.Event()
+
+    async def markers(
+        self, names: Any, max_pages: int | None = None
+    ) -> tuple[dict[str, tuple[float, str]], int] | None:
+        await self.listing.wait()
+        return await super().markers(names, max_pages)
+
+
+async def test_after_an_outage_one_probe_finds_the_backend_and_one_listing_revalidates_the_held_keys() -> None:
+    metadata = parse_metadata(CACHE_PROPERTIES, {"cacheTTL": "10s", "staleWait": "1h"})
+    store = HeldListingStore(metadata, instance="recovery")
+    cached = CachedStore(store, metadata, instance="recovery")
+    clock, wall = Clock(), [1_000_000.0]
+    cached.clock, cached.wall, cached.random = clock, lambda: wall[0], lambda: 0.0
+    names = [f"k{i:02d}" for i in range(40)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)
+        await cached.get(name)
+    clock.now += 1
+    for name in names:  # hot: read again since it was fetched
+        await cached.get(name)
+    store.failure = Unavailable("the scripted backend is down")
+    clock.now += 10
+    wall[0] += 11
+    # The outage: every read answered from what is held (staleWait is an hour: only knowing the
+    # backend is failing answers them), and the backend asked by one probe, not once per key.
+    for name in names:
+        assert await asyncio.wait_for(cached.get(name), 30) == {name: "v1"}
+    await settle()
+    assert cached.failing() is not None
+    assert sum(store.calls[n] for n in names) - 40 <= 2
+    asked = sum(store.calls[n] for n in names)
+    # Back, with k07 rotated meanwhile. The next probe (one second later) finds it answering ...
+    store.rotate("k07", "v2", at=wall[0])
+    store.failure = None
+    wall[0] += 10
+    clock.now += 2
+    assert cached.peek("k00", None) == {"k00": "v1"}
+    await settle()
+    assert cached.failing() is None and store.calls["*list*"] == 0
+    # ... and one sweep revalidates the rest by a listing; while it is out, reads are answered
+    # from what is held, at once (the listing is held by the test).
+    for name in names[1:]:
+        assert await asyncio.wait_for(cached.get(name), 30) == {name: "v1"}
+    store.listing.set()
+    await settle()
+    assert store.calls["*list*"] == 1
+    assert sum(store.calls[n] for n in names) == asked + 2  # the probe (k00) and the rotated k07
+    assert await cached.get("k07") == {"k07": "v2"}
+    assert await cached.get("k01") == {"k01": "v1"}
+    assert sum(store.calls[n] for n in names) == asked + 2  # confirmed by the listing: fresh again

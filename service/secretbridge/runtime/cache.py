@@ -153,7 +153,7 @@ class CachedStore:
         # While the backend fails, refreshes go through a gate one at a time (core/probes.py): the
         # backend's shared one once the store is open and has one, else this cache's own.
         self._shared_gate: Callable[[], ProbeGate | None] | None = getattr(store, "probe_gate", None)
-        self._own_gate = ProbeGate()
+        self._own_gate = ProbeGate(clock=lambda: self.clock())
         # How long a request to the backend would wait for its turn now (a learned rate, a queue).
         self._queued: Callable[[], float] | None = getattr(store, "queued", None)
         self.max_entries: int = metadata["cacheMaxEntries"]
@@ -169,6 +169,8 @@ class CachedStore:
         # Change detection: keys claimed for a refresh, waiting for the next sweep.
         self._due: set[_Key] = set()
         self._sweep: asyncio.Task[None] | None = None
+        # The sweep started when a probe found the backend back (see `_recover`).
+        self._recovery: asyncio.Task[None] | None = None
         # Pages the latest listing took (None: not listed yet); a lower bound after a capped try.
         self._list_pages: int | None = None
         self._entries: dict[_Key, _Entry] = {}
@@ -235,7 +237,7 @@ class CachedStore:
         holding a gRPC worker all the while. One background refresh per key finds out when the
         backend is back.
         """
-        return self._servable(entry, now) and (self.failing() is not None or self._slow())
+        return self._servable(entry, now) and (self.failing() is not None or self._slow() or self._recovering())
 
     def _slow(self) -> bool:
         """Whether a refresh asked for now would wait at least staleWait for its turn at the backend
@@ -299,7 +301,7 @@ class CachedStore:
         the held value. A refresh that finds the secret deleted or disabled drops the entry and its
         answer (the error) is what the reader gets."""
         name = key[0]
-        if self.failing() is not None or self.stale_wait <= 0 or self._slow():
+        if self.failing() is not None or self.stale_wait <= 0 or self._slow() or self._recovering():
             if self._claim_refresh(entry, now):
                 self._refresh_ahead(key)
             return self._stale_hit(name, entry, now)
@@ -365,7 +367,13 @@ class CachedStore:
             # A probe reads this one key (not a listing, which would cost more than one request),
             # and frees the gate when it ends, however it ends.
             entry.probing = None
-            self._refresh_one(key).add_done_callback(lambda _t: gate.done())
+
+            def probed(task: asyncio.Task[dict[str, str]]) -> None:
+                gate.done()
+                if not task.cancelled() and task.exception() is None and self._entries.get(key) is not entry:
+                    self._recover()
+
+            self._refresh_one(key).add_done_callback(probed)
             return
         if key in self._inflight:
             return
@@ -376,6 +384,22 @@ class CachedStore:
                 self._sweep = self._loop.create_task(self._revalidate())
             return
         self._refresh_one(key)
+
+    def _recover(self) -> None:
+        """A probe found the backend answering again: every held key went stale during the outage.
+        One sweep revalidates them (a listing, then reads of the changed ones only) instead of a read
+        per key, and until it ends a read past its TTL is answered from the value held, at once: it
+        has been stale for the whole outage, and the sweep finds a change within its listing."""
+        if not self.change_detection:
+            return
+        if self._sweep is None or self._sweep.done():
+            self._sweep = self._loop.create_task(self._revalidate())
+        self._recovery = self._sweep
+
+    def _recovering(self) -> bool:
+        """Whether the sweep after an outage is still out (any thread)."""
+        recovery = self._recovery
+        return recovery is not None and not recovery.done()
 
     def _refresh_one(self, key: _Key) -> asyncio.Task[dict[str, str]]:
         task = self._inflight.get(key)
