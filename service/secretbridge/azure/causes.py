@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -182,34 +182,11 @@ class CauseAwareRetryPolicy(AsyncRetryPolicy):
     caller's requestTimeout, and the app would see DEADLINE_EXCEEDED instead of the cause. Used by
     the vault clients and (as `retry_policy_class`) the token endpoints' pipelines.
 
-    `on_failure(cause)` hears of every failed attempt as it happens (a 5xx or 429 answer, a
-    transport failure), the first one included: the token endpoints' pipelines report there
-    (`azure.health`), so an identity endpoint that fails is known before the retries run out.
-    `on_success()` hears of an answer in the 2xx range (a token was given).
+    Each attempt's health is reported by a policy after this one (`azure.health`), which sees every
+    attempt, the first one included.
     """
 
-    def __init__(
-        self, *, on_failure: Callable[[str], None] | None = None, on_success: Callable[[], None] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.on_failure = on_failure
-        self.on_success = on_success
-
-    async def send(self, request: Any) -> Any:
-        response = await super().send(request)
-        if self.on_success is not None and 200 <= response.http_response.status_code < 300:
-            self.on_success()
-        return response
-
     def increment(self, settings: Any, response: Any = None, error: Exception | None = None) -> bool:
-        if self.on_failure is not None:
-            if error is not None:
-                self.on_failure(describe_cause(error) or f"the request failed ({classify_cause(error).value})")
-            else:
-                status = getattr(getattr(response, "http_response", None), "status_code", None)
-                if isinstance(status, int) and failing_status(status):
-                    self.on_failure(f"the endpoint answered {status}")
         if error is not None and classify_cause(error) in PERMANENT_CAUSES:
             return False
         return bool(super().increment(settings, response=response, error=error))

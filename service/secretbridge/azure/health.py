@@ -11,8 +11,8 @@ has outlived its share of requestTimeout:
   refused or reset, a DNS or TLS failure, an attempt still unanswered after its share, or a
   token request that failed marks the vault host failing; any other answer (200, 404, 403 ...)
   says the vault answers and clears it, and clears the identity's mark too (a token was had);
-- a token request (`CauseAwareRetryPolicy`'s `on_failure`, in the credential's pipelines): a
-  5xx, 429 or transport failure marks the identity failing.
+- a token request (`TokenEndpointHealthPolicy`, in every credential's pipeline, IMDS's included): a
+  5xx, 429 or transport failure marks the identity failing until the endpoint gives a token.
 
 A mark is only a hint to serve held values at once; the reads and refreshes themselves still go
 to the backend and decide.
@@ -164,4 +164,28 @@ class HealthPolicy(AsyncHTTPPolicy):
             self.vault.answered()
             if self.identity is not None:
                 self.identity.answered()
+        return response
+
+
+class TokenEndpointHealthPolicy(AsyncHTTPPolicy):
+    """The step in a credential's pipeline (after its retry policy, so every attempt is seen) that
+    reports each token request to the identity's `Health`: a 5xx, 429 or transport failure marks it
+    failing until an attempt is given a token."""
+
+    def __init__(self, identity: Health) -> None:
+        super().__init__()
+        self.identity = identity
+
+    async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        try:
+            response = await self.next.send(request)
+        except Exception as exc:
+            cause = describe_cause(exc) or f"the token request failed ({classify_cause(exc).value})"
+            self.identity.endpoint_failed(cause)
+            raise
+        status = response.http_response.status_code
+        if failing_status(status):
+            self.identity.endpoint_failed(f"the token endpoint answered {status}")
+        elif 200 <= status < 300:
+            self.identity.endpoint_answered()
         return response

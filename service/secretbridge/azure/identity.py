@@ -45,7 +45,6 @@ import asyncio
 import base64
 import binascii
 import contextvars
-import functools
 import os
 import re
 from collections.abc import Mapping
@@ -59,7 +58,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 
 from secretbridge.azure.causes import CauseAwareRetryPolicy, describe_cause
-from secretbridge.azure.health import identity_health
+from secretbridge.azure.health import TokenEndpointHealthPolicy, identity_health
 from secretbridge.azure.hosts import AUTHORITY_HOSTS, AzureEnvironment, check_environment, parse_environment
 from secretbridge.azure.redaction import remember, safe_cause, scrub_azure_logs
 from secretbridge.core.errors import FailedPrecondition, InvalidArgument
@@ -479,10 +478,9 @@ def build_credential(
     # Every failed token attempt marks the identity failing at once (azure/health.py), for every
     # instance that uses it, so reads with a value held stop waiting on it.
     mark = identity_health(describe_identity(metadata, env))
-    client_kwargs.setdefault(
-        "retry_policy_class",
-        functools.partial(CauseAwareRetryPolicy, on_failure=mark.endpoint_failed, on_success=mark.endpoint_answered),
-    )
+    client_kwargs.setdefault("retry_policy_class", CauseAwareRetryPolicy)
+    # azure-identity adds these after whichever retry policy a credential uses (IMDS forces its own).
+    client_kwargs.setdefault("_per_retry_policies", [TokenEndpointHealthPolicy(mark)])
     authority: dict[str, str] = {}
     if environment is not AzureEnvironment.PUBLIC:
         authority["authority"] = AUTHORITY_HOSTS[environment]
