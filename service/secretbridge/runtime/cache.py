@@ -108,7 +108,6 @@ class _Entry:
     last_used: float = 0.0
     refreshing: bool = False
     refresh_started: float = -math.inf  # when its latest refresh was started (on the cache's clock)
-    probing: ProbeGate | None = None  # the gate its refresh was let through: released when it ends
     fetched_wall: float = 0.0  # wall clock when the value was read from the backend
     marker: str | None = None  # the listing fingerprint this value was last confirmed against
 
@@ -154,6 +153,8 @@ class CachedStore:
         # backend's shared one once the store is open and has one, else this cache's own.
         self._shared_gate: Callable[[], ProbeGate | None] | None = getattr(store, "probe_gate", None)
         self._own_gate = ProbeGate(clock=lambda: self.clock())
+        # Keys whose refresh a gate let through, until the loop starts it (claimed on any thread).
+        self._probes: dict[_Key, ProbeGate] = {}
         # How long a request to the backend would wait for its turn now (a learned rate, a queue).
         self._queued: Callable[[], float] | None = getattr(store, "queued", None)
         self.max_entries: int = metadata["cacheMaxEntries"]
@@ -209,11 +210,11 @@ class CachedStore:
         if now >= entry.expires_at:
             if not self._stale_now(entry, now):
                 return None
-            if self._claim_refresh(entry, now):
+            if self._claim_refresh(key, entry, now):
                 self._loop.call_soon_threadsafe(self._refresh_ahead, key)
             return self._stale_hit(name, entry, now)
         entry.last_used = now
-        if self._claim_refresh(entry, now):
+        if self._claim_refresh(key, entry, now):
             self._loop.call_soon_threadsafe(self._refresh_ahead, key)
         self._hits.inc()
         return entry.data
@@ -245,7 +246,7 @@ class CachedStore:
         the held value at once while it is made."""
         return self._queued is not None and self._queued() >= self.stale_wait
 
-    def _claim_refresh(self, entry: _Entry, now: float) -> bool:
+    def _claim_refresh(self, key: _Key, entry: _Entry, now: float) -> bool:
         """True for the one reader that should start a background refresh of this entry now.
 
         While the backend is failing, only a refresh the probe gate lets through (one at a time
@@ -258,7 +259,9 @@ class CachedStore:
             gate = (self._shared_gate() if self._shared_gate is not None else None) or self._own_gate
             if not gate.claim():
                 return False
-            entry.probing = gate
+            # Keyed by the key, not the entry: a new entry (or none) by the time the loop starts the
+            # probe must not keep the gate closed for good.
+            self._probes[key] = gate
         entry.refreshing = True
         return True
 
@@ -274,7 +277,7 @@ class CachedStore:
                 CACHE_LOOKUPS.labels(self.instance, "negative").inc()
                 assert entry.refusal is not None
                 raise type(entry.refusal)(entry.refusal.message, cause=entry.refusal.cause)
-            if self._claim_refresh(entry, now):
+            if self._claim_refresh(key, entry, now):
                 self._refresh_ahead(key)
             self._hits.inc()
             return entry.data
@@ -302,7 +305,7 @@ class CachedStore:
         answer (the error) is what the reader gets."""
         name = key[0]
         if self.failing() is not None or self.stale_wait <= 0 or self._slow() or self._recovering():
-            if self._claim_refresh(entry, now):
+            if self._claim_refresh(key, entry, now):
                 self._refresh_ahead(key)
             return self._stale_hit(name, entry, now)
         task = self._inflight.get(key)
@@ -362,11 +365,13 @@ class CachedStore:
 
     def _refresh_ahead(self, key: _Key) -> None:
         entry = self._entries.get(key)
-        gate = entry.probing if entry is not None else None
-        if entry is not None and gate is not None:
+        gate = self._probes.pop(key, None)
+        if gate is not None:
+            if entry is None:  # evicted since: no probe after all
+                gate.done()
+                return
             # A probe reads this one key (not a listing, which would cost more than one request),
             # and frees the gate when it ends, however it ends.
-            entry.probing = None
 
             def probed(task: asyncio.Task[dict[str, str]]) -> None:
                 gate.done()
