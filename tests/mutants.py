@@ -328,6 +328,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_outage.py::test_sixty_four_readers_of_expired_keys_during_an_outage_all_get_values",),
         "every caller waiting on the backend takes a share: readers of held values get RESOURCE_EXHAUSTED",
     ),
+    Mutant(
+        "duration-on-a-bound-counted-above", "runtime/metrics.py",
+        "bisect.bisect_left(self._bounds, seconds)",
+        "bisect.bisect_right(self._bounds, seconds)",
+        ("tests/test_metrics.py::test_the_exposition_is_prometheus_clients_own_for_the_same_calls",),
+        "a call that took exactly a bucket's bound is counted in the next bucket, unlike prometheus_client",
+    ),
 )
 
 
