@@ -329,6 +329,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "every caller waiting on the backend takes a share: readers of held values get RESOURCE_EXHAUSTED",
     ),
     Mutant(
+        "reply-reused-for-a-new-value", "runtime/server.py",
+        "if held is not None and held[0] is data:",
+        "if held is not None:",
+        ("tests/test_local_stores.py::test_the_file_is_read_again_when_it_changes",),
+        "a Get is answered with the reply built for the value read before the file changed",
+    ),
+    Mutant(
         "duration-on-a-bound-counted-above", "runtime/metrics.py",
         "bisect.bisect_left(self._bounds, seconds)",
         "bisect.bisect_right(self._bounds, seconds)",
