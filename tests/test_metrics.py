@@ -1,13 +1,15 @@
-"""The gRPC call metrics, counted per thread without a lock, read exactly as prometheus_client's own
-Counter and Histogram would show the same calls: same names, labels, series order, buckets and counts."""
+"""Metrics counted per thread without a lock (the gRPC calls, the cache lookups) read exactly as
+prometheus_client's own Counter and Histogram would show the same counts: same names, labels, series
+order, buckets and values."""
 
 from __future__ import annotations
 
 import re
 import threading
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from secretbridge.runtime.metrics import CALL_SECONDS_BUCKETS, CallMetrics
+from secretbridge.runtime.metrics import CALL_SECONDS_BUCKETS, CallMetrics, ThreadCounter
 
 #: (instance, method, code, seconds): durations on a bucket's bound, between bounds, past the last one.
 CALLS = [
@@ -89,3 +91,20 @@ def test_calls_from_many_threads_are_all_counted() -> None:
     assert registry.get_sample_value("secretbridge_request_duration_seconds_count", {"method": "Get"}) == 40_000
     assert registry.get_sample_value("secretbridge_request_duration_seconds_bucket",
                                      {"method": "Get", "le": "0.001"}) == 40_000
+
+
+def test_a_counter_reads_as_prometheus_clients_counter() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    mine = ThreadCounter("x_lookups_total", "Lookups.", ["instance", "result"], registry=ours)
+    reference = Counter("x_lookups_total", "Lookups.", ["instance", "result"], registry=theirs)
+    for counter in (mine, reference):
+        counter.labels("a", "hit")  # bound, never counted: shown at 0
+        counter.labels("a", "miss").inc()
+        ended = threading.Thread(target=lambda c=counter: c.labels("b", "stale").inc(2.5))
+        ended.start()
+        ended.join()
+        counter.labels("a", "miss").inc()
+        with pytest.raises(ValueError):
+            counter.labels("a", "miss").inc(-1)
+    assert _comparable(generate_latest(ours)) == _comparable(generate_latest(theirs))
+    assert ours.get_sample_value("x_lookups_total", {"instance": "a", "result": "miss"}) == 2

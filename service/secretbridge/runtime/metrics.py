@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -25,141 +26,220 @@ from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+#: A labelled series: its label values, in the order of the metric's label names.
+Key = tuple[str, ...]
+
 #: The methods `secretbridge_request_duration_seconds` has a series for from the start.
 CALL_METHODS = ("Init", "Features", "Get", "BulkGet")
-CALL_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
+CALL_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-class _Tally:
-    """One thread's counts; only that thread writes to it (no lock), a scrape reads it."""
-
-    __slots__ = ("calls", "seconds")
-
-    def __init__(self) -> None:
-        #: (instance label, method, code) -> calls
-        self.calls: dict[tuple[str, str, str], int] = {}
-        #: method -> [calls per bucket (not cumulative)..., sum of seconds]
-        self.seconds: dict[str, list[float]] = {}
+def _created_series() -> bool:
+    """prometheus_client's switch (PROMETHEUS_DISABLE_CREATED_SERIES), so that every metric agrees."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
 
 
-class CallMetrics:
-    """`secretbridge_requests_total` (a counter) and `secretbridge_request_duration_seconds` (a histogram),
-    exposed exactly as prometheus_client's own Counter and Histogram would expose them.
+class _PerThread(Generic[T]):
+    """State each thread keeps for itself: only its own thread writes it, so counting takes no lock;
+    reading adds every thread's up (under a lock only readers and a thread's first count take).
 
-    Why not those: a cache hit is a few microseconds of Python, and a Counter inc plus a Histogram
-    observe take three locks and walk the buckets in Python, a fifth of a hit's time on a process
-    whose Gets are GIL-bound. Here each thread counts into its own tally without a lock, and a
-    scrape adds the tallies up (under a lock only the scrape and a new thread take): the counts
-    are exact, a scrape sees each thread's calls up to a moment during the scrape.
+    Why: a cache hit is a few microseconds of Python on a process whose Gets are GIL-bound, and
+    prometheus_client's Counter inc and Histogram observe take a lock each (the observe three, and
+    a Python walk of the buckets): a fifth of a hit's time. The counts stay exact; a scrape sees
+    each thread's counts as of a moment during the scrape.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        self._local = threading.local()
+    def __init__(self, new: Callable[[], T], add: Callable[[T, T], None]) -> None:
+        self._new, self._add = new, add
+        #: `.value`: the calling thread's state, once it has counted something.
+        self.local = threading.local()
         self._lock = threading.Lock()
-        self._tallies: list[tuple[threading.Thread, _Tally]] = []
-        self._retired = _Tally()  # the tallies of threads that ended, added up
-        #: When each series first appeared (prometheus_client's `_created`), in that order.
-        self._calls_created: dict[tuple[str, str, str], float] = {}
-        self._seconds_created = {method: time.time() for method in CALL_METHODS}
-        self._bounds = CALL_SECONDS_BUCKETS
-        if registry is not None:
-            registry.register(self)
+        self._owned: list[tuple[threading.Thread, T]] = []
+        self._ended = new()  # what threads that ended counted, added up
 
-    def record(self, instance: str, method: str, code: str, seconds: float) -> None:
-        """Count one call (`instance`: its label; `code`: the status code's name) that took `seconds`."""
-        try:
-            tally: _Tally = self._local.tally
-        except AttributeError:
-            tally = self._join()
-        key = (instance, method, code)
-        calls = tally.calls
-        count = calls.get(key)
-        if count is None:  # a series this thread has not counted yet: perhaps a new one
-            count = 0
-            self._calls_created.setdefault(key, time.time())
-        calls[key] = count + 1
-        spread = tally.seconds.get(method)
-        if spread is None:
-            spread = tally.seconds[method] = [0.0] * (len(self._bounds) + 1)
-            self._seconds_created.setdefault(method, time.time())
-        # A duration on a bound falls in that bucket (le), as prometheus_client's observe puts it.
-        spread[bisect.bisect_left(self._bounds, seconds)] += 1
-        spread[-1] += seconds
-
-    def _join(self) -> _Tally:
-        tally = self._local.tally = _Tally()
+    def join(self) -> T:
+        """The calling thread's state, new: call it when `local.value` is missing."""
+        mine = self.local.value = self._new()
         with self._lock:
             self._retire_ended()
-            self._tallies.append((threading.current_thread(), tally))
-        return tally
+            self._owned.append((threading.current_thread(), mine))
+        return mine
 
-    def _retire_ended(self) -> None:
-        """Fold the tallies of threads that ended into one (under the lock): a pool's threads come and go."""
-        alive = []
-        for thread, tally in self._tallies:
-            if thread.is_alive():
-                alive.append((thread, tally))
-            else:
-                _add(self._retired, tally)
-        self._tallies = alive
-
-    def _total(self) -> _Tally:
+    def total(self) -> T:
         with self._lock:
             self._retire_ended()
-            total = _Tally()
-            _add(total, self._retired)
-            for _, tally in self._tallies:
-                _add(total, tally)
+            total = self._new()
+            self._add(total, self._ended)
+            for _, state in self._owned:
+                self._add(total, state)
         return total
 
-    def describe(self) -> Iterable[Metric]:
-        return self._families(_Tally())
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families(self._total())
-
-    def _families(self, total: _Tally) -> list[Metric]:
-        # prometheus_client's switch (PROMETHEUS_DISABLE_CREATED_SERIES), so every metric agrees.
-        created = getattr(prometheus_metrics, "_use_created", True)
-        calls = CounterMetricFamily(
-            "secretbridge_requests_total", "gRPC calls served, by method and status code.",
-            labels=("instance", "method", "code"),
-        )
-        # In the order the series first appeared, as prometheus_client lists its children.
-        for key, first in self._calls_created.copy().items():
-            if key in total.calls:
-                calls.add_metric(key, float(total.calls[key]), created=first if created else None)
-        seconds = HistogramMetricFamily(
-            "secretbridge_request_duration_seconds", "Time to answer a gRPC call, cache hits included.",
-            labels=("method",),
-        )
-        methods = self._seconds_created.copy()
-        for method in methods:
-            spread = total.seconds.get(method) or [0.0] * (len(self._bounds) + 1)
-            cumulative, buckets = 0.0, []
-            for bound, calls_in_bucket in zip(self._bounds, spread, strict=False):
-                cumulative += calls_in_bucket
-                buckets.append((floatToGoString(bound), cumulative))
-            seconds.add_metric((method,), buckets, spread[-1])
-        if created:
-            for method, first in methods.items():
-                seconds.samples.append(Sample(seconds.name + "_created", {"method": method}, first, None))
-        return [calls, seconds]
+    def _retire_ended(self) -> None:
+        """Fold the state of threads that ended into one (a pool's threads come and go)."""
+        alive = []
+        for thread, state in self._owned:
+            if thread.is_alive():
+                alive.append((thread, state))
+            else:
+                self._add(self._ended, state)
+        self._owned = alive
 
 
-def _add(into: _Tally, tally: _Tally) -> None:
-    """Add `tally`'s counts to `into`; copies first, as its thread may be counting meanwhile."""
-    for key, count in tally.calls.copy().items():
-        into.calls[key] = into.calls.get(key, 0) + count
-    for method, spread in tally.seconds.copy().items():
-        mine = into.seconds.setdefault(method, [0.0] * len(spread))
+def _add_counts(into: dict[Key, float], counts: dict[Key, float]) -> None:
+    for key, count in counts.copy().items():  # a copy: its thread may be counting meanwhile
+        into[key] = into.get(key, 0.0) + count
+
+
+def _add_spreads(into: dict[Key, list[float]], spreads: dict[Key, list[float]]) -> None:
+    for key, spread in spreads.copy().items():
+        mine = into.setdefault(key, [0.0] * len(spread))
         for i, value in enumerate(list(spread)):
             mine[i] += value
 
 
-#: gRPC calls, counted per thread (see `CallMetrics`).
+class _Series:
+    """The series of a metric in the order they first appeared (as prometheus_client lists a
+    metric's children), each with its creation time (the `_created` series)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, tuple(labelnames)
+        self.created: dict[Key, float] = {}
+
+    def key(self, values: Sequence[object]) -> Key:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes the labels {', '.join(self.labelnames)}")
+        key = tuple(str(value) for value in values)
+        self.created.setdefault(key, time.time())
+        return key
+
+
+class ThreadCounter(_Series):
+    """A labelled counter counted per thread (see `_PerThread`), exposed exactly as
+    prometheus_client's `Counter` would be: `labels(...).inc()` as there."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        super().__init__(name, documentation, labelnames)
+        self._counts: _PerThread[dict[Key, float]] = _PerThread(dict, _add_counts)
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: object) -> CounterChild:
+        """One series (it shows in /metrics from now on, at 0 until counted)."""
+        return CounterChild(self, self.key(values))
+
+    def add(self, key: Key, amount: float = 1.0) -> None:
+        """Count `amount` for the series `key` (label values as strings, in order)."""
+        try:
+            counts: dict[Key, float] = self._counts.local.value
+        except AttributeError:
+            counts = self._counts.join()
+        count = counts.get(key)
+        if count is None:  # new to this thread: perhaps a new series
+            count = 0.0
+            self.created.setdefault(key, time.time())
+        counts[key] = count + amount
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        totals, created = self._counts.total(), _created_series()
+        for key, first in self.created.copy().items():
+            family.add_metric(key, totals.get(key, 0.0), created=first if created else None)
+        return [family]
+
+
+class CounterChild:
+    """One series of a `ThreadCounter`."""
+
+    __slots__ = ("_counter", "_key")
+
+    def __init__(self, counter: ThreadCounter, key: Key) -> None:
+        self._counter, self._key = counter, key
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self._counter.add(self._key, amount)
+
+
+class ThreadHistogram(_Series):
+    """A labelled histogram observed per thread (see `_PerThread`), exposed exactly as
+    prometheus_client's `Histogram` would be."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        super().__init__(name, documentation, labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        if self.bounds[-1] != math.inf:
+            self.bounds += (math.inf,)
+        #: Per series: the calls in each bucket (not cumulative), then the sum.
+        self._spreads: _PerThread[dict[Key, list[float]]] = _PerThread(dict, _add_spreads)
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, key: Key, amount: float) -> None:
+        """Observe `amount` in the series `key` (label values as strings, in order)."""
+        try:
+            spreads: dict[Key, list[float]] = self._spreads.local.value
+        except AttributeError:
+            spreads = self._spreads.join()
+        spread = spreads.get(key)
+        if spread is None:
+            spread = spreads[key] = [0.0] * (len(self.bounds) + 1)
+            self.created.setdefault(key, time.time())
+        # An amount on a bound falls in that bucket (le), as prometheus_client's observe puts it.
+        spread[bisect.bisect_left(self.bounds, amount)] += 1
+        spread[-1] += amount
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        totals, series = self._spreads.total(), self.created.copy()
+        for key in series:
+            spread = totals.get(key) or [0.0] * (len(self.bounds) + 1)
+            cumulative, buckets = 0.0, []
+            for bound, count in zip(self.bounds, spread, strict=False):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric(key, buckets, spread[-1])
+        if _created_series():
+            for key, first in series.items():
+                labels = dict(zip(self.labelnames, key, strict=True))
+                family.samples.append(Sample(family.name + "_created", labels, first, None))
+        return [family]
+
+
+class CallMetrics:
+    """gRPC calls: `secretbridge_requests_total` and `secretbridge_request_duration_seconds`."""
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.requests = ThreadCounter(
+            "secretbridge_requests_total", "gRPC calls served, by method and status code.",
+            ("instance", "method", "code"), registry,
+        )
+        self.seconds = ThreadHistogram(
+            "secretbridge_request_duration_seconds", "Time to answer a gRPC call, cache hits included.",
+            ("method",), CALL_SECONDS_BUCKETS, registry,
+        )
+        for method in CALL_METHODS:  # shown from the start, as the server always did
+            self.seconds.key((method,))
+
+    def record(self, instance: str, method: str, code: str, seconds: float) -> None:
+        """Count one call (`instance`: its label; `code`: the status code's name) that took `seconds`."""
+        self.requests.add((instance, method, code))
+        self.seconds.observe((method,), seconds)
+
+
+#: gRPC calls, counted per thread (see `_PerThread`).
 CALLS = CallMetrics()
-CACHE_LOOKUPS = Counter(
+#: Counted per thread: a hit is counted on every cache hit (see `_PerThread`).
+CACHE_LOOKUPS = ThreadCounter(
     "secretbridge_cache_lookups_total",
     "Cache lookups by result: hit, miss, negative (a remembered not-found), stale.",
     ["instance", "result"],
