@@ -337,8 +337,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "duration-on-a-bound-counted-above", "runtime/metrics.py",
-        "bisect.bisect_left(self.bounds, amount)",
-        "bisect.bisect_right(self.bounds, amount)",
+        "bisect.bisect_left(self.bounds, seconds)",
+        "bisect.bisect_right(self.bounds, seconds)",
         ("tests/test_metrics.py::test_the_exposition_is_prometheus_clients_own_for_the_same_calls",),
         "a call that took exactly a bucket's bound is counted in the next bucket, unlike prometheus_client",
     ),

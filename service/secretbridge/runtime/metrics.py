@@ -113,6 +113,32 @@ class _Series:
         self.created.setdefault(key, time.time())
         return key
 
+    def family(self, totals: dict[Key, float]) -> Metric:
+        """The series as a prometheus_client `Counter` shows them, with these counts."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        created = _created_series()
+        for key, first in self.created.copy().items():
+            family.add_metric(key, totals.get(key, 0.0), created=first if created else None)
+        return family
+
+    def histogram(self, bounds: Sequence[float], totals: dict[Key, list[float]]) -> Metric:
+        """The series as a prometheus_client `Histogram` with these `bounds` (+Inf last) shows them;
+        `totals`: per series, the observations in each bucket (not cumulative), then their sum."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        series = self.created.copy()
+        for key in series:
+            spread = totals.get(key) or [0.0] * (len(bounds) + 1)
+            cumulative, buckets = 0.0, []
+            for bound, count in zip(bounds, spread, strict=False):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric(key, buckets, spread[-1])
+        if _created_series():
+            for key, first in series.items():
+                labels = dict(zip(self.labelnames, key, strict=True))
+                family.samples.append(Sample(family.name + "_created", labels, first, None))
+        return family
+
 
 class ThreadCounter(_Series):
     """A labelled counter counted per thread (see `_PerThread`), exposed exactly as
@@ -142,14 +168,10 @@ class ThreadCounter(_Series):
         counts[key] = count + amount
 
     def describe(self) -> Iterable[Metric]:
-        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+        return [self.family({})]
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        totals, created = self._counts.total(), _created_series()
-        for key, first in self.created.copy().items():
-            family.add_metric(key, totals.get(key, 0.0), created=first if created else None)
-        return [family]
+        return [self.family(self._counts.total())]
 
 
 class CounterChild:
@@ -166,74 +188,57 @@ class CounterChild:
         self._counter.add(self._key, amount)
 
 
-class ThreadHistogram(_Series):
-    """A labelled histogram observed per thread (see `_PerThread`), exposed exactly as
-    prometheus_client's `Histogram` would be."""
-
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float],
-                 registry: CollectorRegistry | None = REGISTRY) -> None:
-        super().__init__(name, documentation, labelnames)
-        self.bounds = tuple(float(b) for b in buckets)
-        if self.bounds[-1] != math.inf:
-            self.bounds += (math.inf,)
-        #: Per series: the calls in each bucket (not cumulative), then the sum.
-        self._spreads: _PerThread[dict[Key, list[float]]] = _PerThread(dict, _add_spreads)
-        if registry is not None:
-            registry.register(self)
-
-    def observe(self, key: Key, amount: float) -> None:
-        """Observe `amount` in the series `key` (label values as strings, in order)."""
-        try:
-            spreads: dict[Key, list[float]] = self._spreads.local.value
-        except AttributeError:
-            spreads = self._spreads.join()
-        spread = spreads.get(key)
-        if spread is None:
-            spread = spreads[key] = [0.0] * (len(self.bounds) + 1)
-            self.created.setdefault(key, time.time())
-        # An amount on a bound falls in that bucket (le), as prometheus_client's observe puts it.
-        spread[bisect.bisect_left(self.bounds, amount)] += 1
-        spread[-1] += amount
-
-    def describe(self) -> Iterable[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
-
-    def collect(self) -> Iterable[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        totals, series = self._spreads.total(), self.created.copy()
-        for key in series:
-            spread = totals.get(key) or [0.0] * (len(self.bounds) + 1)
-            cumulative, buckets = 0.0, []
-            for bound, count in zip(self.bounds, spread, strict=False):
-                cumulative += count
-                buckets.append((floatToGoString(bound), cumulative))
-            family.add_metric(key, buckets, spread[-1])
-        if _created_series():
-            for key, first in series.items():
-                labels = dict(zip(self.labelnames, key, strict=True))
-                family.samples.append(Sample(family.name + "_created", labels, first, None))
-        return [family]
-
-
 class CallMetrics:
-    """gRPC calls: `secretbridge_requests_total` and `secretbridge_request_duration_seconds`."""
+    """gRPC calls: `secretbridge_requests_total` (a counter) and `secretbridge_request_duration_seconds`
+    (a histogram by method), exposed exactly as prometheus_client's Counter and Histogram would be.
+    One row per (instance, method, code) and thread holds both (see `_PerThread`): a call costs
+    one lookup, not one per metric."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        self.requests = ThreadCounter(
+        self.requests = _Series(
             "secretbridge_requests_total", "gRPC calls served, by method and status code.",
-            ("instance", "method", "code"), registry,
+            ("instance", "method", "code"),
         )
-        self.seconds = ThreadHistogram(
-            "secretbridge_request_duration_seconds", "Time to answer a gRPC call, cache hits included.",
-            ("method",), CALL_SECONDS_BUCKETS, registry,
+        self.seconds = _Series(
+            "secretbridge_request_duration_seconds", "Time to answer a gRPC call, cache hits included.", ("method",)
         )
         for method in CALL_METHODS:  # shown from the start, as the server always did
             self.seconds.key((method,))
+        self.bounds = (*(float(b) for b in CALL_SECONDS_BUCKETS), math.inf)
+        #: (instance, method, code) -> [calls, calls in each bucket (not cumulative)..., sum of seconds]
+        self._rows: _PerThread[dict[Key, list[float]]] = _PerThread(dict, _add_spreads)
+        if registry is not None:
+            registry.register(self)
 
     def record(self, instance: str, method: str, code: str, seconds: float) -> None:
         """Count one call (`instance`: its label; `code`: the status code's name) that took `seconds`."""
-        self.requests.add((instance, method, code))
-        self.seconds.observe((method,), seconds)
+        try:
+            rows: dict[Key, list[float]] = self._rows.local.value
+        except AttributeError:
+            rows = self._rows.join()
+        key = (instance, method, code)
+        row = rows.get(key)
+        if row is None:  # new to this thread: perhaps a new series
+            row = rows[key] = [0.0] * (len(self.bounds) + 2)
+            self.requests.created.setdefault(key, time.time())
+            self.seconds.created.setdefault((method,), time.time())
+        row[0] += 1
+        # A duration on a bound falls in that bucket (le), as prometheus_client's observe puts it.
+        row[1 + bisect.bisect_left(self.bounds, seconds)] += 1
+        row[-1] += seconds
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families({})
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self._rows.total())
+
+    def _families(self, rows: dict[Key, list[float]]) -> list[Metric]:
+        by_method: dict[Key, list[float]] = {}
+        for (_, method, _), row in rows.items():
+            _add_spreads(by_method, {(method,): row[1:]})
+        return [self.requests.family({key: row[0] for key, row in rows.items()}),
+                self.seconds.histogram(self.bounds, by_method)]
 
 
 #: gRPC calls, counted per thread (see `_PerThread`).
