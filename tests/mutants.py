@@ -336,6 +336,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "a Get is answered with the reply built for the value read before the file changed",
     ),
     Mutant(
+        "request-metadata-unchecked-after-a-hit", "runtime/server.py",
+        "asked = None if held is not None and not metadata else",
+        "asked = None if held is not None else",
+        ("tests/test_certificates.py::test_file_and_containerapps_serve_the_same_shapes",),
+        "request metadata of a Get is not checked once the same name was answered before",
+    ),
+    Mutant(
         "duration-on-a-bound-counted-above", "runtime/metrics.py",
         "bisect.bisect_left(self.bounds, seconds)",
         "bisect.bisect_right(self.bounds, seconds)",
