@@ -329,6 +329,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "every caller waiting on the backend takes a share: readers of held values get RESOURCE_EXHAUSTED",
     ),
     Mutant(
+        "probe-gate-always-open", "core/probes.py",
+        "            if self._out or self.clock() < self._next:\n",
+        "            if False:\n",
+        ("tests/test_outage.py::test_a_failing_vault_is_asked_by_one_probe_at_a_time_not_once_per_expired_key",),
+        "every expired key's read starts its own refresh of a failing vault: a storm of requests during an outage",
+    ),
+    Mutant(
+        "joiner-waits-a-fresh-stale-wait", "runtime/cache.py",
+        "        bound = self.stale_wait - (now - entry.refresh_started)\n",
+        "        bound = self.stale_wait\n",
+        ("tests/test_cache.py::test_a_reader_joining_a_refresh_out_longer_than_stale_wait_gets_the_held_value_at_once",),
+        "a reader joining a refresh already out longer than staleWait waits staleWait again",
+    ),
+    Mutant(
+        "decisions-not-remembered", "runtime/cache.py",
+        "                if self.negative_ttl > 0 and self.ttl > 0:\n",
+        "                if isinstance(err, NotFound) and self.negative_ttl > 0 and self.ttl > 0:\n",
+        ("tests/test_outage.py::test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so",),
+        "every read of a disabled secret goes to the vault",
+    ),
+    Mutant(
         "reply-reused-for-a-new-value", "runtime/server.py",
         "if held is not None and held[0] is data:",
         "if held is not None:",

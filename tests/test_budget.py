@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from secretbridge.azure.budget import VaultBudget, budget_for, retry_after_seconds
+from secretbridge.azure.health import Health
 
 from tests.fakes import FakeKeyVault, vault_metadata
 from tests.support import Bridge
@@ -172,6 +173,8 @@ async def test_the_rate_the_vault_allows_is_learned_from_a_throttling_episode_an
     vault.release()
     vault.throttled_by_vault(sent, retry_after=1.0)  # ... then the vault says: not for another second
     assert vault.rate == pytest.approx(40 / 2.0)  # forty answers in a cycle of two seconds
+    # A request asked for now would wait out the pause: what the cache reads to answer held values at once.
+    assert vault.behind() == pytest.approx(1.0)
     went = []
     for _ in range(5):
         went.append(await vault.acquire())
@@ -179,6 +182,10 @@ async def test_the_rate_the_vault_allows_is_learned_from_a_throttling_episode_an
         vault.succeeded()
     assert went[0] == pytest.approx(start + 2.0)  # not before the pause ends
     assert [round(b - a, 6) for a, b in itertools.pairwise(went)] == [0.05] * 4  # spaced to the rate
+    assert vault.behind() == pytest.approx(0.05)  # the next turn at the learned rate
+    time.now += 1.0
+    assert vault.behind() == 0.0  # nothing queued: a request would go at once
+    time.now -= 1.0
     # A read someone waits on with nothing held goes at once, ahead of the turns already given out.
     waiting = asyncio.ensure_future(vault.acquire())
     await asyncio.sleep(0)  # it has taken the next turn and sleeps until then
@@ -205,3 +212,18 @@ async def test_a_client_that_asked_little_is_not_paced_after_a_429() -> None:
     vault.release()
     vault.throttled_by_vault(sent, retry_after=1.0)
     assert vault.rate is None  # others spent the allowance: the pause is kept, no pace is learned
+
+
+def test_a_token_endpoint_that_failed_keeps_the_identity_failing_until_it_gives_a_token() -> None:
+    # A vault answer meanwhile may have used a token cached before the endpoint failed; the next
+    # request that needs a new one would meet the failing endpoint.
+    mark = Health("identity test")
+    mark.endpoint_failed("the endpoint answered 500")
+    mark.answered()
+    assert mark.failing == "the endpoint answered 500"
+    mark.endpoint_answered()
+    assert mark.failing is None
+    # A failure seen by the vault's pipeline only (e.g. a token refused by the vault) goes with its answer.
+    mark.failed("the vault refused the token (401)")
+    mark.answered()
+    assert mark.failing is None

@@ -298,7 +298,7 @@ async def test_during_an_outage_expired_keys_are_answered_at_once_and_refreshed_
         await asyncio.sleep(0.01)
     assert cached.failing() is not None
     # From then on an expired key does not wait on the failing backend at all: even the
-    # worker-thread fast path answers it, and one background refresh per key goes out.
+    # worker-thread fast path answers it, and one probe at a time goes out (core/probes.py).
     calls_before = store.calls["b"]
     assert cached.peek("b", None) == {"b": "B"}
     assert cached.peek("b", None) == {"b": "B"}
@@ -315,6 +315,61 @@ async def test_during_an_outage_expired_keys_are_answered_at_once_and_refreshed_
     assert cached.peek("b", None) == {"b": "B2"}
     clock.now += 11
     assert cached.peek("a", None) is None  # expired, and no outage: ask the backend
+
+
+class PacedStore(ScriptedStore):
+    """A backend whose requests wait their turn (a vault paced to its learned rate)."""
+
+    behind = 0.0
+
+    def queued(self) -> float:
+        return self.behind
+
+
+async def test_while_a_refresh_would_wait_its_turn_expired_keys_are_answered_at_once_and_refreshed() -> None:
+    metadata = parse_metadata(CACHE_PROPERTIES, {"cacheTTL": "10s", "staleWait": "1h"})
+    store = PacedStore(metadata, instance="paced")
+    cached = CachedStore(store, metadata, instance="paced")
+    clock = Clock()
+    cached.clock = clock
+    store.values.update({"a": "A", "b": "B"})
+    await cached.get("a")
+    await cached.get("b")
+    store.gate = asyncio.Event()  # nothing the backend is asked answers until the test says so
+    store.behind = 7200.0  # a request asked now would wait longer than staleWait for its turn
+    clock.now += 11
+    # Answered with the held values while their refreshes are still out (waiting staleWait, an
+    # hour, would time out here: 30 s is a bound for a busy machine, not a timing) ...
+    assert await asyncio.wait_for(cached.get("a"), 30) == {"a": "A"}
+    assert cached.peek("b", None) == {"b": "B"}
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # ... and the vault is not failing, only busy: each key's refresh goes out, not one probe.
+    assert (store.calls["a"], store.calls["b"]) == (2, 2)
+    assert cached.failing() is None
+    store.values["a"] = "A2"
+    store.gate.set()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert cached.peek("a", None) == {"a": "A2"}
+
+
+async def test_a_reader_joining_a_refresh_out_longer_than_stale_wait_gets_the_held_value_at_once() -> None:
+    cached, store, clock = await make(instance="joiner", cacheTTL="10s", staleWait="10m")
+    store.values["a"] = "A"
+    await cached.get("a")
+    store.gate = asyncio.Event()
+    clock.now += 11
+    first = asyncio.ensure_future(cached.get("a"))  # starts the refresh and waits for it (staleWait at most)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.calls["a"] == 2 and not first.done()
+    clock.now += 601  # the refresh has been out longer than staleWait (maxStale is an hour)
+    # At once (30 s bounds a busy machine, not a timing): the bound runs from the refresh's start.
+    assert await asyncio.wait_for(cached.get("a"), 30) == {"a": "A"}
+    assert not first.done()  # the first reader still waits on its own bound
+    store.gate.set()
+    assert await first == {"a": "A"}
 
 
 async def test_stale_warnings_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
@@ -530,3 +585,62 @@ async def test_jitter_spreads_expiry_and_refresh_ahead_within_their_bounds() -> 
     clock.now += 90.5  # a lived ~90 s (TTL less 10%), b a full 100
     assert cached.peek("a") is None
     assert cached.peek("b") == {"b": "2"}
+
+
+class HeldListingStore(ListingStore):
+    """Its listings wait for `listing` (the test opens it); single reads do not."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listing = asyncio.Event()
+
+    async def markers(
+        self, names: Any, max_pages: int | None = None
+    ) -> tuple[dict[str, tuple[float, str]], int] | None:
+        await self.listing.wait()
+        return await super().markers(names, max_pages)
+
+
+async def test_after_an_outage_one_probe_finds_the_backend_and_one_listing_revalidates_the_held_keys() -> None:
+    metadata = parse_metadata(CACHE_PROPERTIES, {"cacheTTL": "10s", "staleWait": "1h"})
+    store = HeldListingStore(metadata, instance="recovery")
+    cached = CachedStore(store, metadata, instance="recovery")
+    clock, wall = Clock(), [1_000_000.0]
+    cached.clock, cached.wall, cached.random = clock, lambda: wall[0], lambda: 0.0
+    names = [f"k{i:02d}" for i in range(40)]
+    for name in names:
+        store.rotate(name, "v1", at=wall[0] - 3600)
+        await cached.get(name)
+    clock.now += 1
+    for name in names:  # hot: read again since it was fetched
+        await cached.get(name)
+    store.failure = Unavailable("the scripted backend is down")
+    clock.now += 10
+    wall[0] += 11
+    # The outage: every read answered from what is held (staleWait is an hour: only knowing the
+    # backend is failing answers them), and the backend asked by one probe, not once per key.
+    for name in names:
+        assert await asyncio.wait_for(cached.get(name), 30) == {name: "v1"}
+    await settle()
+    assert cached.failing() is not None
+    assert sum(store.calls[n] for n in names) - 40 <= 2
+    asked = sum(store.calls[n] for n in names)
+    # Back, with k07 rotated meanwhile. The next probe (one second later) finds it answering ...
+    store.rotate("k07", "v2", at=wall[0])
+    store.failure = None
+    wall[0] += 10
+    clock.now += 2
+    assert cached.peek("k00", None) == {"k00": "v1"}
+    await settle()
+    assert cached.failing() is None and store.calls["*list*"] == 0
+    # ... and one sweep revalidates the rest by a listing; while it is out, reads are answered
+    # from what is held, at once (the listing is held by the test).
+    for name in names[1:]:
+        assert await asyncio.wait_for(cached.get(name), 30) == {name: "v1"}
+    store.listing.set()
+    await settle()
+    assert store.calls["*list*"] == 1
+    assert sum(store.calls[n] for n in names) == asked + 2  # the probe (k00) and the rotated k07
+    assert await cached.get("k07") == {"k07": "v2"}
+    assert await cached.get("k01") == {"k01": "v1"}
+    assert sum(store.calls[n] for n in names) == asked + 2  # confirmed by the listing: fresh again

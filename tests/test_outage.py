@@ -168,11 +168,15 @@ def test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so(
     assert bridge.get("off", instance="disabled") == {"off": "old"}
     fake_vault.disable("off")
     clock.advance(31)
+    asked = fake_vault.count("get")
     for _ in range(3):
         with pytest.raises(grpc.RpcError) as err:
             bridge.get("off", instance="disabled")
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "disabled" in (err.value.details() or "")
+    # The decision is remembered for negativeCacheTTL: an app that keeps asking does not hammer the vault.
+    assert fake_vault.count("get") == asked + 1
+    clock.advance(6)  # past negativeCacheTTL (5 s)
     fake_vault.fail(math.inf, 503)
     with pytest.raises(grpc.RpcError) as err:
         bridge.get("off", instance="disabled")
@@ -197,6 +201,39 @@ def test_what_one_instance_learns_of_a_failing_vault_every_instance_on_that_vaul
     clocks["second"].advance(31)
     assert bridge.get("db", instance="second") == {"db": "old"}  # at once: the vault is known to be failing
     fake_vault.release()
+
+
+def test_a_failing_vault_is_asked_by_one_probe_at_a_time_not_once_per_expired_key(
+    bridge: Bridge, fake_vault: FakeKeyVault
+) -> None:
+    # Two instances on one vault, ten keys each: during the outage every read is answered from
+    # what is held, and the vault is asked by one refresh at a time for the pair (core/probes.py),
+    # one a second at most, not once per expired key and again after each retry delay.
+    keys = {instance: [f"{instance}-{n}" for n in range(10)] for instance in ("east", "west")}
+    clocks = {}
+    for instance, names in keys.items():
+        for name in names:
+            fake_vault.set_secret(name, "v1")
+        bridge.init(keyvault(fake_vault, maxRetries="0"), instance=instance)
+        clocks[instance] = move_time(bridge, instance)
+        for name in names:
+            assert bridge.get(name, instance=instance) == {name: "v1"}
+    fake_vault.fail(math.inf, 503)
+    for clock in clocks.values():
+        clock.advance(31)
+    before = fake_vault.count("failed")
+    for _ in range(3):
+        for instance, names in keys.items():
+            for name in names:
+                assert bridge.get(name, instance=instance) == {name: "v1"}
+    asked = fake_vault.count("failed") - before
+    # One per key would be 20 (the first read of each key starting its refresh); a probe a second
+    # over 60 local reads is a handful even on a slow machine.
+    assert 1 <= asked <= 5, asked
+    fake_vault.set_secret("east-0", "v2")  # rotated during the outage
+    fake_vault.fail(0)  # the vault is back: the next probe finds it, and the rotation is read
+    assert eventually(lambda: bridge.get("east-0", instance="east") == {"east-0": "v2"})
+    assert bridge.get("west-0", instance="west") == {"west-0": "v1"}
 
 
 def three_secrets(bridge: Bridge, fake_vault: FakeKeyVault, instance: str, **extra: str) -> MovedClock:
@@ -328,6 +365,7 @@ def test_a_secret_whose_access_is_revoked_is_not_served_stale(bridge: Bridge, fa
         bridge.get("db", instance="revoked")
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     fake_vault.forbid(False)
+    clock.advance(6)  # past negativeCacheTTL (5 s), which remembers the refusal
     fake_vault.fail(math.inf, 503)  # the old value is gone for good, even when the vault then fails
     with pytest.raises(grpc.RpcError) as err:
         bridge.get("db", instance="revoked")

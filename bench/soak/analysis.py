@@ -4,10 +4,10 @@ Each read belongs to the phase in which it was sent. Three kinds of read are set
 failures the targets count, each by a rule stated in the report:
 
 - *during restart*: in flight at some moment between the `kill -9` and the moment the restarted
-  server's socket accepted a connection, plus the socket callers' reconnect backoff
-  (`callers.RECONNECT_BACKOFF_MS`); for the app, until its first good read of that Component through
-  daprd after the socket was back (daprd keeps a connection per Component and redials each on its own
-  schedule; those delays are printed);
+  server's socket accepted a connection, plus the socket callers' longest reconnect backoff
+  (`callers.RECONNECT_GRACE_MS`: the backoff and gRPC's 20 % jitter); for the app, until its first
+  good read of that Component through daprd after the socket was back (daprd keeps a connection
+  per Component and redials each on its own schedule; those delays are printed);
 - *expected*: a read of a deleted (disabled) secret answered NOT_FOUND (FAILED_PRECONDITION) once
   the vault said so; such a name answered with a value *after* a read of it had been refused is
   counted as served after deletion, and any other code as a failure;
@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.load import percentile
 from bench.report import Verdict, _table, machine_facts
-from bench.soak.callers import APP, RECONNECT_BACKOFF_MS, SOCKET, Records
+from bench.soak.callers import APP, RECONNECT_GRACE_MS, SOCKET, Records
 from bench.soak.run import FAULTS, KILL, STEADY, WARMUP
 
 #: A fault phase's p99 may be at most this many times the steady phases'.
@@ -90,7 +90,7 @@ class Tally:
 def _restart_windows(raw: Mapping[str, Any], records: Records) -> dict[tuple[int, str], list[tuple[float, float]]]:
     """The (from, to) spans whose failures are a restart's: for the socket callers (one channel), and for each of
     the app's Components (daprd keeps a connection per Component and redials each on its own schedule)."""
-    socket_grace = RECONNECT_BACKOFF_MS / 1000
+    socket_grace = RECONNECT_GRACE_MS / 1000
     windows: dict[tuple[int, str], list[tuple[float, float]]] = {(SOCKET, ""): []}
     ok = records.outcomes.get("OK")
     keys = {index: key for key, index in records.targets.items()}
@@ -404,7 +404,7 @@ def verdicts(raw: Mapping[str, Any]) -> list[Verdict]:
         down = max(r["back"] - r["killed"] for r in raw["restarts"])
         found.append(Verdict(
             "kill -9: no socket read fails once the restarted server's socket answers (+ the callers' "
-            f"{RECONNECT_BACKOFF_MS} ms reconnect backoff)",
+            f"longest reconnect backoff, {RECONNECT_GRACE_MS} ms)",
             f"{after_back} failed after; {during} failed during the restart (socket down {down:.2f} s)", not after_back,
         ))
     return found
@@ -517,8 +517,9 @@ def render(raw: Mapping[str, Any]) -> str:
     lines += [
         "",
         "How it is judged: a read belongs to the phase it was sent in. 'restart' = failed reads that were in "
-        f"flight between the kill -9 and the restarted socket accepting (+{RECONNECT_BACKOFF_MS} ms, the callers' "
-        "reconnect backoff; for the app, until its first good read of each Component through daprd after that: "
+        f"flight between the kill -9 and the restarted socket accepting (+{RECONNECT_GRACE_MS} ms, the callers' "
+        "longest reconnect backoff with gRPC's jitter; for the app, until its first good read of each Component "
+        "through daprd after that: "
         "daprd redials each on its own schedule); the kill phase's "
         "own p99 is not judged (its cache restarts cold). 'expected' = reads of a deleted (disabled) secret "
         "refused NOT_FOUND (FAILED_PRECONDITION) after the change; such a name may be served its held value "

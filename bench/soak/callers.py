@@ -37,6 +37,12 @@ SOCKET, APP = 0, 1
 #: The socket callers' reconnect backoff (ms): after secretbridge restarts, a caller is connected again
 #: within this much of the socket answering, so the soak can tell a restart's failures from later ones.
 RECONNECT_BACKOFF_MS = 250
+#: gRPC spreads each reconnect delay by up to this share either way (its connection-backoff spec,
+#: JITTER = 0.2), so the channel may still be backing off for this much longer than the backoff.
+RECONNECT_JITTER = 0.2
+#: How long after the socket answers a caller may still meet "failed to connect" (ms): the longest
+#: backoff gRPC may draw.
+RECONNECT_GRACE_MS = round(RECONNECT_BACKOFF_MS * (1 + RECONNECT_JITTER))
 #: How many failures the records keep the error text of (a restart alone fails a few thousand reads).
 MAX_FAILURES = 50_000
 

@@ -109,6 +109,18 @@ class VaultBudget:
         self._grow_at = math.inf  # when a clean cycle has passed and the rate grows
         self._pace = 0  # bumped whenever the rate changes: turns given under an older one are taken again
 
+    def behind(self) -> float:
+        """How long (seconds) a request asked for now would wait for its turn before it is sent:
+        a Retry-After pause, the learned rate's queue, or requests queued for a slot under the limit
+        (counted as one turn each at the learned rate, or as a turn of unknown length: 0 < x)."""
+        now = self.clock()
+        wait = max(self.paused_until - now, 0.0)
+        if self.rate is not None:
+            wait = max(wait, self._next_at - now)
+        if self._waiters:
+            wait = max(wait, len(self._waiters) / self.rate if self.rate else 1e-3)
+        return wait
+
     # -- admission ------------------------------------------------------------------------------
     async def acquire(self, urgent: bool = False) -> float:
         """Wait for the pause to pass, the request's turn at the learned rate, and a slot under the

@@ -185,11 +185,22 @@ class CauseAwareRetryPolicy(AsyncRetryPolicy):
     `on_failure(cause)` hears of every failed attempt as it happens (a 5xx or 429 answer, a
     transport failure), the first one included: the token endpoints' pipelines report there
     (`azure.health`), so an identity endpoint that fails is known before the retries run out.
+    `on_success()` hears of an answer in the 2xx range (a token was given).
     """
 
-    def __init__(self, *, on_failure: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, on_failure: Callable[[str], None] | None = None, on_success: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.on_failure = on_failure
+        self.on_success = on_success
+
+    async def send(self, request: Any) -> Any:
+        response = await super().send(request)
+        if self.on_success is not None and 200 <= response.http_response.status_code < 300:
+            self.on_success()
+        return response
 
     def increment(self, settings: Any, response: Any = None, error: Exception | None = None) -> bool:
         if self.on_failure is not None:

@@ -31,6 +31,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
 
 from secretbridge.azure.causes import classify_cause, describe_cause, failing_status
+from secretbridge.core.probes import ProbeGate
 
 
 class Health:
@@ -44,10 +45,24 @@ class Health:
         self.since: float | None = None
         #: Attempts that failed, for the bench and tests.
         self.failures = 0
+        # Set by the token endpoint itself: only its own answer clears it (`endpoint_answered`).
+        self._endpoint_failing = False
         self._watchers: set[asyncio.Future[str]] = set()
+        #: While it fails, the one refresh at a time that asks it, whichever instance starts it.
+        self.probes = ProbeGate()
 
     def failed(self, cause: str) -> None:
         """An attempt failed (or outlived its share of requestTimeout): watchers hear of it now."""
+        self._fail(cause)
+
+    def endpoint_failed(self, cause: str) -> None:
+        """A token request failed at the endpoint: failing until the endpoint answers again. A vault
+        answer meanwhile does not clear it: that request may have carried a token cached before the
+        endpoint failed, and the next one that needs a new token would meet the failing endpoint."""
+        self._endpoint_failing = True
+        self._fail(cause)
+
+    def _fail(self, cause: str) -> None:
         self.failures += 1
         if self.failing is None:
             self.since = self.clock()
@@ -65,7 +80,14 @@ class Health:
         future.add_done_callback(self._watchers.discard)
 
     def answered(self) -> None:
-        """An attempt was answered: the mark goes at once."""
+        """An attempt was answered: the mark goes at once (but see `endpoint_failed`)."""
+        if not self._endpoint_failing:
+            self.failing = None
+            self.since = None
+
+    def endpoint_answered(self) -> None:
+        """The token endpoint gave a token: the mark goes at once, whoever set it."""
+        self._endpoint_failing = False
         self.failing = None
         self.since = None
 

@@ -479,7 +479,10 @@ def build_credential(
     # Every failed token attempt marks the identity failing at once (azure/health.py), for every
     # instance that uses it, so reads with a value held stop waiting on it.
     mark = identity_health(describe_identity(metadata, env))
-    client_kwargs.setdefault("retry_policy_class", functools.partial(CauseAwareRetryPolicy, on_failure=mark.failed))
+    client_kwargs.setdefault(
+        "retry_policy_class",
+        functools.partial(CauseAwareRetryPolicy, on_failure=mark.endpoint_failed, on_success=mark.endpoint_answered),
+    )
     authority: dict[str, str] = {}
     if environment is not AzureEnvironment.PUBLIC:
         authority["authority"] = AUTHORITY_HOSTS[environment]

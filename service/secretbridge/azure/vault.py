@@ -68,6 +68,7 @@ from secretbridge.core.errors import (
 )
 from secretbridge.core.metadata import ParsedMetadata
 from secretbridge.core.names import show_name
+from secretbridge.core.probes import ProbeGate
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +350,14 @@ class VaultReader:
         """Resolve `future` at the next failed attempt against this vault or the identity."""
         self.health.watch(future)
         self.identity_health.watch(future)
+
+    def queued(self) -> float:
+        """How long a request to this vault asked for now would wait for its turn (seconds, 0: none)."""
+        return self.budget.behind()
+
+    def probe_gate(self) -> ProbeGate:
+        """The gate every reader of this vault host shares while it fails (core/probes.py)."""
+        return self.health.probes
 
     async def get(self, name: str, version: str | None = None, *, shown: str | None = None) -> VaultSecret:
         """The latest (or `version`) of the vault secret `name`; raises `NotFound`, ... (see `error`)."""

@@ -53,8 +53,9 @@ CACHE_PROPERTIES: tuple[Property, ...] = (
     ),
     Property(
         "negativeCacheTTL",
-        "How long a 'not found' answer is remembered, so a loop asking for a missing name "
-        "cannot hammer the backend; 0 turns it off.",
+        "How long the backend's answer that a secret is missing (or disabled, expired, or no longer "
+        "readable by this identity) is remembered, so a loop asking for it cannot hammer the backend; "
+        "0 turns it off.",
         Kind.DURATION,
         default=5.0,
         minimum=0.0,

@@ -47,6 +47,7 @@ from secretbridge.core.errors import (
 from secretbridge.core.metadata import Kind, MetadataErrors, ParsedMetadata, Property
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
 from secretbridge.core.policy import STRICT, OperatorPolicy
+from secretbridge.core.probes import ProbeGate
 
 if TYPE_CHECKING:  # the vault client pulls in aiohttp: `secretbridge check` must not load it
     from secretbridge.azure.vault import HttpSession, VaultReader, VaultSecret
@@ -367,6 +368,14 @@ class KeyVaultStore(SecretStore):
         """Resolve `future` at the next failed attempt against the vault or the identity."""
         if self._reader is not None:
             self._reader.watch_failure(future)
+
+    def queued(self) -> float:
+        """How long a request to the vault asked for now would wait for its turn (seconds, 0: none)."""
+        return self._reader.queued() if self._reader is not None else 0.0
+
+    def probe_gate(self) -> ProbeGate | None:
+        """The vault host's shared probe gate (None before `open`: the cache keeps its own)."""
+        return self._reader.probe_gate() if self._reader is not None else None
 
     # -- names and values -------------------------------------------------------------------------
     def vault_name(self, name: str) -> str:

@@ -30,6 +30,7 @@ from secretbridge.core.errors import (
 )
 from secretbridge.core.metadata import ParsedMetadata, format_duration
 from secretbridge.core.names import DEFAULT_VIEW, View, show_name
+from secretbridge.core.probes import ProbeGate
 from secretbridge.core.urgency import WAITED_ON
 from secretbridge.runtime.metrics import (
     BACKEND_CALLS,
@@ -78,7 +79,9 @@ class Source(Protocol):
     known from the first failed attempt of any client sharing that backend, None once it answers):
     while it says so, reads past their TTL are answered from held values without waiting; and
     `watch_failure(future)`, which resolves the future at the next failed attempt, so a read
-    already waiting for a refresh stops waiting then.
+    already waiting for a refresh stops waiting then; and `probe_gate() -> ProbeGate`, the gate
+    every reader of that backend shares, so that while it fails one refresh at a time asks it
+    (`core.probes`), whichever instance starts it.
 
     A source may also offer change detection, `markers(names, max_pages)`: one listing of the
     backend that says, for each name, (when its latest version last changed, as epoch seconds, and
@@ -101,9 +104,11 @@ class _Entry:
     data: dict[str, str] | None  # None: a remembered not-found
     expires_at: float
     refresh_at: float
-    not_found: str = ""  # the NotFound message, for negative entries
+    refusal: SecretStoreError | None = None  # negative entries: the decision (deleted, disabled ...)
     last_used: float = 0.0
     refreshing: bool = False
+    refresh_started: float = -math.inf  # when its latest refresh was started (on the cache's clock)
+    probing: ProbeGate | None = None  # the gate its refresh was let through: released when it ends
     fetched_wall: float = 0.0  # wall clock when the value was read from the backend
     marker: str | None = None  # the listing fingerprint this value was last confirmed against
 
@@ -145,6 +150,12 @@ class CachedStore:
         #: it a new one is refused with ResourceExhausted (None: no bound beyond maxConcurrentRequests).
         self.work_limit = work_limit
         self._backend_failing: Callable[[], str | None] | None = getattr(store, "failing", None)
+        # While the backend fails, refreshes go through a gate one at a time (core/probes.py): the
+        # backend's shared one once the store is open and has one, else this cache's own.
+        self._shared_gate: Callable[[], ProbeGate | None] | None = getattr(store, "probe_gate", None)
+        self._own_gate = ProbeGate(clock=lambda: self.clock())
+        # How long a request to the backend would wait for its turn now (a learned rate, a queue).
+        self._queued: Callable[[], float] | None = getattr(store, "queued", None)
         self.max_entries: int = metadata["cacheMaxEntries"]
         self.change_detection = bool(metadata.get("changeDetection", True)) and hasattr(store, "markers")
         self.timeout: float = metadata["requestTimeout"]
@@ -158,6 +169,8 @@ class CachedStore:
         # Change detection: keys claimed for a refresh, waiting for the next sweep.
         self._due: set[_Key] = set()
         self._sweep: asyncio.Task[None] | None = None
+        # The sweep started when a probe found the backend back (see `_recover`).
+        self._recovery: asyncio.Task[None] | None = None
         # Pages the latest listing took (None: not listed yet); a lower bound after a capped try.
         self._list_pages: int | None = None
         self._entries: dict[_Key, _Entry] = {}
@@ -224,15 +237,30 @@ class CachedStore:
         holding a gRPC worker all the while. One background refresh per key finds out when the
         backend is back.
         """
-        return self._servable(entry, now) and self.failing() is not None
+        return self._servable(entry, now) and (self.failing() is not None or self._slow() or self._recovering())
 
-    @staticmethod
-    def _claim_refresh(entry: _Entry, now: float) -> bool:
-        """True for the one reader that should start a background refresh of this entry now."""
-        if now >= entry.refresh_at and not entry.refreshing:
-            entry.refreshing = True
-            return True
-        return False
+    def _slow(self) -> bool:
+        """Whether a refresh asked for now would wait at least staleWait for its turn at the backend
+        (a vault paced to its learned rate): its answer cannot come within the bound, so readers get
+        the held value at once while it is made."""
+        return self._queued is not None and self._queued() >= self.stale_wait
+
+    def _claim_refresh(self, entry: _Entry, now: float) -> bool:
+        """True for the one reader that should start a background refresh of this entry now.
+
+        While the backend is failing, only a refresh the probe gate lets through (one at a time
+        for the backend, see core/probes.py); the other due entries stay due, and are refreshed
+        by the reads that come once a probe has found the backend answering again.
+        """
+        if now < entry.refresh_at or entry.refreshing:
+            return False
+        if self.failing() is not None:
+            gate = (self._shared_gate() if self._shared_gate is not None else None) or self._own_gate
+            if not gate.claim():
+                return False
+            entry.probing = gate
+        entry.refreshing = True
+        return True
 
     # ---- reads, on the loop -------------------------------------------------------------
 
@@ -244,7 +272,8 @@ class CachedStore:
             entry.last_used = now
             if entry.data is None:
                 CACHE_LOOKUPS.labels(self.instance, "negative").inc()
-                raise NotFound(entry.not_found)
+                assert entry.refusal is not None
+                raise type(entry.refusal)(entry.refusal.message, cause=entry.refusal.cause)
             if self._claim_refresh(entry, now):
                 self._refresh_ahead(key)
             self._hits.inc()
@@ -272,7 +301,7 @@ class CachedStore:
         the held value. A refresh that finds the secret deleted or disabled drops the entry and its
         answer (the error) is what the reader gets."""
         name = key[0]
-        if self.failing() is not None or self.stale_wait <= 0:
+        if self.failing() is not None or self.stale_wait <= 0 or self._slow() or self._recovering():
             if self._claim_refresh(entry, now):
                 self._refresh_ahead(key)
             return self._stale_hit(name, entry, now)
@@ -280,7 +309,10 @@ class CachedStore:
         if task is None:
             entry.refreshing = True
             task = self._refresh_one(key)
-        if await self._briefly(task):
+        # The bound runs from the refresh's start: a reader joining one that has been out longer
+        # than staleWait already knows it is slow, and gets the held value at once.
+        bound = self.stale_wait - (now - entry.refresh_started)
+        if bound > 0 and await self._briefly(task, bound):
             return task.result()  # the fresh value; or the decision (deleted, disabled) it met
         held = self._entries.get(key)
         if held is None or held.data is None:  # dropped meanwhile (deleted, disabled): ask again
@@ -290,16 +322,17 @@ class CachedStore:
             return held.data
         return self._stale_hit(name, held, now)
 
-    async def _briefly(self, task: asyncio.Future[Any]) -> bool:
-        """Wait for a refresh for staleWait at most, and no longer than until an attempt fails
-        (here or, through `Source.watch_failure`, anywhere the backend is shared); True if it is done."""
+    async def _briefly(self, task: asyncio.Future[Any], bound: float) -> bool:
+        """Wait for a refresh for `bound` seconds at most (at most staleWait), and no longer than until an
+        attempt fails (here or, through `Source.watch_failure`, anywhere the backend is shared); True if
+        it is done."""
         failure: asyncio.Future[str] = self._loop.create_future()
         self._watchers.add(failure)
         watch = getattr(self.store, "watch_failure", None)
         if watch is not None:
             watch(failure)
         try:
-            await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, failure), timeout=bound, return_when=asyncio.FIRST_COMPLETED)
         finally:
             failure.cancel()
             self._watchers.discard(failure)
@@ -328,6 +361,20 @@ class CachedStore:
         return task
 
     def _refresh_ahead(self, key: _Key) -> None:
+        entry = self._entries.get(key)
+        gate = entry.probing if entry is not None else None
+        if entry is not None and gate is not None:
+            # A probe reads this one key (not a listing, which would cost more than one request),
+            # and frees the gate when it ends, however it ends.
+            entry.probing = None
+
+            def probed(task: asyncio.Task[dict[str, str]]) -> None:
+                gate.done()
+                if not task.cancelled() and task.exception() is None and self._entries.get(key) is not entry:
+                    self._recover()
+
+            self._refresh_one(key).add_done_callback(probed)
+            return
         if key in self._inflight:
             return
         if self.change_detection and self._listed(key):
@@ -338,12 +385,30 @@ class CachedStore:
             return
         self._refresh_one(key)
 
+    def _recover(self) -> None:
+        """A probe found the backend answering again: every held key went stale during the outage.
+        One sweep revalidates them (a listing, then reads of the changed ones only) instead of a read
+        per key, and until it ends a read past its TTL is answered from the value held, at once: it
+        has been stale for the whole outage, and the sweep finds a change within its listing."""
+        if not self.change_detection:
+            return
+        if self._sweep is None or self._sweep.done():
+            self._sweep = self._loop.create_task(self._revalidate())
+        self._recovery = self._sweep
+
+    def _recovering(self) -> bool:
+        """Whether the sweep after an outage is still out (any thread)."""
+        recovery = self._recovery
+        return recovery is not None and not recovery.done()
+
     def _refresh_one(self, key: _Key) -> asyncio.Task[dict[str, str]]:
         task = self._inflight.get(key)
         if task is not None:
             return task
 
         before = self._entries.get(key)
+        if before is not None:
+            before.refresh_started = self.clock()
 
         def done(task: asyncio.Task[dict[str, str]]) -> None:
             entry = self._entries.get(key)
@@ -354,7 +419,7 @@ class CachedStore:
             if failed and entry is not None:
                 # Try again a little later rather than on every read.
                 entry.refreshing = False
-                entry.refresh_at = self.clock() + min(max(self.ttl / 10, 0.1), 5.0)
+                entry.refresh_at = self.clock() + self._retry_delay()
 
         task = self._start(key)
         task.add_done_callback(done)
@@ -371,17 +436,14 @@ class CachedStore:
         read = self.store.get(name, version) if view == DEFAULT_VIEW else self.store.get(name, version, view)
         try:
             data = await self._call("get", read, self.timeout)
-        except NotFound as err:
-            # A deleted secret must not be served from an older entry.
-            self._entries.pop(key, None)
-            if self.negative_ttl > 0 and self.ttl > 0:
-                now = self.clock()
-                self._put(key, _Entry(None, now + self.negative_ttl, math.inf, not_found=err.message))
-            raise
         except SecretStoreError as err:
             if decides_about_secret(err):
-                # Disabled, expired, access revoked: the backend decided; the old value is not served again.
+                # Deleted, disabled, expired, access revoked: the backend decided; the old value is not
+                # served again, and the decision is remembered for negativeCacheTTL, so an app that
+                # keeps asking for that secret cannot hammer the backend.
                 self._entries.pop(key, None)
+                if self.negative_ttl > 0 and self.ttl > 0:
+                    self._put(key, _Entry(None, self.clock() + self.negative_ttl, math.inf, refusal=err))
                 raise
             # Unreachable, slow, throttled, or the identity refused: nothing was said about the secret.
             stale = self._entries.get(key)
@@ -483,7 +545,12 @@ class CachedStore:
                 self.timeout * BULK_TIMEOUT_FACTOR
             )
         except SecretStoreError:
-            found = None  # the reads one by one meet the same backend and decide (stale, errors)
+            if self.failing() is not None:
+                # The backend is failing: asking it for each key now would be the storm the probe
+                # gate exists to avoid. They stay due; reads probe it, one at a time.
+                self._give_back(due)
+                return
+            found = None  # e.g. no permission to list: the reads one by one meet the backend and decide
         else:
             if found is None:
                 self._list_pages = len(due)  # the listing is longer than that: not again at this size
@@ -515,6 +582,19 @@ class CachedStore:
                     continue
             self._refresh_one(key)  # changed, gone, or too recent to tell: read it
         REFRESHES.labels(self.instance, "unchanged").inc(confirmed)
+
+    def _give_back(self, keys: set[_Key]) -> None:
+        """Keys claimed for a refresh that was not made: due again a little later, not on every read."""
+        retry_at = self.clock() + self._retry_delay()
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and key not in self._inflight:
+                entry.refreshing = False
+                entry.refresh_at = max(entry.refresh_at, retry_at)
+
+    def _retry_delay(self) -> float:
+        """How long after a failed refresh its key is tried again (seconds)."""
+        return min(max(self.ttl / 10, 0.1), 5.0)
 
     def _put(self, key: _Key, entry: _Entry) -> None:
         self._entries[key] = entry
@@ -596,7 +676,7 @@ class CachedStore:
         if fresh is not None:
             return {name: entry.data for name, entry in fresh.items()}  # type: ignore[misc]
         stale = self._listing(limit, view, now, stale=True)
-        if stale is not None and (self.failing() is not None or self.stale_wait <= 0):
+        if stale is not None and (self.failing() is not None or self.stale_wait <= 0 or self._slow()):
             # A failing backend is not waited out, nor asked for every secret again: a probe (one
             # cheap request, every few seconds at most) finds out when it is back.
             self.probe_soon()
@@ -608,7 +688,7 @@ class CachedStore:
             task = self._start_bulk(limit, view)
         if stale is None:
             return await asyncio.shield(task)
-        if await self._briefly(task):
+        if await self._briefly(task, self.stale_wait):
             return task.result()
         now = self.clock()
         stale = self._listing(limit, view, now, stale=True)
