@@ -39,6 +39,7 @@ SECTION_TITLES = {
     "limited_bulk": "(g) cold BulkGets at the vault's limit",
     "side_by_side": "(h) side by side through one daprd",
     "through_daprd": "(i) the limit through daprd",
+    "handler": "(j) secretbridge's Get in-process",
 }
 #: secretbridge's cached Gets through daprd, as a share of a bare Python echo store's (issue 22).
 TARGET_THROUGH_DAPRD = 0.9
@@ -455,6 +456,23 @@ def render_through_daprd(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def render_handler(section: Mapping[str, Any]) -> list[str]:
+    results = section["results"]
+    echo = results[0]
+    lines = [
+        f"(j) The servicer's Get called in this process on primed instances (no gRPC), over {section['hot_secrets']} "
+        f"secrets, the fastest of {section['runs']} runs of {section['calls_per_run']:,} calls, on one thread and on "
+        f"{section['threads']} at once (the server runs at most that many calls at once); beside the bare echo's "
+        "handler, which returns one prebuilt answer",
+    ]
+    header = ["handler", "µs per Get, 1 thread", "beyond the echo's", f"µs per Get, {section['threads']} threads",
+              "beyond the echo's"]
+    rows = [[r["label"], f"{r['us_per_get']:.2f}", f"{r['us_per_get'] - echo['us_per_get']:.2f}",
+             f"{r['us_per_get_threads']:.2f}", f"{r['us_per_get_threads'] - echo['us_per_get_threads']:.2f}"]
+            for r in results]
+    return [*lines, "", *_table(header, rows)]
+
+
 RENDERERS = {
     "cached_get": render_cached_get,
     "bulk_get": render_bulk_get,
@@ -465,6 +483,7 @@ RENDERERS = {
     "limited_bulk": render_limited_bulk,
     "side_by_side": render_side_by_side,
     "through_daprd": render_through_daprd,
+    "handler": render_handler,
 }
 
 

@@ -9,6 +9,7 @@
 (d) `memory`: the RSS of `secretbridge serve` idle, and holding 10,000 secrets.
 (e) `bulkhead`: the p99 of Gets on a file instance while a keyvault instance's vault takes 3 s
     and 48 misses wait on it, against the same p99 with nothing else going on.
+(j) `handler`: the servicer's Get in this process on primed instances, µs per call, beside the echo's.
 
 Each returns a JSON-able dict; `report` turns them into the table and verdicts.
 """
@@ -19,6 +20,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import random
 import statistics
 import threading
@@ -31,14 +33,16 @@ from typing import Any
 
 import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
-from secretbridge.core.policy import DEFAULT_WORKERS
+from secretbridge.core.policy import DEFAULT_WORKERS, OperatorPolicy
+from secretbridge.proto.components.v1 import secretstore_pb2
+from secretbridge.runtime.workers import RUNNING_WORKERS
 
 from bench import daprd, procs, profile, wrk
 from bench.load import LoadJob, run_in_subprocess
 from bench.procs import ServerProcess
 from bench.vault import VaultRig
-from bench.workload import INSTANCE, hot_names, secret_name, secret_value
-from tests.fakes import FakeKeyVault, TestCertificates
+from bench.workload import INSTANCE, INSTANCE_HEADER, hot_names, secret_name, secret_value
+from tests.fakes import IDENTITY_ENV_VARS, FakeKeyVault, TestCertificates
 from tests.support import Bridge
 
 #: Key Vault's largest page: BulkGet lists this many names per request.
@@ -92,6 +96,9 @@ class Settings:
     through_warmup: bool = True
     # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
     through_profile_seconds: int = 6
+    # (j): calls per timed run of the servicer's Get in-process, and runs (the fastest counts).
+    handler_calls: int = 20_000
+    handler_runs: int = 10
 
 
 FULL = Settings("full")
@@ -100,7 +107,7 @@ SMOKE = Settings(
     bulk_secrets=30, bulk_repeats=1, reads=100, rss_secrets=50, slow_latency=0.5, slow_misses=8,
     fleet_replicas=2, fleet_cold=5, fleet_ttl="1s", fleet_period=0.5, fleet_seconds=2.0, fleet_rotate_every=0.5,
     limit_instances=2, limit_processes=1, limit_requests=30, limit_window=0.3, side_secrets=20,
-    through_rounds=1, through_warmup=False, through_profile_seconds=0,
+    through_rounds=1, through_warmup=False, through_profile_seconds=0, handler_calls=200, handler_runs=1,
 )
 
 
@@ -901,6 +908,24 @@ THROUGH_SERVER = {"echo threaded (4 workers)": "echo-t4", "echo threaded (16 wor
                   "echo aio": "echo-aio", POOL_ECHO: "echo-pool", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
 
 
+def _hot_stores(ctx: Context, settings: Settings, name: str) -> tuple[list[str], Path, dict[str, dict[str, str]]]:
+    """The hot secrets in the fake vault alone and in a secrets file and a volume under the folder
+    `name`: (their names, the folder, Init metadata for secretbridge's file, containerapps and
+    cached keyvault, by label)."""
+    ctx.rig.clear()
+    names = hot_names(settings.hot)
+    ctx.rig.preload(names)
+    folder = ctx.folder / name
+    folder.mkdir(exist_ok=True)
+    locals_ = local_metadata(folder, names)
+    return names, folder, {
+        "secretbridge file": locals_["bench-file"],
+        "secretbridge containerapps": locals_["bench-containerapps"],
+        # A TTL longer than any section: every measured read is a cache hit.
+        "secretbridge keyvault (cached)": ctx.rig.metadata(cacheTTL="1h"),
+    }
+
+
 def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | None = None) -> dict[str, object]:
     """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
     store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
@@ -911,23 +936,17 @@ def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | No
     if daprd_path is None:
         return {"skipped": why or "no daprd"}
     rig = ctx.rig
-    rig.clear()
-    names = hot_names(settings.hot)
-    rig.preload(names)
-    folder = ctx.folder / "through"
-    folder.mkdir(exist_ok=True)
-    locals_ = local_metadata(folder, names)
+    names, folder, bridged = _hot_stores(ctx, settings, "through")
     sockets = folder / "sockets"
     stores = {  # label → (Component name, type, metadata)
-        BUILTIN_FILE: ("builtin-file", "local.file", {"secretsFile": locals_["bench-file"]["secretsFile"]}),
+        BUILTIN_FILE: ("builtin-file", "local.file", {"secretsFile": bridged["secretbridge file"]["secretsFile"]}),
         "echo threaded (4 workers)": ("echo-t4", "echo-t4", {}),
         "echo threaded (16 workers)": ("echo-t16", "echo-t16", {}),
         "echo aio": ("echo-aio", "echo-aio", {}),
         POOL_ECHO: ("echo-pool", "echo-pool", {}),
-        "secretbridge file": ("sb-file", "secretbridge", locals_["bench-file"]),
-        "secretbridge containerapps": ("sb-containerapps", "secretbridge", locals_["bench-containerapps"]),
-        # A TTL longer than the section: every measured read is a cache hit.
-        "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", rig.metadata(cacheTTL="1h")),
+        "secretbridge file": ("sb-file", "secretbridge", bridged["secretbridge file"]),
+        "secretbridge containerapps": ("sb-containerapps", "secretbridge", bridged["secretbridge containerapps"]),
+        "secretbridge keyvault (cached)": ("sb-keyvault", "secretbridge", bridged["secretbridge keyvault (cached)"]),
     }
     if labels is not None:
         stores = {label: store for label, store in stores.items()
@@ -1018,6 +1037,84 @@ def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict
     return {"inflight": inflight, "echo": echo, "results": results}
 
 
+#: The threads of (j)'s second measure: the server runs at most this many calls at once (WorkerPool).
+HANDLER_THREADS = RUNNING_WORKERS
+
+
+class _Call:
+    """What the servicer reads of a gRPC call: the metadata daprd sends (the instance header)."""
+
+    def __init__(self, instance: str) -> None:
+        self.metadata = (("user-agent", "grpc-go"), (INSTANCE_HEADER, instance))
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise RuntimeError(f"{code.name}: {details}")
+
+
+def handler(ctx: Context, settings: Settings) -> dict[str, object]:
+    """(j) The servicer's `Get` called in this process on primed instances (no gRPC, no socket): the
+    Python secretbridge spends per cached Get, on one thread and on as many threads as the server runs
+    calls at once, beside the bare echo's handler. Through daprd that work is a few % of the store
+    process's CPU per Get (section (i)), so this is where a change to it shows without the noise."""
+    from unittest import mock
+
+    from secretbridge.runtime.instances import Instances
+    from secretbridge.runtime.loop import LoopThread
+    from secretbridge.runtime.server import SecretStoreServicer
+
+    from bench.servers import ThreadedEcho
+
+    names, _, stores = _hot_stores(ctx, settings, "handler")
+    requests = [secretstore_pb2.GetSecretRequest(key=name) for name in names]
+    io = LoopThread().start()
+    # The Key Vault client is made here, so it finds the fake identity and trusts the test CA as a child would.
+    env = {k: v for k, v in os.environ.items() if k not in IDENTITY_ENV_VARS}
+    env.update((k, v) for k, v in ctx.env.items() if k in (*IDENTITY_ENV_VARS, "SSL_CERT_FILE", "NO_PROXY", "no_proxy"))
+    try:
+        with mock.patch.dict("os.environ", env, clear=True):
+            instances = Instances(policy=OperatorPolicy(vault_hosts=frozenset({("127.0.0.1", None)})))
+            servicer = SecretStoreServicer(instances, io)
+            handlers: dict[str, Any] = {"echo (threaded)": ThreadedEcho().Get}
+            for label, metadata in stores.items():
+                io.run(instances.init(label, metadata), 60)
+                handlers[label] = servicer.Get
+            results = []
+            for label, get in handlers.items():
+                call = _Call(label)
+                for request in requests:  # primes the cache: every timed call is a hit
+                    get(request, call)
+                results.append({"label": label,
+                                "us_per_get": _time_handler(get, call, requests, settings, 1),
+                                "us_per_get_threads": _time_handler(get, call, requests, settings, HANDLER_THREADS)})
+    finally:
+        io.stop()
+    return {"hot_secrets": len(names), "calls_per_run": settings.handler_calls, "runs": settings.handler_runs,
+            "threads": HANDLER_THREADS, "results": results}
+
+
+def _time_handler(get: Any, call: _Call, requests: list[Any], settings: Settings, threads: int) -> float:
+    """µs per call of `get` over `requests`, the fastest of the runs, `threads` calling at once."""
+    calls = settings.handler_calls
+
+    def work() -> None:
+        for i in range(calls):
+            get(requests[i % len(requests)], call)
+
+    best = math.inf
+    for _ in range(settings.handler_runs):
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        best = min(best, time.perf_counter() - started)
+    return best / (calls * threads) * 1e6
+
+
 SECTIONS = {
     "cached_get": cached_get,
     "bulk_get": bulk_get,
@@ -1028,4 +1125,5 @@ SECTIONS = {
     "limited_bulk": limited_bulk,
     "side_by_side": side_by_side,
     "through_daprd": through_daprd,
+    "handler": handler,
 }

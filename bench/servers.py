@@ -37,7 +37,7 @@ from secretbridge.core.logs import configure
 from secretbridge.core.policy import OperatorPolicy
 from secretbridge.proto.components.v1 import common_pb2, secretstore_pb2, secretstore_pb2_grpc
 from secretbridge.runtime.instances import DEFAULT_INSTANCE, Instances, label
-from secretbridge.runtime.metrics import REQUEST_SECONDS, REQUESTS
+from secretbridge.runtime.metrics import CALLS
 from secretbridge.runtime.server import INIT_TIMEOUT, MAX_MESSAGE_BYTES, SERVICE_NAME, STATUS_BY_ERROR
 from secretbridge.runtime.workers import WorkerPool
 
@@ -128,8 +128,7 @@ class AioBridge(secretstore_pb2_grpc.SecretStoreServicer):
             code = grpc.StatusCode.DEADLINE_EXCEEDED
             await context.abort(code, f"{method} on {label(instance)}: the call took too long")
         finally:
-            REQUESTS.labels(instance, method, code.name).inc()
-            REQUEST_SECONDS.labels(method).observe(time.monotonic() - started)
+            CALLS.record(instance, method, code.name, time.monotonic() - started)
         raise AssertionError("unreachable")  # context.abort raises
 
     async def Init(self, request: secretstore_pb2.SecretStoreInitRequest, context: grpc.aio.ServicerContext) -> Any:

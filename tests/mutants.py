@@ -349,6 +349,27 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_outage.py::test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so",),
         "every read of a disabled secret goes to the vault",
     ),
+    Mutant(
+        "reply-reused-for-a-new-value", "runtime/server.py",
+        "if held is not None and held[0] is data:",
+        "if held is not None:",
+        ("tests/test_local_stores.py::test_the_file_is_read_again_when_it_changes",),
+        "a Get is answered with the reply built for the value read before the file changed",
+    ),
+    Mutant(
+        "request-metadata-unchecked-after-a-hit", "runtime/server.py",
+        "asked = None if held is not None and not metadata else",
+        "asked = None if held is not None else",
+        ("tests/test_certificates.py::test_file_and_containerapps_serve_the_same_shapes",),
+        "request metadata of a Get is not checked once the same name was answered before",
+    ),
+    Mutant(
+        "duration-on-a-bound-counted-above", "runtime/metrics.py",
+        "bisect.bisect_left(self.bounds, seconds)",
+        "bisect.bisect_right(self.bounds, seconds)",
+        ("tests/test_metrics.py::test_the_exposition_is_prometheus_clients_own_for_the_same_calls",),
+        "a call that took exactly a bucket's bound is counted in the next bucket, unlike prometheus_client",
+    ),
 )
 
 

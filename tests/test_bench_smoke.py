@@ -29,7 +29,7 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
     assert report["errors"] == {}
     assert set(report["sections"]) == {
         "cached_get", "bulk_get", "hot_reads", "memory", "bulkhead", "fleet", "limited_bulk", "side_by_side",
-        "through_daprd"}
+        "through_daprd", "handler"}
 
     cached = report["sections"]["cached_get"]
     assert [level["inflight"] for level in cached["levels"]] == [1, 16, 64]
@@ -77,13 +77,18 @@ def test_smoke_run_produces_every_section(tmp_path: Path) -> None:
             assert all(r["calls"] > 0 and not r["errors"] for r in level["results"])
         assert through["vault_reads_during_load"] == 0  # cached keyvault: hits only
 
+    handler = report["sections"]["handler"]
+    assert [r["label"] for r in handler["results"]] == [
+        "echo (threaded)", "secretbridge file", "secretbridge containerapps", "secretbridge keyvault (cached)"]
+    assert all(r["us_per_get"] > 0 and r["us_per_get_threads"] > 0 for r in handler["results"])
+
     # One verdict per target: three backends at three in-flight levels, BulkGet, hot reads, RSS,
     # the fleet's ordering, the limited BulkGets; and through daprd, one per level.
     targets = 14 + (0 if "skipped" in through else 3)
     assert len(report["targets"]) == targets
     text = done.stdout
     for heading in ("(a) Cached Get", "(b) BulkGet", "(c) ", "(d) RSS", "(e) bulkhead", "(f) ", "(g) ", "(h) ", "(i) ",
-                    "serving model",
+                    "(j) ", "serving model",
                     "Targets"):
         assert heading in text
     assert text.count("PASS") + text.count("FAIL") == targets

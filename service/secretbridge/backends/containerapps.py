@@ -151,7 +151,6 @@ class ContainerAppsStore(SecretStore):
     def read_now(self, name: str, version: str | None = None, view: View = DEFAULT_VIEW) -> dict[str, str] | None:
         """On the gRPC worker: the volume's current content, and references the resolver has cached
         (a certificate, file or referenced, in the shape `view` asks for)."""
-        check_secret_name(name)
         known = self._known(name)
         if known.missing is not None:
             raise known.missing
@@ -179,7 +178,10 @@ class ContainerAppsStore(SecretStore):
         return await self.shape_off_loop(view, lambda: self._shape(name, value, view))
 
     def _known(self, name: str) -> _Known:
-        """What the volume holds for `name` now, read again only when the volume changed."""
+        """What the volume holds for `name` now, read again only when the volume changed.
+
+        A name is checked (`check_secret_name`) before it reaches the filesystem; one remembered
+        here passed that check, so a Get of a name read before costs no check again."""
         generation = self._generation_now()
         if generation is not None:
             current, known_by_name = self._by_generation
@@ -188,6 +190,7 @@ class ContainerAppsStore(SecretStore):
                 self._by_generation = (generation, known_by_name)
             known = known_by_name.get(name)
             if known is None:
+                check_secret_name(name)
                 # Read after the generation was taken: never older than the key it is filed under.
                 known = self._read_known(name)
                 if len(known_by_name) < _KNOWN_MAX:
@@ -196,6 +199,7 @@ class ContainerAppsStore(SecretStore):
         remembered = self._by_signature.get(name)
         if remembered is not None and self.recheck.recent(remembered[2]):
             return remembered[1]
+        check_secret_name(name)
         now = self.recheck.clock()
         signature = self.volume.signature(name)
         if remembered is not None and signature is not None and remembered[0] == signature:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -253,8 +254,11 @@ class SecretStore(abc.ABC):
     def certificate_shape(self, view: View) -> str:
         """The shape a certificate is served in: the call's `format`, else `certificateFormat`
         (`pem` on a multi-valued instance means the TLS keys)."""
-        if view.format is not None:
-            return view.format
+        return view.format if view.format is not None else self._configured_shape
+
+    @functools.cached_property
+    def _configured_shape(self) -> str:
+        # Asked on every read; the metadata never changes once the store is built.
         configured = str(self.metadata.get("certificateFormat") or certificates.RAW)
         return certificates.TLS if configured == certificates.PEM and self.multi_valued else configured
 
@@ -269,6 +273,8 @@ class SecretStore(abc.ABC):
     def shape_data(self, name: str, data: dict[str, str], view: View, *, bulk: bool = False) -> dict[str, str]:
         """A secret as the store read it (`{name: value}`, or several keys), with a certificate in the
         shape `view` asks for (see `shape_certificate`); several keys are never a certificate."""
+        if self.certificate_shape(view) == certificates.RAW:
+            return data  # as stored: the common case, decided before looking at the value
         value = data.get(name) if len(data) == 1 else None
         shaped = self.shape_certificate(name, value or "", view, marked=None if value is not None else False, bulk=bulk)
         return shaped if shaped is not None else data

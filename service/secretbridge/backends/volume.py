@@ -56,7 +56,6 @@ _READ_ATTEMPTS = 3
 
 def check_secret_name(name: str) -> None:
     """Refuse a name that is not a plain file name in the volume (`InvalidArgument` saying why)."""
-    shown = show_name(name)
     why: str | None = None
     if not name:
         why = "it is empty"
@@ -75,7 +74,7 @@ def check_secret_name(name: str) -> None:
         elif len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES:
             why = f"a file name is at most {MAX_FILE_NAME_BYTES} bytes long"
     if why is not None:
-        raise InvalidArgument(f"the secret name {shown} cannot be served from a Container Apps volume: {why}")
+        raise InvalidArgument(f"the secret name {show_name(name)} cannot be served from a Container Apps volume: {why}")
 
 
 def valid_name(name: str) -> bool:

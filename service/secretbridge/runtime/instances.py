@@ -21,7 +21,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from secretbridge import backends as stores
 from secretbridge.backends.contract import MULTIPLE_KEY_VALUES_PER_SECRET, SecretStore
@@ -97,6 +98,9 @@ class Instance:
     #: Reading again the names kept before a restart; until done, the names on disk are not rewritten.
     warming: bool = False
     warm_task: asyncio.Task[None] | None = None
+    #: The server's prebuilt Get answers, by secret name: (the dict it answered, the answer). An
+    #: answer is reused only for the very dict it was built from (see `SecretStoreServicer.Get`).
+    replies: dict[str, tuple[dict[str, str], Any]] = field(default_factory=dict, repr=False)
 
     @property
     def multi_valued(self) -> bool:
