@@ -294,7 +294,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- reads through an outage (issue 21) ---------------------------------------------------------
     Mutant(
         "stale-read-waits-for-the-refresh", "runtime/cache.py",
-        "await asyncio.wait((task, failure), timeout=self.stale_wait, return_when=asyncio.FIRST_COMPLETED)",
+        "await asyncio.wait((task, failure), timeout=bound, return_when=asyncio.FIRST_COMPLETED)",
         "await asyncio.wait((task,), timeout=None)",
         ("tests/test_outage.py::test_a_hung_vault_does_not_hold_a_read_past_stale_wait",),
         "a read past its TTL with a value held waits for the whole refresh (on a hung vault: forever)",
@@ -308,8 +308,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "disabled-served-stale", "runtime/cache.py",
-        "                # Disabled, expired, access revoked: the backend decided; the old value is not served again.\n"
-        "                self._entries.pop(key, None)\n",
+        "                self._entries.pop(key, None)\n"
+        "                if self.negative_ttl > 0 and self.ttl > 0:\n"
+        "                    self._put(key, _Entry(None, self.clock() + self.negative_ttl, math.inf, "
+        "refusal=_copy_of(err)))\n",
         "",
         ("tests/test_outage.py::test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so",),
         "a secret the vault says is disabled is served stale again once the vault fails",

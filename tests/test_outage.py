@@ -36,6 +36,16 @@ def stale_count(instance: str) -> float:
     return float(STALE_SERVED.labels(instance, "keyvault")._value.get())
 
 
+def held(bridge: Bridge, fake_vault: FakeKeyVault, instance: str, name: str = "db", **extra: str) -> MovedClock:
+    """`name` = "old" in the vault, an instance on it (`extra`: its metadata) holding that value, and its
+    cache's clock."""
+    fake_vault.set_secret(name, "old")
+    bridge.init(keyvault(fake_vault, **extra), instance=instance)
+    clock = move_time(bridge, instance)
+    assert bridge.get(name, instance=instance) == {name: "old"}
+    return clock
+
+
 @pytest.fixture
 def small_bridge() -> Iterator[Bridge]:
     """A server with 16 workers: one instance's share is 14."""
@@ -44,10 +54,7 @@ def small_bridge() -> Iterator[Bridge]:
 
 
 def test_a_hung_vault_does_not_hold_a_read_past_stale_wait(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
-    fake_vault.set_secret("db", "old")
-    bridge.init(keyvault(fake_vault), instance="hung")
-    clock = move_time(bridge, "hung")
-    assert bridge.get("db", instance="hung") == {"db": "old"}
+    clock = held(bridge, fake_vault, "hung")
     fake_vault.set_secret("db", "new")  # rotated; the vault then hangs
     fake_vault.hang()
     clock.advance(31)
@@ -65,11 +72,8 @@ def test_a_hung_vault_does_not_hold_a_read_past_stale_wait(bridge: Bridge, fake_
 def test_the_first_failed_attempt_answers_the_waiting_read(
     bridge: Bridge, fake_vault: FakeKeyVault, fault: str
 ) -> None:
-    fake_vault.set_secret("db", "old")
     # staleWait of an hour: only knowing the vault is failing can answer the read.
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, maxRetries="3"), instance=f"fault-{fault}")
-    clock = move_time(bridge, f"fault-{fault}")
-    assert bridge.get("db", instance=f"fault-{fault}") == {"db": "old"}
+    clock = held(bridge, fake_vault, f"fault-{fault}", staleWait=LONG_WAIT, maxRetries="3")
     if fault == "503":
         fake_vault.fail(1, 503)
     else:
@@ -101,10 +105,7 @@ def test_a_failing_token_endpoint_answers_the_waiting_read(
         for name, value in fake_identity.env("imds").items():
             azure_env.setenv(name, value)
     fake_identity.lifetime = 1  # the token expires at once: the refresh must ask for another
-    fake_vault.set_secret("db", "old")
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, maxRetries="3"), instance="token")
-    clock = move_time(bridge, "token")
-    assert bridge.get("db", instance="token") == {"db": "old"}
+    clock = held(bridge, fake_vault, "token", staleWait=LONG_WAIT, maxRetries="3")
     asked = len(fake_identity.requests)
     time.sleep(2)  # let the token expire (a wait, not a measurement)
     fake_identity.fail(math.inf, 500)
@@ -147,10 +148,7 @@ def test_sixty_four_readers_of_expired_keys_during_an_outage_all_get_values(
 def test_a_deleted_secret_is_not_served_stale_once_the_vault_says_404(
     bridge: Bridge, fake_vault: FakeKeyVault
 ) -> None:
-    fake_vault.set_secret("gone", "old")
-    bridge.init(keyvault(fake_vault, negativeCacheTTL="0", maxStale="1h"), instance="deleted")
-    clock = move_time(bridge, "deleted")
-    assert bridge.get("gone", instance="deleted") == {"gone": "old"}
+    clock = held(bridge, fake_vault, "deleted", "gone", negativeCacheTTL="0", maxStale="1h")
     fake_vault.delete("gone")
     clock.advance(31)
 
@@ -171,10 +169,7 @@ def test_a_deleted_secret_is_not_served_stale_once_the_vault_says_404(
 def test_a_disabled_secret_is_not_served_stale_once_the_vault_says_so(
     bridge: Bridge, fake_vault: FakeKeyVault
 ) -> None:
-    fake_vault.set_secret("off", "old")
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance="disabled")
-    clock = move_time(bridge, "disabled")
-    assert bridge.get("off", instance="disabled") == {"off": "old"}
+    clock = held(bridge, fake_vault, "disabled", "off", staleWait=LONG_WAIT)
     fake_vault.disable("off")
     clock.advance(31)
     asked = fake_vault.count("get")
@@ -296,11 +291,8 @@ def test_bulk_get_answers_held_values_for_the_secrets_it_cannot_read_and_fails_o
 def test_an_attempt_that_outlives_its_share_of_request_timeout_marks_the_vault_failing(
     bridge: Bridge, fake_vault: FakeKeyVault
 ) -> None:
-    fake_vault.set_secret("db", "old")
     # Eleven attempts share requestTimeout: one unanswered for 1 s marks the vault failing.
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, requestTimeout="11s", maxRetries="10"), instance="share")
-    clock = move_time(bridge, "share")
-    assert bridge.get("db", instance="share") == {"db": "old"}
+    clock = held(bridge, fake_vault, "share", staleWait=LONG_WAIT, requestTimeout="11s", maxRetries="10")
     fake_vault.hang()
     clock.advance(31)
     # Answered once the attempt outlived its share, long before the call's own requestTimeout.
@@ -321,11 +313,8 @@ def test_a_held_value_is_served_while_the_token_endpoint_refuses_the_identity(
 ) -> None:
     """A refused identity (an incident of the identity, not of the secret) does not take held values away."""
     fake_identity.lifetime = 1  # the token expires at once: the refresh must ask for another
-    fake_vault.set_secret("db", "old")
     instance = f"idrefused-{status}"
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance=instance)
-    clock = move_time(bridge, instance)
-    assert bridge.get("db", instance=instance) == {"db": "old"}
+    clock = held(bridge, fake_vault, instance, staleWait=LONG_WAIT)
     time.sleep(2)  # let the token expire (a wait, not a measurement)
     fake_identity.fail(math.inf, status)
     fake_vault.set_secret("db", "new")
@@ -341,10 +330,7 @@ def test_a_held_value_is_served_while_the_token_endpoint_refuses_the_identity(
 def test_a_held_value_is_served_while_the_vault_refuses_a_valid_token(
     bridge: Bridge, fake_vault: FakeKeyVault
 ) -> None:
-    fake_vault.set_secret("db", "old")
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT), instance="tokenrefused")
-    clock = move_time(bridge, "tokenrefused")
-    assert bridge.get("db", instance="tokenrefused") == {"db": "old"}
+    clock = held(bridge, fake_vault, "tokenrefused", staleWait=LONG_WAIT)
     fake_vault.refuse_tokens()
     fake_vault.set_secret("db", "new")
     clock.advance(31)
@@ -364,10 +350,7 @@ def test_a_held_value_is_served_while_the_vault_refuses_a_valid_token(
 
 def test_a_secret_whose_access_is_revoked_is_not_served_stale(bridge: Bridge, fake_vault: FakeKeyVault) -> None:
     """403 for the secret: the operator removed the grant and means it now, not after maxStale."""
-    fake_vault.set_secret("db", "old")
-    bridge.init(keyvault(fake_vault, staleWait=LONG_WAIT, maxStale="1h"), instance="revoked")
-    clock = move_time(bridge, "revoked")
-    assert bridge.get("db", instance="revoked") == {"db": "old"}
+    clock = held(bridge, fake_vault, "revoked", staleWait=LONG_WAIT, maxStale="1h")
     fake_vault.forbid()
     clock.advance(31)
     with pytest.raises(grpc.RpcError) as err:

@@ -112,6 +112,12 @@ class _Entry:
     marker: str | None = None  # the listing fingerprint this value was last confirmed against
 
 
+def _copy_of(err: SecretStoreError) -> SecretStoreError:
+    """The same error, new: a remembered one keeps no traceback (and its frames) alive, and each
+    reader raises its own."""
+    return type(err)(err.message, cause=err.cause)
+
+
 #: (name, version, view): each view of a secret (its PEM, a certificate's public part) is its own entry.
 _Key = tuple[str, str | None, View]
 
@@ -276,7 +282,7 @@ class CachedStore:
             if entry.data is None:
                 CACHE_LOOKUPS.labels(self.instance, "negative").inc()
                 assert entry.refusal is not None
-                raise type(entry.refusal)(entry.refusal.message, cause=entry.refusal.cause)
+                raise _copy_of(entry.refusal)
             if self._claim_refresh(key, entry, now):
                 self._refresh_ahead(key)
             self._hits.inc()
@@ -448,7 +454,7 @@ class CachedStore:
                 # keeps asking for that secret cannot hammer the backend.
                 self._entries.pop(key, None)
                 if self.negative_ttl > 0 and self.ttl > 0:
-                    self._put(key, _Entry(None, self.clock() + self.negative_ttl, math.inf, refusal=err))
+                    self._put(key, _Entry(None, self.clock() + self.negative_ttl, math.inf, refusal=_copy_of(err)))
                 raise
             # Unreachable, slow, throttled, or the identity refused: nothing was said about the secret.
             stale = self._entries.get(key)
