@@ -133,3 +133,18 @@ def test_a_bugs_error_text_reaches_neither_the_message_nor_the_log(
     logged = json_log.getvalue()
     assert "unexpected error (a bug in secretbridge)" in logged and '"error_type": "KeyError"' in logged
     assert VALUE not in logged
+
+
+def test_a_get_whose_bytes_are_not_a_request_is_invalid_argument_and_the_next_is_served(
+    bridge: Bridge, tmp_path: Path
+) -> None:
+    init_file(bridge, tmp_path)
+    assert bridge.get("db") == {"db": VALUE}
+    raw = bridge.channel.unary_unary("/dapr.proto.components.v1.SecretStore/Get")
+    with pytest.raises(grpc.RpcError) as err:
+        raw(b"\x0a\xff\x01db", metadata=[("x-component-instance", "default")], timeout=10)  # a key cut short
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (
+        "Get on instance 'default' (file): the request is not a GetSecretRequest (it could not be parsed)"
+    )
+    assert bridge.get("db") == {"db": VALUE}

@@ -98,9 +98,9 @@ class Instance:
     #: Reading again the names kept before a restart; until done, the names on disk are not rewritten.
     warming: bool = False
     warm_task: asyncio.Task[None] | None = None
-    #: The server's prebuilt Get answers, by secret name: (the dict it answered, the answer). An
-    #: answer is reused only for the very dict it was built from (see `SecretStoreServicer.Get`).
-    replies: dict[str, tuple[dict[str, str], Any]] = field(default_factory=dict, repr=False)
+    #: The server's serialized Get answers, by request bytes (`server.Reply`). An answer is reused
+    #: only while the store holds the very dict it was built from (see `SecretStoreServicer.Get`).
+    replies: dict[bytes, Any] = field(default_factory=dict, repr=False)
 
     @property
     def multi_valued(self) -> bool:

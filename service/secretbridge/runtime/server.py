@@ -37,9 +37,10 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -144,6 +145,17 @@ def _instance_of(context: grpc.ServicerContext) -> str:
 
 #: The most prebuilt Get answers one instance keeps (see `SecretStoreServicer.Get`).
 REPLIES_MAX = 4096
+#: The largest answer kept: serializing a value this large costs little beside sending it, and a
+#: store of large values (a file may hold megabytes) is not copied into a second store of answers.
+REPLY_MAX_BYTES = 64 * 1024
+
+
+class Reply(NamedTuple):
+    """A Get answered from memory, kept by its request bytes: reused while the store still holds `data`."""
+
+    key: str
+    data: dict[str, str]
+    answer: bytes
 
 
 class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
@@ -239,54 +251,57 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
             lambda name: common_pb2.FeaturesResponse(features=self.instances.get(name).features()),
         )
 
-    def Get(self, request: secretstore_pb2.GetSecretRequest, context: grpc.ServicerContext) -> Any:
-        # The fast path: an answer from memory (a cache hit, a file, the environment, a mounted
-        # volume) on this worker, without the hop to the asyncio loop or _serve's frames. Anything
-        # else (a miss, an error) takes the full path below, which checks everything again.
+    def Get(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """Get as it travels: a serialized `GetSecretRequest` in, a serialized `GetSecretResponse`
+        out (`add_to_server` registers it without (de)serializers).
+
+        The fast path: the same request bytes answered before from memory (a cache hit, a file, the
+        environment, a mounted volume), with the value still the very one answered, get the bytes
+        sent then, on this worker: no parse, no checks again, no message built or serialized, no
+        hop to the asyncio loop. Through daprd those are most of what a hit costs beyond gRPC's
+        own work (docs/benchmarks.md, (i)). Anything else takes the full path, which checks
+        everything.
+        """
         started = time.monotonic()
         name = _instance_of(context)
         instance = self.instances.find(name)
         if instance is not None:
-            data: dict[str, str] | None
-            key = request.key
-            replies = instance.replies
-            held = replies.get(key)
-            try:
-                metadata = request.metadata
-                # A name this instance answered before passed check_get then, and its checks depend on
-                # the name and the instance alone; request metadata is checked on every call.
-                asked = None if held is not None and not metadata else instance.check_get(key, metadata)
-                data = instance.peek(key, asked)
-            except Exception:
-                data = None  # errors (and bugs) are mapped and logged by the full path, which meets them again
-            if data is not None:
-                # The answer built for this very dict last time, if any: stores hand out the value they
-                # hold, never mutated, and a changed value is a new dict, so identity says "unchanged".
-                if held is not None and held[0] is data:
+            held = instance.replies.get(request)
+            if held is not None:
+                try:
+                    current = instance.peek(held.key)
+                except Exception:
+                    current = None  # errors (and bugs) are mapped and logged by the full path, which meets them again
+                # Stores hand out the value they hold, never mutated, and a changed value is a new
+                # dict: identity says "unchanged".
+                if current is held.data:
                     CALLS.record(name, "Get", "OK", time.monotonic() - started)
-                    return held[1]
-                response = secretstore_pb2.GetSecretResponse(data=data)
-                # Key Vault caps values at 25 KB; a local store's answer may be anything (the full
-                # path below says why an oversized one cannot be sent).
-                if instance.cached is not None or response.ByteSize() <= DAPRD_MAX_RECEIVE_BYTES:
-                    if len(replies) >= REPLIES_MAX:
-                        replies.clear()  # names no longer read let go of their answers
-                    replies[key] = (data, response)
-                    CALLS.record(name, "Get", "OK", time.monotonic() - started)
-                    return response
+                    return held.answer
 
-        def work(name: str) -> secretstore_pb2.GetSecretResponse:
+        def work(name: str) -> bytes:
+            try:
+                parsed = secretstore_pb2.GetSecretRequest.FromString(request)
+            except DecodeError:
+                raise errors.InvalidArgument("the request is not a GetSecretRequest (it could not be parsed)") from None
             instance = self.instances.get(name)
-            key = request.key
-            asked = instance.check_get(key, request.metadata)
+            key = parsed.key
+            asked = instance.check_get(key, parsed.metadata)
             data = instance.peek(key, asked)
-            hit = data is not None and instance.cached is not None
+            from_memory = data is not None
             if data is None:
                 data = self._run(instance, instance.get(key, asked))
-            response = secretstore_pb2.GetSecretResponse(data=data)
-            if not hit:  # a cache hit is a Key Vault value (25 KB at most); anything else is checked
-                check_answer_size(response.ByteSize(), 1, bulk=False)
-            return response
+            answer = secretstore_pb2.GetSecretResponse(data=data).SerializeToString()
+            if not (from_memory and instance.cached is not None):
+                # A cache hit is a Key Vault value (25 KB at most); anything else is checked.
+                check_answer_size(len(answer), 1, bulk=False)
+            if from_memory and not parsed.metadata and len(answer) <= REPLY_MAX_BYTES:
+                # Kept only for a request without metadata: the checks above depend on nothing else
+                # than the name and the instance, so the same bytes pass them again.
+                replies = instance.replies
+                if len(replies) >= REPLIES_MAX:
+                    replies.clear()  # requests no longer made let go of their answers
+                replies[request] = Reply(key, data, answer)
+            return answer
 
         return self._serve("Get", context, work)
 
@@ -305,6 +320,27 @@ class SecretStoreServicer(secretstore_pb2_grpc.SecretStoreServicer):
 
     def Ping(self, request: common_pb2.PingRequest, context: grpc.ServicerContext) -> Any:
         return common_pb2.PingResponse()
+
+
+def add_to_server(servicer: SecretStoreServicer, server: grpc.Server) -> None:
+    """Register the SecretStore service as the generated `add_SecretStoreServicer_to_server` does,
+    but with `Get` taking and giving bytes (see `SecretStoreServicer.Get`)."""
+    store, common = secretstore_pb2, common_pb2
+    handler = grpc.unary_unary_rpc_method_handler
+    methods = {
+        "Init": handler(servicer.Init, store.SecretStoreInitRequest.FromString,
+                        store.SecretStoreInitResponse.SerializeToString),
+        "Features": handler(servicer.Features, common.FeaturesRequest.FromString,
+                            common.FeaturesResponse.SerializeToString),
+        "Get": handler(servicer.Get),
+        "BulkGet": handler(servicer.BulkGet, store.BulkGetSecretRequest.FromString,
+                           store.BulkGetSecretResponse.SerializeToString),
+        "Ping": handler(servicer.Ping, common.PingRequest.FromString, common.PingResponse.SerializeToString),
+    }
+    if set(methods) != set(secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"].methods_by_name):
+        raise AssertionError("the SecretStore service's methods changed: register every one of them here")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, methods),))
+    server.add_registered_method_handlers(SERVICE_NAME, methods)
 
 
 def check_answer_size(size: int, count: int, *, bulk: bool = True) -> None:
@@ -506,7 +542,7 @@ class SecretBridgeServer:
             ],
         )
         servicer = SecretStoreServicer(self.instances, self.io, self.admission)
-        secretstore_pb2_grpc.add_SecretStoreServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
