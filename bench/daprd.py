@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,12 +127,14 @@ class Running:
 @contextlib.contextmanager
 def running(
     folder: Path, daprd: Path, env: dict[str, str], components: str = COMPONENTS, *,
-    namespace: bool = True, plugs: Sequence[tuple[str, list[str]]] = (),
+    namespace: bool = True, plugs: Sequence[tuple[str, list[str]]] = (), cpus: Mapping[str, set[int]] | None = None,
 ) -> Iterator[Running]:
     """secretbridge (and each of `plugs`: a name and the arguments of a Python process serving
     `<sockets>/<name>.sock`), then daprd, which discovers them through the socket folder.
     `namespace`: every process in a mount namespace of its own whose /etc/hosts maps the vault's name
-    (the built-in Key Vault store only talks to `https://<vaultName>.vault.azure.net`)."""
+    (the built-in Key Vault store only talks to `https://<vaultName>.vault.azure.net`).
+    `cpus`: the CPUs a process may run on, by its name ("daprd", "secretbridge", a plug's); the
+    others run anywhere."""
     hosts = folder / "hosts"
     hosts.write_text(f"127.0.0.1 localhost\n{VAULT_ADDRESS} {VAULT_HOST}\n")
     resources = folder / "resources"
@@ -147,9 +149,12 @@ def running(
     def launch(name: str, argv: list[str], child: dict[str, str]) -> subprocess.Popen[bytes]:
         log = folder / f"{name}.log"
         logs.append(log)
+        placed = (cpus or {}).get(name)
         with log.open("wb") as sink:
+            # Set in the child before exec, so every thread the process starts inherits it.
             proc = subprocess.Popen(in_namespace(hosts, argv) if namespace else argv, cwd=REPO_ROOT, env=child,
-                                    stdout=sink, stderr=subprocess.STDOUT)
+                                    stdout=sink, stderr=subprocess.STDOUT,
+                                    preexec_fn=None if placed is None else lambda: os.sched_setaffinity(0, placed))
         procs.append(proc)
         started.pids[name] = proc.pid
         return proc

@@ -92,7 +92,7 @@ class Settings:
     side_secrets: int = 1_000
     # (i): wrk counts whole seconds; rounds interleaved as in (a).
     through_seconds: int = 1
-    through_rounds: int = 9
+    through_rounds: int = 15
     through_warmup: bool = True
     # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
     through_profile_seconds: int = 6
@@ -926,6 +926,23 @@ def _hot_stores(ctx: Context, settings: Settings, name: str) -> tuple[list[str],
     }
 
 
+def placement(stores: Collection[str]) -> dict[str, set[int]]:
+    """Where (i)'s processes run: every store process on one CPU; daprd and the load generator (wrk,
+    "daprd" here too) on the others.
+
+    Left to the scheduler on a 2-vCPU machine, wrk, daprd's goroutines and a Python server's
+    threads were moved between both CPUs from one run to the next: the same store's calls/s swung
+    by 0.55-1.65x from one second to the next, and with the threads of a GIL-bound process spread
+    over two CPUs, each hand-off of the GIL also woke a thread on the other one. Placed, daprd and
+    the store spent about half the CPU per Get and the runs swung less (docs/benchmarks.md, (i)).
+    Every store is placed the same way, so the comparison stays fair; the built-in store, inside
+    daprd, gets daprd's CPUs. A machine with one CPU runs everything on it."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return {}
+    return {"daprd": set(usable[:-1]), **{name: {usable[-1]} for name in stores}}
+
+
 def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | None = None) -> dict[str, object]:
     """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
     store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
@@ -957,14 +974,15 @@ def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | No
               ("echo-pool", "echo-pool", PRODUCTION_WORKERS))
     plugs = [(name, procs.bench_server_argv(kind, sockets / f"{name}.sock", workers)) for name, kind, workers in echoes]
     measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs) as started:
+    cpus = placement(["secretbridge", *(name for name, _ in plugs)])
+    with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs, cpus=cpus) as started:
 
         def measure(label: str, inflight: int, seconds: int, max_calls: int) -> dict[str, Any]:
             pids = {"daprd": started.pids["daprd"]}
             if label in THROUGH_SERVER:
                 pids["store"] = started.pids[THROUGH_SERVER[label]]
             return wrk.run(label, started.base, stores[label][0], names, inflight, seconds, folder, ctx.env,
-                           max_calls, pids)
+                           max_calls, pids, cpus.get("daprd"))
 
         for label, (name, _, _) in stores.items():
             for key in names:  # every store answers every name (secretbridge's keyvault cache is primed)
@@ -1056,8 +1074,9 @@ class _Call:
 
 def handler(ctx: Context, settings: Settings) -> dict[str, object]:
     """(j) The servicer's `Get` called in this process on primed instances (no gRPC, no socket): the
-    Python secretbridge spends per cached Get, on one thread and on as many threads as the server runs
-    calls at once, beside the bare echo's handler. Through daprd that work is a few % of the store
+    Python secretbridge spends per cached Get, request bytes in and answer bytes out, on one thread
+    and on as many threads as the server runs calls at once, beside the bare echo's handler with the
+    parse and serialize gRPC runs around it. Through daprd that work is a few % of the store
     process's CPU per Get (section (i)), so this is where a change to it shows without the noise."""
     from unittest import mock
 

@@ -10,6 +10,7 @@ The names are read round-robin from a Lua script; its `done` hook prints the fig
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -57,12 +58,13 @@ def generator() -> str:
 
 def run(
     label: str, base: str, store: str, names: Sequence[str], inflight: int, seconds: int, folder: Path,
-    env: Mapping[str, str], max_calls: int, pids: Mapping[str, int] | None = None,
+    env: Mapping[str, str], max_calls: int, pids: Mapping[str, int] | None = None, cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     """One measurement of `GET <base>/secrets/<store>/<name>` at `inflight`: bench.load's result fields,
-    and `cpu_us_per_call`: the CPU each process in `pids` (name → pid) spent per answered Get meanwhile."""
+    and `cpu_us_per_call`: the CPU each process in `pids` (name → pid) spent per answered Get meanwhile.
+    `cpus`: the CPUs the load generator runs on (None: any)."""
     before = {name: process_cpu_seconds(pid) for name, pid in (pids or {}).items()}
-    result = _run(label, base, store, names, inflight, seconds, folder, env, max_calls)
+    result = _run(label, base, store, names, inflight, seconds, folder, env, max_calls, cpus)
     per_call = 1e6 / result["calls"] if result["calls"] else 0.0
     result["cpu_us_per_call"] = {name: (process_cpu_seconds(pid) - before[name]) * per_call
                                  for name, pid in (pids or {}).items()}
@@ -71,7 +73,7 @@ def run(
 
 def _run(
     label: str, base: str, store: str, names: Sequence[str], inflight: int, seconds: int, folder: Path,
-    env: Mapping[str, str], max_calls: int,
+    env: Mapping[str, str], max_calls: int, cpus: set[int] | None,
 ) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -85,7 +87,8 @@ def _run(
     root, _, _ = base.partition("/v1.0")
     paths = [f"/v1.0/secrets/{store}/{name}" for name in names]
     argv = [wrk, "-t1", f"-c{inflight}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), root, "--", *paths]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False,
+                          preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
