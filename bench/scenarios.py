@@ -933,8 +933,9 @@ def placement(stores: Collection[str]) -> dict[str, set[int]]:
     Left to the scheduler on a 2-vCPU machine, wrk, daprd's goroutines and a Python server's
     threads were moved between both CPUs from one run to the next: the same store's calls/s swung
     by 0.55-1.65x from one second to the next, and with the threads of a GIL-bound process spread
-    over two CPUs, each hand-off of the GIL also woke a thread on the other one. Placed, daprd and
-    the store spent about half the CPU per Get and the runs swung less (docs/benchmarks.md, (i)).
+    over two CPUs, each hand-off of the GIL also woke a thread on the other one. Placed, daprd spent
+    about two thirds and the store about half the CPU per Get, and the runs swung less
+    (docs/benchmarks.md, (i)).
     Every store is placed the same way, so the comparison stays fair; the built-in store, inside
     daprd, gets daprd's CPUs. A machine with one CPU runs everything on it."""
     usable = sorted(os.sched_getaffinity(0))
