@@ -90,9 +90,11 @@ class Settings:
     limit_requests: int = 800
     limit_window: float = 2.0
     side_secrets: int = 1_000
-    # (i): wrk counts whole seconds; rounds interleaved as in (a).
+    # (i): wrk counts whole seconds; rounds interleaved as in (a). A round's ratio to the echo moves
+    # by about ±0.12 on the 2-vCPU VM: the median of fifteen strayed by about ±0.04 from run to run,
+    # as much as the distance it judges; twenty-five bring that to about ±0.03.
     through_seconds: int = 1
-    through_rounds: int = 15
+    through_rounds: int = 25
     through_warmup: bool = True
     # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
     through_profile_seconds: int = 6
