@@ -60,7 +60,8 @@ from secretbridge.runtime.workers import WorkerPool, waiting
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SERVICE_NAME = secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"].full_name
+_SERVICE = secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"]
+SERVICE_NAME = _SERVICE.full_name
 INSTANCE_HEADER = "x-component-instance"
 #: What we accept from daprd (Init metadata, request metadata); daprd's own send limit is larger.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -337,7 +338,7 @@ def add_to_server(servicer: SecretStoreServicer, server: grpc.Server) -> None:
                            store.BulkGetSecretResponse.SerializeToString),
         "Ping": handler(servicer.Ping, common.PingRequest.FromString, common.PingResponse.SerializeToString),
     }
-    if set(methods) != set(secretstore_pb2.DESCRIPTOR.services_by_name["SecretStore"].methods_by_name):
+    if set(methods) != set(_SERVICE.methods_by_name):
         raise AssertionError("the SecretStore service's methods changed: register every one of them here")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, methods),))
     server.add_registered_method_handlers(SERVICE_NAME, methods)
