@@ -420,11 +420,11 @@ def render_through_daprd(section: Mapping[str, Any]) -> list[str]:
         return [f"(i) the limit through daprd: skipped: {section['skipped']}"]
     lines = [
         f"(i) An app over HTTP to one daprd ({section['load']}), Gets spread over {section['hot_secrets']} "
-        f"secrets every store holds; {section['rounds']} interleaved rounds of {section['seconds_per_run']} s "
-        "per store and level. Ratios are medians of the same round's ratios: to the faster bare Python echo "
-        "pluggable store at that level (the ceiling for a Python store), and to daprd's built-in local.file "
-        "(the ceiling for any store: no socket hop). CPU: medians of µs per Get, daprd's and the store "
-        "process's",
+        f"secrets every store holds; {section['rounds']} rounds of {section['seconds_per_run']} s per store and "
+        "level, each store's run between two of the bare Python echo pluggable store's (the ceiling for a Python "
+        "store). Ratios are medians over rounds: to the echo (each run against the mean of its two neighbours), "
+        "and to daprd's built-in local.file (the ceiling for any store: no socket hop; the same round's ratios "
+        "divided). CPU: medians of µs per Get, daprd's and the store process's; store CPU / echo as the ratios",
     ]
     header = ["store", "in flight", "calls/s (best)", "p50 ms", "p99 ms", "/ echo", "/ built-in", "p50 / echo",
               "daprd µs", "store µs", "store CPU / echo"]

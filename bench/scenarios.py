@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from secretbridge.backends.keyvault import KEYVAULT_PROPERTIES
@@ -90,11 +90,11 @@ class Settings:
     limit_requests: int = 800
     limit_window: float = 2.0
     side_secrets: int = 1_000
-    # (i): wrk counts whole seconds; rounds interleaved as in (a). A round's ratio to the echo moves
-    # by about ±0.12 on the 2-vCPU VM: the median of fifteen strayed by about ±0.04 from run to run,
-    # as much as the distance it judges; twenty-five bring that to about ±0.03.
+    # (i): wrk counts whole seconds. Measured between two runs of the echo, a store's ratio to it
+    # moves by about ±0.07 (1 in flight) to ±0.10 (16) from one round to the next on the 2-vCPU VM;
+    # the median of twenty by about ±0.02-0.03.
     through_seconds: int = 1
-    through_rounds: int = 25
+    through_rounds: int = 20
     through_warmup: bool = True
     # py-spy on the echo and on secretbridge, each under 16 in flight for this long (0: not profiled).
     through_profile_seconds: int = 6
@@ -889,10 +889,15 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
 # ---- (i) the limit through daprd ------------------------------------------------------------------
 
 #: (i)'s stores, all in one daprd: (label, Component name, Component type, its metadata (filled in later)).
-#: The built-in file store has no socket hop at all; the echoes are the fastest a Python pluggable
-#: store can answer; secretbridge serves its three Components on one socket, as deployed.
+#: The built-in file store has no socket hop at all; the echo is the fastest a Python pluggable store
+#: can answer; secretbridge serves its three Components on one socket, as deployed.
 BUILTIN_FILE = "built-in local.file"
-ECHOES = ("echo threaded (4 workers)", "echo threaded (16 workers)", "echo aio")
+#: The ceiling for a Python store, and every other store's yardstick: each of their runs is measured
+#: between two of its runs (see `through_daprd`). The fastest bare echo of (a) at 16 and 64 in flight;
+#: at 1 in flight every threaded echo runs one call at a time, the same server. Placed as (i) places
+#: it, the aio echo answered 0.51-0.62 of it at 16 and 64 in flight and the 16-worker one 0.87-0.97
+#: in five of six cells, so (i) no longer spends time on them ((a) still compares serving models).
+REFERENCE_ECHO = "echo threaded (4 workers)"
 #: Not a ceiling but a diagnosis: the echo on secretbridge's own worker pool (64 workers, 4 running), so the
 #: pool's cost and the handler's can be told apart.
 POOL_ECHO = "echo on secretbridge's pool (64 workers)"
@@ -906,8 +911,7 @@ def _component(name: str, kind: str, metadata: dict[str, str]) -> str:
 
 
 #: The process serving each of (i)'s stores (by its name in `daprd.running`); the built-in one has none.
-THROUGH_SERVER = {"echo threaded (4 workers)": "echo-t4", "echo threaded (16 workers)": "echo-t16",
-                  "echo aio": "echo-aio", POOL_ECHO: "echo-pool", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
+THROUGH_SERVER = {REFERENCE_ECHO: "echo-t4", POOL_ECHO: "echo-pool", **dict.fromkeys(THROUGH_BRIDGE, "secretbridge")}
 
 
 def _hot_stores(ctx: Context, settings: Settings, name: str) -> tuple[list[str], Path, dict[str, dict[str, str]]]:
@@ -948,10 +952,11 @@ def placement(stores: Collection[str]) -> dict[str, set[int]]:
 
 def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | None = None) -> dict[str, object]:
     """Cached Gets through one daprd's HTTP API: built-in local.file, a bare Python echo pluggable
-    store (threaded and aio) and secretbridge's file, containerapps and cached keyvault, per in-flight
-    level, as ratios to the faster echo and to the built-in store, paired round by round; the CPU
-    daprd and the store's process spent per Get; and, with py-spy, where secretbridge's time goes.
-    `labels`: only those stores (the built-in one and the echoes always), for a narrower experiment."""
+    store (the reference; and the echo on secretbridge's pool) and secretbridge's file, containerapps
+    and cached keyvault, per in-flight level, as ratios to the echo (each run against the echo's runs
+    either side of it) and to the built-in store; the CPU daprd and the store's process spent per
+    Get; and, with py-spy, where secretbridge's time goes. `labels`: only those stores (the built-in
+    one and the reference echo always), for a narrower experiment."""
     daprd_path, why = daprd.find_daprd()
     if daprd_path is None:
         return {"skipped": why or "no daprd"}
@@ -960,9 +965,7 @@ def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | No
     sockets = folder / "sockets"
     stores = {  # label → (Component name, type, metadata)
         BUILTIN_FILE: ("builtin-file", "local.file", {"secretsFile": bridged["secretbridge file"]["secretsFile"]}),
-        "echo threaded (4 workers)": ("echo-t4", "echo-t4", {}),
-        "echo threaded (16 workers)": ("echo-t16", "echo-t16", {}),
-        "echo aio": ("echo-aio", "echo-aio", {}),
+        REFERENCE_ECHO: ("echo-t4", "echo-t4", {}),
         POOL_ECHO: ("echo-pool", "echo-pool", {}),
         "secretbridge file": ("sb-file", "secretbridge", bridged["secretbridge file"]),
         "secretbridge containerapps": ("sb-containerapps", "secretbridge", bridged["secretbridge containerapps"]),
@@ -970,13 +973,12 @@ def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | No
     }
     if labels is not None:
         stores = {label: store for label, store in stores.items()
-                  if label in labels or label == BUILTIN_FILE or label in ECHOES}
+                  if label in labels or label in (BUILTIN_FILE, REFERENCE_ECHO)}
     components = "---\n".join(_component(name, kind, meta) for name, kind, meta in stores.values())
-    # The echoes of (a): the fastest of them at each level is the ceiling (a socket's name is its type).
-    echoes = (("echo-t4", "echo-threaded", 4), ("echo-t16", "echo-threaded", 16), ("echo-aio", "echo-aio", None),
-              ("echo-pool", "echo-pool", PRODUCTION_WORKERS))
+    # The echoes of (a) (a socket's name is its type).
+    echoes = (("echo-t4", "echo-threaded", 4), ("echo-pool", "echo-pool", PRODUCTION_WORKERS))
     plugs = [(name, procs.bench_server_argv(kind, sockets / f"{name}.sock", workers)) for name, kind, workers in echoes]
-    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    bracketed: dict[tuple[str, int], list[Bracketed]] = {}
     cpus = placement(["secretbridge", *(name for name, _ in plugs)])
     with daprd.running(folder, daprd_path, ctx.env, components, namespace=False, plugs=plugs, cpus=cpus) as started:
 
@@ -996,16 +998,25 @@ def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | No
         for label in stores if settings.through_warmup else ():
             measure(label, 16, settings.through_seconds, 2_000)  # daprd's connections, each server's threads
         for round_ in range(settings.through_rounds):
-            order = list(stores)
+            order = [label for label in stores if label != REFERENCE_ECHO]
             random.Random(round_).shuffle(order)
             for inflight in settings.levels:
+                # Every store between two runs of the reference echo: the machine's pace drifts over
+                # seconds, and against the mean of its neighbours a run's ratio moved about 0.6x as
+                # much as against a run three or four seconds away (docs/benchmarks.md, (i)).
+                before = measure(REFERENCE_ECHO, inflight, settings.through_seconds, settings.max_calls)
+                references = bracketed.setdefault((REFERENCE_ECHO, inflight), [])
+                references.append(Bracketed(before, before, before))
                 for label in order:
-                    result = measure(label, inflight, settings.through_seconds, settings.max_calls)
-                    measured.setdefault((label, inflight), []).append(result)
+                    run = measure(label, inflight, settings.through_seconds, settings.max_calls)
+                    after = measure(REFERENCE_ECHO, inflight, settings.through_seconds, settings.max_calls)
+                    bracketed.setdefault((label, inflight), []).append(Bracketed(run, before, after))
+                    references.append(Bracketed(after, after, after))
+                    before = after
         vault_reads = rig.fake.count("get")
         profiles = {}
         if settings.through_profile_seconds:
-            for label in ("echo threaded (4 workers)", "secretbridge file") if "secretbridge file" in stores else ():
+            for label in (REFERENCE_ECHO, "secretbridge file") if "secretbridge file" in stores else ():
                 profiles[label] = profile.record(
                     started.pids[THROUGH_SERVER[label]], folder / f"profile-{stores[label][0]}.txt",
                     lambda label=label: measure(label, 16, settings.through_profile_seconds, settings.max_calls),
@@ -1018,44 +1029,63 @@ def through_daprd(ctx: Context, settings: Settings, labels: Collection[str] | No
         "seconds_per_run": settings.through_seconds,
         "rounds": settings.through_rounds,
         "vault_reads_during_load": vault_reads,
-        "levels": [_through_level(inflight, {label: measured[(label, inflight)] for label in stores})
+        "levels": [_through_level(inflight, {label: bracketed[(label, inflight)] for label in stores})
                    for inflight in settings.levels],
         "profiles": profiles,
     }
 
 
-def _through_level(inflight: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Each store's best round, and round-by-round ratios (median over rounds) to the echo with the
-    highest median throughput at this level and to the built-in store (see `_level`)."""
-    echo = max(ECHOES, key=lambda label: statistics.median(r["throughput"] for r in runs[label]))
+class Bracketed(NamedTuple):
+    """One run of a store and the reference echo's runs just before and just after it."""
 
-    def ratios(own: list[dict[str, Any]], base: list[dict[str, Any]], field: str) -> list[float]:
-        return [a[field] / b[field] if b[field] else 0.0 for a, b in zip(own, base, strict=True)]
+    run: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
 
+    def relative(self, field: str, part: str | None = None) -> float:
+        """The run's `field` (of `cpu_us_per_call`, `part`) over the mean of its neighbours'."""
+        def of(result: dict[str, Any]) -> float:
+            return float(result[field][part] if part is not None else result[field])
+
+        reference = (of(self.before) + of(self.after)) / 2
+        return of(self.run) / reference if reference else 0.0
+
+
+def _through_level(inflight: int, runs: dict[str, list[Bracketed]]) -> dict[str, Any]:
+    """Each store's best run, and its ratios to the reference echo (each run against the mean of the
+    echo's runs either side of it; the median over rounds) and to the built-in store (the same
+    round's ratios divided); the echo's own row holds every run of it."""
+    builtin = runs[BUILTIN_FILE]
     results = []
-    for rounds in runs.values():
+    for label, bracketed in runs.items():
+        rounds = [b.run for b in bracketed]
         best = dict(max(rounds, key=lambda r: r["throughput"]))
-        to_echo = ratios(rounds, runs[echo], "throughput")
-        to_builtin = ratios(rounds, runs[BUILTIN_FILE], "throughput")
+        if label == REFERENCE_ECHO:
+            to_echo, p50_to_echo = [1.0] * len(builtin), [1.0] * len(builtin)
+        else:
+            to_echo = [b.relative("throughput") for b in bracketed]
+            p50_to_echo = [b.relative("p50_ms") for b in bracketed]
+        to_builtin = [mine / theirs.relative("throughput") if theirs.relative("throughput") else 0.0
+                      for mine, theirs in zip(to_echo, builtin, strict=True)]
+        p50_to_builtin = [mine / theirs.relative("p50_ms") if theirs.relative("p50_ms") else 0.0
+                          for mine, theirs in zip(p50_to_echo, builtin, strict=True)]
         best.update(
             every_round=[round(r["throughput"], 1) for r in rounds],
             rounds=[{k: r[k] for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_call")} for r in rounds],
             ratio_rounds=to_echo, ratio_to_echo=statistics.median(to_echo),
             builtin_ratio_rounds=to_builtin, ratio_to_builtin=statistics.median(to_builtin),
-            p50_to_echo=statistics.median(ratios(rounds, runs[echo], "p50_ms")),
-            p50_to_builtin=statistics.median(ratios(rounds, runs[BUILTIN_FILE], "p50_ms")),
+            p50_to_echo=statistics.median(p50_to_echo), p50_to_builtin=statistics.median(p50_to_builtin),
             errors={k: v for r in rounds for k, v in r["errors"].items()},
             cpu_us_per_call={name: statistics.median(r["cpu_us_per_call"][name] for r in rounds)
                              for name in rounds[0]["cpu_us_per_call"]},
         )
         if "store" in rounds[0]["cpu_us_per_call"]:
-            # The store process's CPU per Get against the echo's, round by round: a busy machine moves
-            # calls/s far more than CPU per call, so this says whether a gap is the code or the machine.
-            best["cpu_to_echo"] = statistics.median(
-                a["cpu_us_per_call"]["store"] / b["cpu_us_per_call"]["store"] if b["cpu_us_per_call"]["store"] else 0.0
-                for a, b in zip(rounds, runs[echo], strict=True))
+            # The store process's CPU per Get against the echo's: a busy machine moves calls/s far
+            # more than CPU per call, so this says whether a gap is the code or the machine.
+            best["cpu_to_echo"] = 1.0 if label == REFERENCE_ECHO else statistics.median(
+                b.relative("cpu_us_per_call", "store") for b in bracketed)
         results.append(best)
-    return {"inflight": inflight, "echo": echo, "results": results}
+    return {"inflight": inflight, "echo": REFERENCE_ECHO, "results": results}
 
 
 #: The threads of (j)'s second measure: the server runs at most this many calls at once (WorkerPool).
