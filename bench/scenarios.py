@@ -893,10 +893,10 @@ def side_by_side(ctx: Context, settings: Settings) -> dict[str, object]:
 #: can answer; secretbridge serves its three Components on one socket, as deployed.
 BUILTIN_FILE = "built-in local.file"
 #: The ceiling for a Python store, and every other store's yardstick: each of their runs is measured
-#: between two of its runs (see `through_daprd`). The fastest bare echo of (a) at 16 and 64 in flight;
-#: at 1 in flight every threaded echo runs one call at a time, the same server. Placed as (i) places
-#: it, the aio echo answered 0.51-0.62 of it at 16 and 64 in flight and the 16-worker one 0.87-0.97
-#: in five of six cells, so (i) no longer spends time on them ((a) still compares serving models).
+#: between two of its runs (see `through_daprd`). It was the fastest echo in every cell of every full
+#: run of (i) once (i) placed its processes: at 16 and 64 in flight the aio echo answered 0.51-0.62 of
+#: it and the 16-worker one 0.87-0.97, and at 1 in flight every threaded echo is the same server
+#: running one call at a time; so (i) no longer spends time on them ((a) still compares serving models).
 REFERENCE_ECHO = "echo threaded (4 workers)"
 #: Not a ceiling but a diagnosis: the echo on secretbridge's own worker pool (64 workers, 4 running), so the
 #: pool's cost and the handler's can be told apart.
