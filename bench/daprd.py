@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import stop_process
+from bench.procs import on_cpus, stop_process
 from bench.vault import REPO_ROOT
 
 #: The vault both stores read: its name, and the loopback address its name maps to.
@@ -149,12 +149,9 @@ def running(
     def launch(name: str, argv: list[str], child: dict[str, str]) -> subprocess.Popen[bytes]:
         log = folder / f"{name}.log"
         logs.append(log)
-        placed = (cpus or {}).get(name)
         with log.open("wb") as sink:
-            # Set in the child before exec, so every thread the process starts inherits it.
             proc = subprocess.Popen(in_namespace(hosts, argv) if namespace else argv, cwd=REPO_ROOT, env=child,
-                                    stdout=sink, stderr=subprocess.STDOUT,
-                                    preexec_fn=None if placed is None else lambda: os.sched_setaffinity(0, placed))
+                                    stdout=sink, stderr=subprocess.STDOUT, preexec_fn=on_cpus((cpus or {}).get(name)))
         procs.append(proc)
         started.pids[name] = proc.pid
         return proc

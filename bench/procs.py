@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,15 @@ def _status_kib(pid: int, field_name: str) -> int:
         if line.startswith(field_name + ":"):
             return int(line.split()[1])  # "VmRSS:	  51234 kB"
     raise RuntimeError(f"/proc/{pid}/status has no {field_name}")
+
+
+def on_cpus(cpus: Collection[int] | None) -> Callable[[], None] | None:
+    """A `preexec_fn` that keeps a child on `cpus` (None: no rule, run anywhere). Set in the child
+    before exec, so every thread the process starts inherits it."""
+    if cpus is None:
+        return None
+    placed = set(cpus)
+    return lambda: os.sched_setaffinity(0, placed)
 
 
 def process_cpu_seconds(pid: int) -> float:

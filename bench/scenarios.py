@@ -1056,6 +1056,8 @@ def _through_level(inflight: int, runs: dict[str, list[Bracketed]]) -> dict[str,
     echo's runs either side of it; the median over rounds) and to the built-in store (the same
     round's ratios divided); the echo's own row holds every run of it."""
     builtin = runs[BUILTIN_FILE]
+    builtin_rate = [b.relative("throughput") for b in builtin]
+    builtin_p50 = [b.relative("p50_ms") for b in builtin]
     results = []
     for label, bracketed in runs.items():
         rounds = [b.run for b in bracketed]
@@ -1065,10 +1067,9 @@ def _through_level(inflight: int, runs: dict[str, list[Bracketed]]) -> dict[str,
         else:
             to_echo = [b.relative("throughput") for b in bracketed]
             p50_to_echo = [b.relative("p50_ms") for b in bracketed]
-        to_builtin = [mine / theirs.relative("throughput") if theirs.relative("throughput") else 0.0
-                      for mine, theirs in zip(to_echo, builtin, strict=True)]
-        p50_to_builtin = [mine / theirs.relative("p50_ms") if theirs.relative("p50_ms") else 0.0
-                          for mine, theirs in zip(p50_to_echo, builtin, strict=True)]
+        to_builtin = [mine / theirs if theirs else 0.0 for mine, theirs in zip(to_echo, builtin_rate, strict=True)]
+        p50_to_builtin = [mine / theirs if theirs else 0.0
+                          for mine, theirs in zip(p50_to_echo, builtin_p50, strict=True)]
         best.update(
             every_round=[round(r["throughput"], 1) for r in rounds],
             rounds=[{k: r[k] for k in ("throughput", "p50_ms", "p99_ms", "cpu_us_per_call")} for r in rounds],

@@ -10,7 +10,6 @@ The names are read round-robin from a Lua script; its `done` hook prints the fig
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import LoadJob, run_in_subprocess
-from bench.procs import process_cpu_seconds
+from bench.procs import on_cpus, process_cpu_seconds
 
 SCRIPT = """\
 local requests = {}
@@ -88,7 +87,7 @@ def _run(
     paths = [f"/v1.0/secrets/{store}/{name}" for name in names]
     argv = [wrk, "-t1", f"-c{inflight}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), root, "--", *paths]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False,
-                          preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
+                          preexec_fn=on_cpus(cpus))
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
