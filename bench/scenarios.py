@@ -91,10 +91,10 @@ class Settings:
     limit_window: float = 2.0
     side_secrets: int = 1_000
     # (i): wrk counts whole seconds. Measured between two runs of the echo, a store's ratio to it
-    # moves by about ±0.07 (1 in flight) to ±0.10 (16) from one round to the next on the 2-vCPU VM;
-    # the median of twenty by about ±0.02-0.03 (five full runs: one cell of 45 came out 0.001 under
-    # the target, in a run where that cell's mean over the five was 0.96). Thirty rounds cut that
-    # by a fifth; without the pool echo (see POOL_ECHO) they take a fifth longer than twenty did.
+    # moves by about ±0.05-0.14 from one round to the next on the 2-vCPU VM; the median of thirty by
+    # ±0.01-0.03 from run to run (five full runs), against ±0.02-0.03 for twenty, where one cell of 45
+    # came out 0.001 under the target. Without the pool echo (see POOL_ECHO) thirty rounds take
+    # a fifth longer than twenty did (docs/benchmarks.md).
     through_seconds: int = 1
     through_rounds: int = 30
     through_warmup: bool = True
